@@ -1,0 +1,41 @@
+// Every failure the product reports carries a stable code, so scripts and the server's
+// fleet view can act on it without parsing English.
+export type SiErrorCode =
+  | 'ERR_INVALID_ARGUMENT'
+  | 'ERR_IMAGE_NOT_FOUND'
+  | 'ERR_IMAGE_EXISTS'
+  | 'ERR_INVALID_IMAGE_NAME'
+  | 'ERR_SOURCE_NOT_FOUND'
+  | 'ERR_INVALID_TORRENT'
+  | 'ERR_INVALID_BENCODE'
+  | 'ERR_SERVER_UNREACHABLE'
+  | 'ERR_HTTP_STATUS'
+  | 'ERR_TRACKER_REPLY'
+  | 'ERR_PEER_PROTOCOL'
+  | 'ERR_PIECE_HASH_MISMATCH'
+  | 'ERR_STAGING'
+  | 'ERR_UNSAFE_ARCHIVE'
+  | 'ERR_ARCHIVE'
+  | 'ERR_DOWNLOAD_STALLED'
+  | 'ERR_ABORTED'
+
+export class SiError extends Error {
+  readonly code: SiErrorCode
+
+  constructor (code: SiErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'SiError'
+    this.code = code
+  }
+}
+
+export function isSiError (err: unknown, code?: SiErrorCode): err is SiError {
+  return err instanceof SiError && (code === undefined || err.code === code)
+}
+
+/** One line for an administrator: the code, then what went wrong. */
+export function describeError (err: unknown): string {
+  if (err instanceof SiError) return `${err.code}: ${err.message}`
+  if (err instanceof Error) return err.message
+  return String(err)
+}
