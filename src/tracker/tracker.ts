@@ -1,0 +1,232 @@
+import type http from 'node:http'
+import { performance } from 'node:perf_hooks'
+import { SiError } from '../errors.ts'
+import { parseAnnounceRequest } from './announce-request.ts'
+import { PeerTable, type PeerEntry, type SwarmStats } from './peer-table.ts'
+import { parseRawQuery } from './query.ts'
+import { announceReply, failureReply, scrapeReply } from './replies.ts'
+import { parseScrapeRequest } from './scrape-request.ts'
+
+export const ANNOUNCE_PATH = '/announce'
+export const SCRAPE_PATH = '/scrape'
+// Short on purpose: during a deployment a new node should hear of its peers within
+// seconds, and a few hundred tiny requests per second cost the server nothing.
+const DEFAULT_INTERVAL_SECONDS = 15
+const DEFAULT_MAX_PEERS_PER_REPLY = 200
+const DEFAULT_NUMWANT = 50
+const TTL_INTERVALS = 3
+const DEFAULT_MAX_PEERS_PER_SWARM = 5000
+const DEFAULT_MAX_SWARMS = 1024
+const MAX_SWEEP_MS = 60_000
+const MIN_SWEEP_MS = 50
+const MAPPED_IPV4 = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i
+
+export interface TrackerOptions {
+  /** Default 15: short during deployments. */
+  intervalSeconds?: number
+  /** Default a third of the interval (at least 1). */
+  minIntervalSeconds?: number
+  /** Upper bound on numwant; default 200. */
+  maxPeersPerReply?: number
+  /** Default 3 intervals. Fractions allowed (tests). */
+  peerTtlSeconds?: number
+  /** When set, announces for other hashes get a failure reason. */
+  isKnownInfoHash?: (infoHashHex: string) => boolean
+  /** Default 5000. */
+  maxPeersPerSwarm?: number
+  /** Default 1024. */
+  maxSwarms?: number
+  /**
+   * Seeders living in the same process as the tracker (the image server's first seeder).
+   * They never announce over HTTP, where they would be seen at a loopback address; each
+   * reply names them at the local address the announcing node reached us on.
+   */
+  seedPeers?: (infoHashHex: string, localAddress: string) => Array<{ host: string; port: number; peerId: Uint8Array }>
+}
+
+export interface SwarmPeer {
+  peerIdHex: string
+  host: string
+  port: number
+  left: number
+  uploaded: number
+  downloaded: number
+  lastSeen: number
+}
+
+export interface SwarmView extends SwarmStats { peers: SwarmPeer[] }
+
+/** BEP 3 HTTP tracker with compact peers (BEP 23) and scrape (BEP 48), mounted by the caller's HTTP server. */
+export class Tracker {
+  private readonly intervalSeconds: number
+  private readonly minIntervalSeconds: number
+  private readonly maxPeersPerReply: number
+  private readonly peerTtlMs: number
+  private readonly isKnownInfoHash: ((infoHashHex: string) => boolean) | undefined
+  private readonly table: PeerTable
+  private readonly seedPeers: TrackerOptions['seedPeers']
+  private sweepTimer: NodeJS.Timeout | undefined
+
+  constructor (opts: TrackerOptions = {}) {
+    this.intervalSeconds = positiveInteger('intervalSeconds', opts.intervalSeconds ?? DEFAULT_INTERVAL_SECONDS)
+    this.minIntervalSeconds = positiveInteger('minIntervalSeconds',
+      opts.minIntervalSeconds ?? Math.max(1, Math.floor(this.intervalSeconds / 3)))
+    this.maxPeersPerReply = positiveInteger('maxPeersPerReply', opts.maxPeersPerReply ?? DEFAULT_MAX_PEERS_PER_REPLY)
+    const ttlSeconds = opts.peerTtlSeconds ?? TTL_INTERVALS * this.intervalSeconds
+    if (!(ttlSeconds > 0) || !Number.isFinite(ttlSeconds)) {
+      throw new SiError('ERR_INVALID_ARGUMENT', `peerTtlSeconds must be a positive number (got ${ttlSeconds})`)
+    }
+    this.peerTtlMs = ttlSeconds * 1000
+    this.isKnownInfoHash = opts.isKnownInfoHash
+    this.seedPeers = opts.seedPeers
+    this.table = new PeerTable({
+      peerTtlMs: this.peerTtlMs,
+      maxPeersPerSwarm: positiveInteger('maxPeersPerSwarm', opts.maxPeersPerSwarm ?? DEFAULT_MAX_PEERS_PER_SWARM),
+      maxSwarms: positiveInteger('maxSwarms', opts.maxSwarms ?? DEFAULT_MAX_SWARMS)
+    })
+  }
+
+  start (): void {
+    if (this.sweepTimer !== undefined) return
+    const period = Math.min(MAX_SWEEP_MS, Math.max(MIN_SWEEP_MS, this.peerTtlMs / 2))
+    this.sweepTimer = setInterval(() => this.table.expire(performance.now()), period)
+    this.sweepTimer.unref()
+  }
+
+  stop (): void {
+    if (this.sweepTimer !== undefined) clearInterval(this.sweepTimer)
+    this.sweepTimer = undefined
+  }
+
+  /**
+   * Answers GET /announce and GET /scrape; false for any other path, for the caller to
+   * route. Never throws: a bad request gets a BEP 3 failure reason with HTTP 200.
+   */
+  handle (req: http.IncomingMessage, res: http.ServerResponse): boolean {
+    const target = req.url ?? ''
+    const mark = target.indexOf('?')
+    const path = mark === -1 ? target : target.slice(0, mark)
+    const query = mark === -1 ? '' : target.slice(mark + 1)
+    if (path !== ANNOUNCE_PATH && path !== SCRAPE_PATH) return false
+
+    let status = 200
+    let body: Uint8Array
+    try {
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        status = 405
+        throw new SiError('ERR_TRACKER_REQUEST', `method ${req.method ?? '?'} not allowed, use GET`)
+      }
+      body = path === ANNOUNCE_PATH ? this.onAnnounce(req, query) : this.onScrape(query)
+    } catch (err) {
+      body = failureReply(err instanceof SiError ? err.message : 'internal tracker error')
+    }
+    send(req, res, status, body)
+    return true
+  }
+
+  /** The tracker's view of one swarm, for the fleet view and the leave-the-swarm policy. */
+  swarm (infoHashHex: string): SwarmView {
+    const swarm = this.table.get(infoHashHex.toLowerCase())
+    if (swarm === undefined) return { complete: 0, incomplete: 0, downloaded: 0, peers: [] }
+    swarm.expire(performance.now() - this.peerTtlMs)
+    const peers = [...swarm.peers.values()].map((p) => ({
+      peerIdHex: p.peerIdHex,
+      host: p.host,
+      port: p.port,
+      left: p.left,
+      uploaded: p.uploaded,
+      downloaded: p.downloaded,
+      lastSeen: p.lastSeen
+    }))
+    return { ...swarm.stats(), peers }
+  }
+
+  private onAnnounce (req: http.IncomingMessage, query: string): Uint8Array {
+    const announce = parseAnnounceRequest(parseRawQuery(query), {
+      defaultNumwant: Math.min(DEFAULT_NUMWANT, this.maxPeersPerReply),
+      maxNumwant: this.maxPeersPerReply
+    })
+    if (this.isKnownInfoHash !== undefined && !this.isKnownInfoHash(announce.infoHashHex)) {
+      throw new SiError('ERR_TRACKER_REQUEST', `info_hash ${announce.infoHashHex} is not served by this tracker`)
+    }
+    // The address is the socket's: the `ip` parameter would let anyone point a swarm elsewhere.
+    const host = peerHost(req.socket.remoteAddress)
+    const { swarm, self } = this.table.announce(announce, host, performance.now())
+    const localSeeds = this.localSeedsFor(announce.infoHashHex, req)
+    const tracked = swarm?.stats() ?? { complete: 0, incomplete: 0, downloaded: 0 }
+    const stats = { ...tracked, complete: tracked.complete + localSeeds.length }
+    const sampled = swarm === undefined || self === undefined
+      ? []
+      : swarm.sample(self, announce.numwant, announce.left === 0)
+    const peers = announce.left === 0 || announce.event === 'stopped' ? sampled : [...localSeeds, ...sampled]
+    return announceReply({
+      intervalSeconds: this.intervalSeconds,
+      minIntervalSeconds: this.minIntervalSeconds,
+      stats,
+      peers,
+      compact: announce.compact,
+      noPeerId: announce.noPeerId
+    })
+  }
+
+  private localSeedsFor (infoHashHex: string, req: http.IncomingMessage): PeerEntry[] {
+    if (this.seedPeers === undefined) return []
+    const local = peerHost(req.socket.localAddress)
+    const now = Date.now()
+    return this.seedPeers(infoHashHex, local).map(p => ({
+      peerId: p.peerId,
+      peerIdHex: Buffer.from(p.peerId).toString('hex'),
+      host: p.host,
+      port: p.port,
+      left: 0,
+      uploaded: 0,
+      downloaded: 0,
+      lastSeen: now,
+      touchedAt: performance.now(),
+      countedComplete: false
+    }))
+  }
+
+  private onScrape (query: string): Uint8Array {
+    const requested = parseScrapeRequest(parseRawQuery(query))
+    const entries: Array<{ infoHash: Uint8Array; stats: SwarmStats }> = []
+    if (requested.length === 0) {
+      for (const swarm of this.table.all()) entries.push({ infoHash: swarm.infoHash, stats: swarm.stats() })
+    } else {
+      const seen = new Set<string>()
+      for (const infoHash of requested) {
+        const hex = Buffer.from(infoHash).toString('hex')
+        if (seen.has(hex)) continue
+        seen.add(hex)
+        if (this.isKnownInfoHash !== undefined && !this.isKnownInfoHash(hex)) continue
+        const stats = this.table.get(hex)?.stats() ?? { complete: 0, incomplete: 0, downloaded: 0 }
+        entries.push({ infoHash, stats })
+      }
+    }
+    return scrapeReply(entries)
+  }
+}
+
+function peerHost (remoteAddress: string | undefined): string {
+  if (remoteAddress === undefined) throw new SiError('ERR_TRACKER_REQUEST', 'peer address unknown (connection closed)')
+  // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d; their peers need the IPv4 form.
+  return MAPPED_IPV4.exec(remoteAddress)?.[1] ?? remoteAddress
+}
+
+function send (req: http.IncomingMessage, res: http.ServerResponse, status: number, body: Uint8Array): void {
+  const headers: http.OutgoingHttpHeaders = {
+    'Content-Type': 'text/plain',
+    'Content-Length': body.length,
+    'Cache-Control': 'no-store'
+  }
+  if (status === 405) headers.Allow = 'GET, HEAD'
+  res.writeHead(status, headers)
+  res.end(req.method === 'HEAD' ? undefined : body)
+}
+
+function positiveInteger (name: string, value: number): number {
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new SiError('ERR_INVALID_ARGUMENT', `${name} must be a positive integer (got ${value})`)
+  }
+  return value
+}
