@@ -1,0 +1,205 @@
+// Decides which blocks to ask which peer for. Pure bookkeeping: no sockets, no bytes.
+//
+// Policy for a deployment swarm on a LAN: every node starts empty at about the same time,
+// so the first pieces are picked at random (rarest-first has nothing to rank yet and would
+// make every node ask the seed for the same pieces), then rarest-first with a random
+// tie-break so the seed's upload spreads distinct pieces into the swarm. Partial pieces are
+// finished before new ones are started, so pieces become shareable quickly. When every
+// missing block is already requested, endgame lets a block be requested from a second peer.
+
+export const BLOCK_SIZE = 16 * 1024
+export const RANDOM_FIRST_PIECES = 4
+export const ENDGAME_REQUESTS_PER_BLOCK = 2
+
+export interface BlockRequest { index: number; offset: number; length: number }
+
+export interface ReceiveResult {
+  /** the block had already arrived from another peer (endgame) */
+  duplicate: boolean
+  /** every block of the piece has arrived: verify it now */
+  pieceComplete: boolean
+  /** other peers that were asked for the same block and should get a cancel */
+  cancelFrom: string[]
+}
+
+interface PartialPiece {
+  blockCount: number
+  received: Uint8Array
+  receivedCount: number
+  requesters: Array<Set<string> | undefined>
+  contributors: Set<string>
+}
+
+export class PiecePicker {
+  readonly pieceCount: number
+  readonly pieceLength: number
+  readonly totalLength: number
+  private readonly have: Uint8Array
+  private readonly availability: Uint32Array
+  private readonly partial = new Map<number, PartialPiece>()
+  private haveCount = 0
+  private readonly random: () => number
+
+  constructor (opts: { pieceCount: number; pieceLength: number; totalLength: number; random?: () => number }) {
+    this.pieceCount = opts.pieceCount
+    this.pieceLength = opts.pieceLength
+    this.totalLength = opts.totalLength
+    this.have = new Uint8Array(opts.pieceCount)
+    this.availability = new Uint32Array(opts.pieceCount)
+    this.random = opts.random ?? Math.random
+  }
+
+  get completed (): number { return this.haveCount }
+  get isComplete (): boolean { return this.haveCount === this.pieceCount }
+  hasPiece (index: number): boolean { return this.have[index] === 1 }
+
+  pieceSize (index: number): number {
+    if (index < this.pieceCount - 1) return this.pieceLength
+    return this.totalLength - this.pieceLength * (this.pieceCount - 1)
+  }
+
+  /** Bytes of verified pieces. */
+  get verifiedBytes (): number {
+    const lastHave = this.have[this.pieceCount - 1] === 1
+    return lastHave
+      ? (this.haveCount - 1) * this.pieceLength + this.pieceSize(this.pieceCount - 1)
+      : this.haveCount * this.pieceLength
+  }
+
+  /** Whether the peer holds at least one piece we still lack. */
+  wants (peerHas: (index: number) => boolean): boolean {
+    for (let i = 0; i < this.pieceCount; i++) {
+      if (this.have[i] === 0 && peerHas(i)) return true
+    }
+    return false
+  }
+
+  peerHasPiece (index: number): void {
+    if (index >= 0 && index < this.pieceCount) this.availability[index]++
+  }
+
+  peerLostPiece (index: number): void {
+    if (index >= 0 && index < this.pieceCount && this.availability[index] > 0) this.availability[index]--
+  }
+
+  /** Up to `max` new block requests for this peer. */
+  pick (peer: string, peerHas: (index: number) => boolean, max: number): BlockRequest[] {
+    const out: BlockRequest[] = []
+    if (max <= 0) return out
+    this.pickFromPartials(peer, peerHas, max, out, false)
+    while (out.length < max) {
+      const index = this.chooseNewPiece(peerHas)
+      if (index < 0) break
+      this.partial.set(index, this.newPartial(index))
+      this.takeBlocks(peer, index, max, out, false)
+    }
+    if (out.length === 0) this.pickFromPartials(peer, peerHas, max, out, true)
+    return out
+  }
+
+  /** Records a block's arrival. Returns undefined when the block was not expected at all. */
+  received (peer: string, index: number, offset: number): ReceiveResult | undefined {
+    const piece = this.partial.get(index)
+    if (piece === undefined) return this.have[index] === 1 ? { duplicate: true, pieceComplete: false, cancelFrom: [] } : undefined
+    const block = offset / BLOCK_SIZE
+    if (!Number.isInteger(block) || block >= piece.blockCount) return undefined
+    const requesters = piece.requesters[block]
+    requesters?.delete(peer)
+    if (piece.received[block] === 1) return { duplicate: true, pieceComplete: false, cancelFrom: [] }
+    piece.received[block] = 1
+    piece.receivedCount++
+    piece.contributors.add(peer)
+    const cancelFrom = requesters === undefined ? [] : [...requesters]
+    piece.requesters[block] = undefined
+    return { duplicate: false, pieceComplete: piece.receivedCount === piece.blockCount, cancelFrom }
+  }
+
+  /** The peer will not deliver this block (choke, reject, cancel, timeout). */
+  abandoned (peer: string, index: number, offset: number): void {
+    const piece = this.partial.get(index)
+    if (piece === undefined) return
+    piece.requesters[offset / BLOCK_SIZE]?.delete(peer)
+  }
+
+  /** The peer is gone: every block it was asked for goes back to the pool. */
+  peerGone (peer: string): void {
+    for (const piece of this.partial.values()) {
+      for (const set of piece.requesters) set?.delete(peer)
+    }
+  }
+
+  /** Peers whose blocks made up the piece (for blame when the hash check fails). */
+  contributors (index: number): string[] {
+    return [...(this.partial.get(index)?.contributors ?? [])]
+  }
+
+  verified (index: number): void {
+    this.partial.delete(index)
+    if (this.have[index] === 0) {
+      this.have[index] = 1
+      this.haveCount++
+    }
+  }
+
+  /** The piece failed its hash check: every block must be fetched again. */
+  failed (index: number): void {
+    this.partial.delete(index)
+  }
+
+  private newPartial (index: number): PartialPiece {
+    const blockCount = Math.ceil(this.pieceSize(index) / BLOCK_SIZE)
+    return {
+      blockCount,
+      received: new Uint8Array(blockCount),
+      receivedCount: 0,
+      requesters: new Array(blockCount).fill(undefined),
+      contributors: new Set()
+    }
+  }
+
+  private pickFromPartials (peer: string, peerHas: (index: number) => boolean, max: number, out: BlockRequest[], endgame: boolean): void {
+    // Closest to completion first: a finished piece can be shared at once.
+    const candidates = [...this.partial.entries()]
+      .filter(([index]) => peerHas(index))
+      .sort((a, b) => b[1].receivedCount - a[1].receivedCount)
+    for (const [index] of candidates) {
+      if (out.length >= max) return
+      this.takeBlocks(peer, index, max, out, endgame)
+    }
+  }
+
+  private takeBlocks (peer: string, index: number, max: number, out: BlockRequest[], endgame: boolean): void {
+    const piece = this.partial.get(index)
+    if (piece === undefined) return
+    const size = this.pieceSize(index)
+    for (let block = 0; block < piece.blockCount && out.length < max; block++) {
+      if (piece.received[block] === 1) continue
+      const requesters = piece.requesters[block]
+      const count = requesters?.size ?? 0
+      if (endgame ? (count >= ENDGAME_REQUESTS_PER_BLOCK || requesters?.has(peer) === true) : count > 0) continue
+      const set = requesters ?? new Set<string>()
+      set.add(peer)
+      piece.requesters[block] = set
+      const offset = block * BLOCK_SIZE
+      out.push({ index, offset, length: Math.min(BLOCK_SIZE, size - offset) })
+    }
+  }
+
+  private chooseNewPiece (peerHas: (index: number) => boolean): number {
+    const n = this.pieceCount
+    const start = Math.floor(this.random() * n)
+    const randomPhase = this.haveCount < RANDOM_FIRST_PIECES
+    let best = -1
+    let bestAvailability = Infinity
+    for (let k = 0; k < n; k++) {
+      const i = (start + k) % n
+      if (this.have[i] === 1 || this.partial.has(i) || !peerHas(i)) continue
+      if (randomPhase) return i
+      if (this.availability[i] < bestAvailability) {
+        best = i
+        bestAvailability = this.availability[i]
+      }
+    }
+    return best
+  }
+}

@@ -1,0 +1,36 @@
+// Bytes per second over a short sliding window, in one-second buckets.
+export const RATE_WINDOW_SECONDS = 5
+
+export class RateMeter {
+  private readonly buckets = new Float64Array(RATE_WINDOW_SECONDS)
+  private lastSecond: number
+  private readonly now: () => number
+  total = 0
+
+  constructor (now: () => number = Date.now) {
+    this.now = now
+    this.lastSecond = Math.floor(now() / 1000)
+  }
+
+  add (bytes: number): void {
+    this.advance()
+    this.buckets[this.lastSecond % RATE_WINDOW_SECONDS] += bytes
+    this.total += bytes
+  }
+
+  /** Average over the window's completed seconds plus the current one, pro rata. */
+  rate (): number {
+    this.advance()
+    let sum = 0
+    for (const b of this.buckets) sum += b
+    const intoSecond = (this.now() % 1000) / 1000
+    return sum / (RATE_WINDOW_SECONDS - 1 + Math.max(intoSecond, 0.001))
+  }
+
+  private advance (): void {
+    const second = Math.floor(this.now() / 1000)
+    const gap = Math.min(second - this.lastSecond, RATE_WINDOW_SECONDS)
+    for (let i = 1; i <= gap; i++) this.buckets[(this.lastSecond + i) % RATE_WINDOW_SECONDS] = 0
+    this.lastSecond = Math.max(second, this.lastSecond)
+  }
+}

@@ -1,0 +1,505 @@
+// One torrent's swarm: connects to peers, asks the picker what to request, verifies
+// pieces through the store, answers requests, runs the choker and the discovery of peers
+// (tracker, PEX). The same class downloads (agent) and seeds (server, or an agent done).
+import { EventEmitter } from 'node:events'
+import { connect as netConnect } from 'node:net'
+import utPex from 'ut_pex'
+import { SiError, describeError } from '../errors.ts'
+import { Peer, HANDSHAKE_TIMEOUT_MS } from './peer.ts'
+import type { PeerListener } from './peer-listener.ts'
+import { PiecePicker, BLOCK_SIZE } from './piece-picker.ts'
+import { selectUnchoked, DEFAULT_UPLOAD_SLOTS } from './choker.ts'
+import type { PieceStore } from './piece-store.ts'
+import { TrackerClient, type PeerAddress } from './tracker-client.ts'
+import { RateMeter } from './rate-meter.ts'
+
+export const DEFAULT_MAX_CONNECTIONS = 80
+export const CONNECT_TIMEOUT_MS = 5_000
+export const CHOKE_INTERVAL_MS = 2_000
+/** A peer that leaves requests unanswered this long is dropped and its blocks go elsewhere. */
+export const REQUEST_TIMEOUT_MS = 20_000
+/** Requests kept in flight per peer: enough to cover this much time at the peer's current rate. */
+export const REQUEST_QUEUE_SECONDS = 1
+export const MIN_PIPELINE = 16
+export const MAX_PIPELINE = 256
+/** Below this many peers we ask the tracker for more before the next interval. */
+export const LOW_PEER_COUNT = 8
+/** Hash failures of pieces it contributed to before a peer is dropped for good. */
+export const MAX_SHARED_HASH_FAILURES = 3
+/** Peer ids of the image server's seeder start with this, so nodes can tell server bytes from peer bytes. */
+export const SERVER_PEER_ID_PREFIX = '-SS'
+
+export interface SwarmOptions {
+  infoHash: Buffer
+  peerId: Buffer
+  store: PieceStore
+  listener: PeerListener
+  announceUrls: string[]
+  maxConnections?: number
+  uploadSlots?: number
+  announceIntervalSeconds?: number
+  /** an agent that is complete does not go looking for peers; it waits for those who need it */
+  connectWhenComplete?: boolean
+}
+
+export interface SwarmStats {
+  pieceCount: number
+  piecesVerified: number
+  length: number
+  verifiedBytes: number
+  downloaded: number
+  downloadedFromServer: number
+  uploaded: number
+  downloadRate: number
+  uploadRate: number
+  peers: number
+  seeds: number
+  hashFailures: number
+  bannedPeers: number
+}
+
+interface PeerState {
+  peer: Peer
+  haveCount: number
+}
+
+export class Swarm extends EventEmitter {
+  readonly infoHash: Buffer
+  readonly infoHashHex: string
+  readonly peerId: Buffer
+  readonly store: PieceStore
+  private readonly picker: PiecePicker
+  private readonly listener: PeerListener
+  private readonly tracker: TrackerClient | undefined
+  private readonly peers = new Map<string, PeerState>()
+  private readonly connecting = new Set<string>()
+  private readonly handshaking = new Set<Peer>()
+  private readonly known = new Map<string, PeerAddress>()
+  private readonly bannedIds = new Set<string>()
+  private readonly bannedKeys = new Set<string>()
+  private readonly selfKeys = new Set<string>()
+  private readonly maxConnections: number
+  private readonly uploadSlots: number
+  private readonly connectWhenComplete: boolean
+  private readonly downloadRate = new RateMeter()
+  private readonly uploadRate = new RateMeter()
+  private chokeTimer: NodeJS.Timeout | undefined
+  private downloaded = 0
+  private downloadedFromServer = 0
+  private uploaded = 0
+  private hashFailures = 0
+  private started = false
+  private stopped = false
+
+  constructor (opts: SwarmOptions) {
+    super()
+    this.infoHash = opts.infoHash
+    this.infoHashHex = opts.infoHash.toString('hex')
+    this.peerId = opts.peerId
+    this.store = opts.store
+    this.listener = opts.listener
+    this.maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS
+    this.uploadSlots = opts.uploadSlots ?? DEFAULT_UPLOAD_SLOTS
+    this.connectWhenComplete = opts.connectWhenComplete ?? false
+    const { layout } = opts.store
+    this.picker = new PiecePicker({ pieceCount: layout.pieceCount, pieceLength: layout.pieceLength, totalLength: layout.length })
+    for (let i = 0; i < layout.pieceCount; i++) if (opts.store.has(i)) this.picker.verified(i)
+    if (opts.announceUrls.length > 0) {
+      this.tracker = new TrackerClient({
+        announceUrls: opts.announceUrls,
+        infoHash: this.infoHash,
+        peerId: this.peerId,
+        port: this.listener.port,
+        getStats: () => ({ uploaded: this.uploaded, downloaded: this.downloaded, left: this.store.layout.length - this.picker.verifiedBytes }),
+        intervalOverrideSeconds: opts.announceIntervalSeconds
+      })
+      this.tracker.on('peers', (peers: PeerAddress[]) => { for (const p of peers) this.addPeerAddress(p) })
+      this.tracker.on('warning', (err: Error) => this.emit('warning', err))
+    }
+  }
+
+  get isComplete (): boolean { return this.picker.isComplete }
+  get trackerReply (): { complete?: number; incomplete?: number } | undefined { return this.tracker?.last }
+
+  start (): void {
+    if (this.started) return
+    this.started = true
+    this.listener.register(this.infoHashHex, this)
+    this.tracker?.start()
+    this.chokeTimer = setInterval(() => this.rechoke(), CHOKE_INTERVAL_MS)
+    this.chokeTimer.unref()
+  }
+
+  async stop (): Promise<void> {
+    if (this.stopped) return
+    this.stopped = true
+    this.listener.unregister(this.infoHashHex)
+    clearInterval(this.chokeTimer)
+    for (const peer of this.handshaking) peer.destroy()
+    for (const { peer } of this.peers.values()) peer.destroy()
+    this.peers.clear()
+    await this.tracker?.stop()
+  }
+
+  stats (): SwarmStats {
+    let seeds = 0
+    for (const s of this.peers.values()) if (s.haveCount === this.picker.pieceCount) seeds++
+    return {
+      pieceCount: this.picker.pieceCount,
+      piecesVerified: this.picker.completed,
+      length: this.store.layout.length,
+      verifiedBytes: this.picker.verifiedBytes,
+      downloaded: this.downloaded,
+      downloadedFromServer: this.downloadedFromServer,
+      uploaded: this.uploaded,
+      downloadRate: this.downloadRate.rate(),
+      uploadRate: this.uploadRate.rate(),
+      peers: this.peers.size,
+      seeds,
+      hashFailures: this.hashFailures,
+      bannedPeers: this.bannedIds.size
+    }
+  }
+
+  /** Peers learnt by any route: tracker, PEX, or given on the command line. */
+  addPeerAddress (addr: PeerAddress): void {
+    if (this.stopped || !Number.isInteger(addr.port) || addr.port <= 0 || addr.port > 65535) return
+    const key = `${addr.host}:${addr.port}`
+    this.known.set(key, addr)
+    this.connectMore()
+  }
+
+  /** IncomingPeerHandler: the listener hands over a peer whose handshake named our torrent. */
+  adoptIncoming (peer: Peer): void {
+    if (this.stopped) { peer.destroy(); return }
+    this.prepareWire(peer)
+    peer.wire.handshake(this.infoHash, this.peerId)
+    this.attach(peer)
+  }
+
+  private connectMore (): void {
+    if (this.stopped || (this.picker.isComplete && !this.connectWhenComplete)) return
+    for (const [key, addr] of this.known) {
+      if (this.peers.size + this.connecting.size >= this.maxConnections) return
+      if (this.connecting.has(key) || this.bannedKeys.has(key) || this.selfKeys.has(key) || this.isConnectedTo(key)) continue
+      this.connectTo(key, addr)
+    }
+  }
+
+  private isConnectedTo (key: string): boolean {
+    for (const { peer } of this.peers.values()) if (peer.key === key) return true
+    return false
+  }
+
+  private connectTo (key: string, addr: PeerAddress): void {
+    this.connecting.add(key)
+    const socket = netConnect({ host: addr.host, port: addr.port })
+    socket.setTimeout(CONNECT_TIMEOUT_MS, () => socket.destroy())
+    const giveUp = (): void => {
+      this.connecting.delete(key)
+      this.known.delete(key)
+    }
+    socket.once('error', giveUp)
+    socket.once('connect', () => {
+      socket.setTimeout(0)
+      socket.off('error', giveUp)
+      const peer = new Peer(socket, { outgoing: true, listenPort: addr.port })
+      this.handshaking.add(peer)
+      const timer = setTimeout(() => peer.destroy(new SiError('ERR_PEER_PROTOCOL', 'no handshake in time')), HANDSHAKE_TIMEOUT_MS)
+      timer.unref()
+      peer.once('close', () => {
+        clearTimeout(timer)
+        this.handshaking.delete(peer)
+        this.connecting.delete(key)
+      })
+      peer.wire.once('handshake', (infoHashHex: string) => {
+        clearTimeout(timer)
+        this.handshaking.delete(peer)
+        this.connecting.delete(key)
+        if (infoHashHex !== this.infoHashHex) {
+          peer.destroy(new SiError('ERR_PEER_PROTOCOL', `peer ${key} answered for another torrent`))
+          return
+        }
+        this.attach(peer)
+      })
+      this.prepareWire(peer)
+      peer.wire.handshake(this.infoHash, this.peerId)
+    })
+  }
+
+  private prepareWire (peer: Peer): void {
+    peer.guard.setPieceCount(this.picker.pieceCount)
+    peer.wire.use(utPex())
+    peer.wire.extendedHandshake.p = this.listener.port
+    peer.wire.setKeepAlive(true)
+  }
+
+  private attach (peer: Peer): void {
+    const id = peer.wire.peerId ?? ''
+    peer.id = id
+    if (this.stopped || peer.isClosed) { peer.destroy(); return }
+    if (id === this.peerId.toString('hex')) {
+      if (peer.outgoing) this.selfKeys.add(peer.key)
+      peer.destroy()
+      return
+    }
+    if (this.bannedIds.has(id)) { peer.destroy(); return }
+    const existing = this.peers.get(id)
+    if (existing !== undefined) {
+      // Both sides dialled at once: keep the connection opened by the smaller peer id, as the other side does.
+      const keepNew = peer.outgoing === (this.peerId.toString('hex') < id)
+      if (!keepNew) { peer.destroy(); return }
+      existing.peer.removeAllListeners('close')
+      this.detach(existing)
+      existing.peer.destroy()
+    }
+    const state: PeerState = { peer, haveCount: 0 }
+    this.peers.set(id, state)
+    peer.serveFrom(
+      (index, offset, length) => this.store.readBlock(index, offset, length),
+      (index, offset, length) => this.checkRequest(index, offset, length)
+    )
+    peer.once('close', (err?: Error) => {
+      this.detach(state)
+      if (err !== undefined) this.emit('peer-error', peer.key, err)
+      this.connectMore()
+    })
+    this.listen(state)
+    if (this.picker.completed > 0) peer.wire.bitfield(this.store.bitfield())
+    this.introduceViaPex(state)
+    peer.wire.setTimeout(REQUEST_TIMEOUT_MS, true)
+    this.emit('peer', peer.key)
+    this.maybeUnchoke(state)
+  }
+
+  private listen (state: PeerState): void {
+    const { peer } = state
+    const wire = peer.wire
+    wire.on('bitfield', () => {
+      const bits = wire.peerPieces.buffer
+      const expected = Math.ceil(this.picker.pieceCount / 8)
+      if (bits.length !== expected || hasSpareBits(bits, this.picker.pieceCount)) {
+        peer.destroy(new SiError('ERR_PEER_PROTOCOL', `peer ${peer.key} sent a bitfield of ${bits.length} bytes for ${this.picker.pieceCount} pieces`))
+        return
+      }
+      let count = 0
+      for (let i = 0; i < this.picker.pieceCount; i++) {
+        if (wire.peerPieces.get(i)) { this.picker.peerHasPiece(i); count++ }
+      }
+      state.haveCount = count
+      this.afterPeerPieces(state)
+    })
+    wire.on('have', (index: number) => {
+      if (!Number.isInteger(index) || index >= this.picker.pieceCount) {
+        peer.destroy(new SiError('ERR_PEER_PROTOCOL', `peer ${peer.key} announced piece ${index} of ${this.picker.pieceCount}`))
+        return
+      }
+      this.picker.peerHasPiece(index)
+      state.haveCount++
+      if (!wire.amInterested && !this.picker.hasPiece(index)) wire.interested()
+      this.afterPeerPieces(state)
+    })
+    wire.on('unchoke', () => this.request(state))
+    wire.on('choke', () => { /* the Wire fails the outstanding requests; their callbacks return the blocks to the pool */ })
+    wire.on('interested', () => this.maybeUnchoke(state))
+    wire.on('uninterested', () => { if (!wire.amChoking) { wire.choke(); peer.waitingSince = Date.now() } })
+    wire.on('timeout', () => peer.destroy(new SiError('ERR_PEER_PROTOCOL', `peer ${peer.key} left requests unanswered for ${REQUEST_TIMEOUT_MS / 1000} s`)))
+    wire.on('download', (n: number) => {
+      this.downloaded += n
+      this.downloadRate.add(n)
+      if (peer.id.startsWith(Buffer.from(SERVER_PEER_ID_PREFIX).toString('hex'))) this.downloadedFromServer += n
+    })
+    wire.on('upload', (n: number) => { this.uploaded += n; this.uploadRate.add(n) })
+    wire.on('extended', (ext: string) => { if (ext === 'handshake') wire.ut_pex?.start() })
+    wire.ut_pex?.on('peer', (addr: string) => {
+      const parsed = parsePexAddress(addr)
+      if (parsed !== undefined) this.addPeerAddress(parsed)
+    })
+    wire.ut_pex?.on('warning', () => { /* a peer without PEX is still a peer */ })
+  }
+
+  private afterPeerPieces (state: PeerState): void {
+    const { peer } = state
+    if (this.picker.isComplete && state.haveCount === this.picker.pieceCount) {
+      // Two seeds have nothing to say to each other.
+      peer.destroy()
+      return
+    }
+    if (!peer.wire.amInterested && this.picker.wants(i => peer.wire.peerPieces.get(i))) peer.wire.interested()
+    this.request(state)
+  }
+
+  private detach (state: PeerState): void {
+    const { peer } = state
+    if (this.peers.get(peer.id) !== state) return
+    this.peers.delete(peer.id)
+    this.picker.peerGone(peer.id)
+    if (state.haveCount > 0) {
+      for (let i = 0; i < this.picker.pieceCount; i++) if (peer.wire.peerPieces.get(i)) this.picker.peerLostPiece(i)
+    }
+    if (peer.listenPort !== undefined) {
+      for (const other of this.peers.values()) other.peer.wire.ut_pex?.dropPeer(`${peer.remoteHost}:${peer.listenPort}`)
+    }
+    if (this.peers.size < LOW_PEER_COUNT && !this.picker.isComplete) this.tracker?.announceNow()
+  }
+
+  private introduceViaPex (state: PeerState): void {
+    const { peer } = state
+    const newAddr = peer.listenPort !== undefined ? `${peer.remoteHost}:${peer.listenPort}` : undefined
+    for (const other of this.peers.values()) {
+      if (other === state) continue
+      if (other.peer.listenPort !== undefined) peer.wire.ut_pex?.addPeer(`${other.peer.remoteHost}:${other.peer.listenPort}`)
+      if (newAddr !== undefined) other.peer.wire.ut_pex?.addPeer(newAddr)
+    }
+  }
+
+  private pipelineDepth (peer: Peer): number {
+    const byRate = Math.ceil(peer.downloadRate.rate() * REQUEST_QUEUE_SECONDS / BLOCK_SIZE)
+    return Math.max(MIN_PIPELINE, Math.min(MAX_PIPELINE, byRate))
+  }
+
+  private request (state: PeerState): void {
+    const { peer } = state
+    const wire = peer.wire
+    if (peer.isClosed || this.stopped || wire.peerChoking || this.picker.isComplete) return
+    const want = this.pipelineDepth(peer) - peer.outstanding
+    if (want <= 0) return
+    const blocks = this.picker.pick(peer.id, i => wire.peerPieces.get(i), want)
+    if (blocks.length === 0) {
+      if (peer.outstanding === 0 && wire.amInterested && !this.picker.wants(i => wire.peerPieces.get(i))) wire.uninterested()
+      return
+    }
+    if (!wire.amInterested) wire.interested()
+    for (const block of blocks) {
+      peer.outstanding++
+      wire.request(block.index, block.offset, block.length, (err, data) => {
+        peer.outstanding--
+        if (err !== null || data === undefined) {
+          this.picker.abandoned(peer.id, block.index, block.offset)
+          return
+        }
+        this.onBlock(state, block.index, block.offset, data)
+      })
+    }
+  }
+
+  private onBlock (state: PeerState, index: number, offset: number, data: Uint8Array): void {
+    const result = this.picker.received(state.peer.id, index, offset)
+    if (result === undefined) return
+    for (const otherId of result.cancelFrom) {
+      const other = this.peers.get(otherId)
+      if (other !== undefined && !other.peer.isClosed) other.peer.wire.cancel(index, offset, data.length)
+    }
+    if (!result.duplicate) this.store.writeBlock(index, offset, data)
+    if (result.pieceComplete) void this.commit(index)
+    this.request(state)
+  }
+
+  private async commit (index: number): Promise<void> {
+    const contributors = this.picker.contributors(index)
+    let ok: boolean
+    try {
+      ok = await this.store.commit(index)
+    } catch (err) {
+      this.picker.failed(index)
+      this.emit('warning', new SiError('ERR_STAGING', `cannot store piece ${index}: ${describeError(err)}`, { cause: err }))
+      return
+    }
+    if (this.stopped) return
+    if (!ok) {
+      this.onHashFailure(index, contributors)
+      return
+    }
+    this.picker.verified(index)
+    for (const { peer } of this.peers.values()) if (!peer.isClosed) peer.wire.have(index)
+    this.emit('verified', index)
+    if (this.picker.isComplete) this.onComplete()
+  }
+
+  private onHashFailure (index: number, contributors: string[]): void {
+    this.hashFailures++
+    this.picker.failed(index)
+    this.store.discard(index)
+    for (const id of contributors) {
+      const state = this.peers.get(id)
+      const failures = (state?.peer.hashFailures ?? 0) + 1
+      if (state !== undefined) state.peer.hashFailures = failures
+      // A piece that came from one peer alone convicts it; a shared piece only counts.
+      if (contributors.length === 1 || failures >= MAX_SHARED_HASH_FAILURES) this.ban(id, state?.peer, `sent corrupt data for piece ${index}`)
+    }
+    this.emit('hash-failure', index, contributors)
+    for (const state of this.peers.values()) this.request(state)
+  }
+
+  private ban (id: string, peer: Peer | undefined, reason: string): void {
+    this.bannedIds.add(id)
+    if (peer !== undefined) {
+      this.bannedKeys.add(peer.key)
+      this.emit('peer-banned', peer.key, reason)
+      peer.destroy(new SiError('ERR_PIECE_HASH_MISMATCH', `peer ${peer.key} ${reason}`))
+    }
+  }
+
+  private onComplete (): void {
+    for (const state of this.peers.values()) {
+      const { peer } = state
+      if (state.haveCount === this.picker.pieceCount) peer.destroy()
+      else peer.wire.uninterested()
+    }
+    this.tracker?.completed()
+    this.emit('complete')
+  }
+
+  private checkRequest (index: number, offset: number, length: number): string | undefined {
+    if (!Number.isInteger(index) || index < 0 || index >= this.picker.pieceCount) return `no piece ${index}`
+    if (!this.store.has(index)) return `piece ${index} is not held here`
+    if (offset < 0 || offset + length > this.store.pieceSize(index)) return 'past the end of the piece'
+    return undefined
+  }
+
+  private maybeUnchoke (state: PeerState): void {
+    const wire = state.peer.wire
+    if (!wire.peerInterested || !wire.amChoking) return
+    let unchoked = 0
+    for (const s of this.peers.values()) if (!s.peer.wire.amChoking) unchoked++
+    if (unchoked < this.uploadSlots) {
+      wire.unchoke()
+      state.peer.unchokedSince = Date.now()
+    }
+  }
+
+  private rechoke (): void {
+    const now = Date.now()
+    const candidates = [...this.peers.values()].map(({ peer }) => ({
+      id: peer.id,
+      interested: peer.wire.peerInterested,
+      unchoked: !peer.wire.amChoking,
+      unchokedSince: peer.unchokedSince,
+      waitingSince: peer.waitingSince
+    }))
+    const chosen = selectUnchoked(candidates, this.uploadSlots, now)
+    for (const { peer } of this.peers.values()) {
+      if (chosen.has(peer.id)) {
+        if (peer.wire.amChoking) { peer.wire.unchoke(); peer.unchokedSince = now }
+      } else if (!peer.wire.amChoking) {
+        peer.wire.choke()
+        peer.waitingSince = now
+      }
+    }
+    if (this.peers.size < LOW_PEER_COUNT) this.connectMore()
+  }
+}
+
+function hasSpareBits (bits: Uint8Array, pieceCount: number): boolean {
+  const spare = bits.length * 8 - pieceCount
+  if (spare <= 0) return false
+  return (bits[bits.length - 1] & ((1 << spare) - 1)) !== 0
+}
+
+function parsePexAddress (addr: string): PeerAddress | undefined {
+  const colon = addr.lastIndexOf(':')
+  if (colon <= 0) return undefined
+  const port = Number(addr.slice(colon + 1))
+  if (!Number.isInteger(port) || port <= 0 || port > 65535) return undefined
+  return { host: addr.slice(0, colon).replace(/^\[|\]$/g, ''), port }
+}

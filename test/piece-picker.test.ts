@@ -1,0 +1,133 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { PiecePicker, BLOCK_SIZE, RANDOM_FIRST_PIECES, ENDGAME_REQUESTS_PER_BLOCK } from '../src/swarm/piece-picker.ts'
+
+const PIECE = 4 * BLOCK_SIZE
+const all = (): boolean => true
+
+function seededRandom (seed: number): () => number {
+  let x = seed
+  return () => { x = (x * 1103515245 + 12345) % 2147483648; return x / 2147483648 }
+}
+
+function picker (pieces: number, lastPieceBytes = PIECE): PiecePicker {
+  return new PiecePicker({ pieceCount: pieces, pieceLength: PIECE, totalLength: PIECE * (pieces - 1) + lastPieceBytes, random: seededRandom(7) })
+}
+
+function completePiece (p: PiecePicker, peer: string, index: number): void {
+  for (let b = 0; b < 4; b++) p.received(peer, index, b * BLOCK_SIZE)
+  p.verified(index)
+}
+
+test('the first pieces are spread at random, not all the same for every node', () => {
+  const firsts = new Set<number>()
+  for (let seed = 1; seed <= 20; seed++) {
+    const p = new PiecePicker({ pieceCount: 100, pieceLength: PIECE, totalLength: 100 * PIECE, random: seededRandom(seed) })
+    firsts.add(p.pick('a', all, 1)[0].index)
+  }
+  assert.ok(firsts.size >= 10, `20 nodes started on only ${firsts.size} distinct pieces`)
+})
+
+test('after the random start, the rarest piece the peer has is picked', () => {
+  const p = picker(10)
+  for (let i = 0; i < RANDOM_FIRST_PIECES; i++) completePiece(p, 'x', i)
+  for (let i = 0; i < 10; i++) { p.peerHasPiece(i); p.peerHasPiece(i) }
+  p.peerLostPiece(7) // piece 7 now held by one peer only
+  const blocks = p.pick('a', all, 1)
+  assert.equal(blocks[0].index, 7)
+})
+
+test('blocks of a started piece are finished before a new piece is started', () => {
+  const p = picker(10)
+  const first = p.pick('a', all, 2)
+  assert.equal(first.length, 2)
+  assert.equal(first[0].index, first[1].index)
+  const next = p.pick('b', all, 2)
+  assert.deepEqual(next.map(b => b.index), [first[0].index, first[0].index])
+  assert.deepEqual(next.map(b => b.offset), [2 * BLOCK_SIZE, 3 * BLOCK_SIZE])
+})
+
+test('only pieces the peer has are requested from it', () => {
+  const p = picker(10)
+  const blocks = p.pick('a', i => i === 3, 100)
+  assert.equal(blocks.length, 4)
+  assert.ok(blocks.every(b => b.index === 3))
+})
+
+test('the last piece has a short last block', () => {
+  const p = picker(2, BLOCK_SIZE + 100)
+  const blocks = p.pick('a', i => i === 1, 10)
+  assert.deepEqual(blocks.map(b => b.length), [BLOCK_SIZE, 100])
+})
+
+test('a block is never requested twice outside endgame, and endgame allows a bounded second request', () => {
+  const p = picker(1)
+  const a = p.pick('a', all, 10)
+  assert.equal(a.length, 4)
+  const b = p.pick('b', all, 10)
+  assert.equal(b.length, 4, 'endgame: everything requested, so b may duplicate')
+  const c = p.pick('c', all, 10)
+  assert.equal(ENDGAME_REQUESTS_PER_BLOCK, 2)
+  assert.equal(c.length, 0, 'no block is requested from more than two peers')
+  assert.equal(p.pick('a', all, 10).length, 0, 'a peer is never asked twice for one block')
+})
+
+test('an arrived block is cancelled at the other peers asked for it in endgame', () => {
+  const p = picker(1)
+  p.pick('a', all, 10)
+  p.pick('b', all, 10)
+  const r = p.received('b', 0, 0)
+  assert.ok(r)
+  assert.deepEqual(r.cancelFrom, ['a'])
+  assert.equal(r.duplicate, false)
+  assert.equal(p.received('a', 0, 0)?.duplicate, true)
+})
+
+test('the piece is complete when its last block arrives, and its contributors are known', () => {
+  const p = picker(1)
+  p.pick('a', all, 2)
+  p.pick('b', all, 2)
+  assert.equal(p.received('a', 0, 0)?.pieceComplete, false)
+  p.received('a', 0, BLOCK_SIZE)
+  p.received('b', 0, 2 * BLOCK_SIZE)
+  assert.equal(p.received('b', 0, 3 * BLOCK_SIZE)?.pieceComplete, true)
+  assert.deepEqual(p.contributors(0).sort(), ['a', 'b'])
+})
+
+test('a piece that fails its hash check is requested again from scratch', () => {
+  const p = picker(1)
+  p.pick('a', all, 4)
+  for (let b = 0; b < 4; b++) p.received('a', 0, b * BLOCK_SIZE)
+  p.failed(0)
+  assert.equal(p.pick('b', all, 10).length, 4)
+  assert.equal(p.hasPiece(0), false)
+})
+
+test('blocks of a departed or choking peer go back to the pool', () => {
+  const p = picker(1)
+  p.pick('a', all, 4)
+  p.peerGone('a')
+  assert.equal(p.pick('b', all, 10).length, 4)
+  p.abandoned('b', 0, 0)
+  const again = p.pick('c', all, 1)
+  assert.deepEqual(again.map(b => b.offset), [0])
+})
+
+test('unexpected blocks are reported as such', () => {
+  const p = picker(2)
+  assert.equal(p.received('a', 0, 0), undefined)
+  p.pick('a', i => i === 0, 4)
+  assert.equal(p.received('a', 0, 5), undefined, 'offset not on a block boundary')
+  assert.equal(p.received('a', 0, 100 * BLOCK_SIZE), undefined)
+})
+
+test('verified bytes count the short last piece exactly', () => {
+  const p = picker(3, 1000)
+  p.verified(2)
+  assert.equal(p.verifiedBytes, 1000)
+  p.verified(0)
+  assert.equal(p.verifiedBytes, PIECE + 1000)
+  p.verified(1)
+  assert.equal(p.isComplete, true)
+  assert.equal(p.verifiedBytes, 2 * PIECE + 1000)
+})
