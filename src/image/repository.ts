@@ -1,0 +1,282 @@
+// The image repository: immutable, numbered versions of named images, each a tarball,
+// its torrent and a small meta.json. A version appears in one atomic rename once it is
+// complete, so the seeder and the API never see half of one.
+import { randomBytes } from 'node:crypto'
+import { mkdir, open, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { SiError } from '../errors.ts'
+import { createTorrent, parseTorrent } from '../torrent/metainfo.ts'
+import { packDirectory } from './pack.ts'
+
+export const IMAGES_DIR = 'images'
+export const TAR_FILE = 'image.tar'
+export const TORRENT_FILE = 'image.torrent'
+export const META_FILE = 'meta.json'
+/** Work in progress lives next to the versions (same filesystem, so rename is atomic). */
+const INCOMING_PREFIX = '.incoming-'
+const TRASH_PREFIX = '.trash-'
+/** Highest number ever given to a version of the image: numbers are never reused, so
+ * "NAME@N" names one content for as long as the image exists. */
+const LAST_VERSION_FILE = '.last-version'
+const IMAGE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
+const IMAGE_REF = /^([^@]*)(?:@(.*))?$/
+const VERSION_DIR = /^[1-9][0-9]{0,15}$/
+
+export interface ImageVersion {
+  name: string
+  version: number
+  dir: string
+  tarPath: string
+  torrentPath: string
+  size: number
+  infoHashHex: string
+  pieceLength: number
+  createdAt: string
+  source: string
+  entries: number
+}
+
+/** What meta.json holds: the paths are derived from where the version lives. */
+type StoredMeta = Omit<ImageVersion, 'dir' | 'tarPath' | 'torrentPath'> & { skipped?: string[] }
+
+export type AddPhase = 'pack' | 'hash'
+
+export interface AddOptions {
+  from: string
+  pieceLength?: number
+  onProgress?: (phase: AddPhase, done: number, total?: number) => void
+  signal?: AbortSignal
+}
+
+export function parseImageRef (ref: string): { name: string; version?: number } {
+  const [, name, version] = IMAGE_REF.exec(ref) ?? []
+  if (name === undefined || !IMAGE_NAME.test(name)) {
+    throw new SiError('ERR_INVALID_IMAGE_NAME', `invalid image name in "${ref}": use 1-64 of A-Z a-z 0-9 . _ - starting with a letter or digit`)
+  }
+  if (version === undefined) return { name }
+  if (!VERSION_DIR.test(version) || !Number.isSafeInteger(Number(version))) {
+    throw new SiError('ERR_INVALID_IMAGE_NAME', `invalid version in "${ref}": expected NAME@N with N a positive integer`)
+  }
+  return { name, version: Number(version) }
+}
+
+function formatRef (name: string, version?: number): string {
+  return version === undefined ? name : `${name}@${version}`
+}
+
+async function fsyncPath (path: string): Promise<void> {
+  const fh = await open(path, 'r')
+  try {
+    await fh.sync()
+  } finally {
+    await fh.close()
+  }
+}
+
+function isMissing (err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException)?.code
+  return code === 'ENOENT' || code === 'ENOTDIR'
+}
+
+export class ImageRepository {
+  readonly root: string
+  /** Versions being added by this process, so concurrent adds pick distinct numbers. */
+  private readonly reserved = new Map<string, Set<number>>()
+
+  constructor (root: string) {
+    this.root = root
+  }
+
+  private imageDir (name: string): string {
+    return join(this.root, IMAGES_DIR, name)
+  }
+
+  private versionOf (name: string, version: number, meta: StoredMeta): ImageVersion {
+    const dir = join(this.imageDir(name), String(version))
+    return {
+      name,
+      version,
+      dir,
+      tarPath: join(dir, TAR_FILE),
+      torrentPath: join(dir, TORRENT_FILE),
+      size: meta.size,
+      infoHashHex: meta.infoHashHex,
+      pieceLength: meta.pieceLength,
+      createdAt: meta.createdAt,
+      source: meta.source,
+      entries: meta.entries
+    }
+  }
+
+  /** Complete versions of one image, oldest first; unreadable ones are left out. */
+  private async versionsOf (name: string): Promise<ImageVersion[]> {
+    let names: string[]
+    try {
+      names = await readdir(this.imageDir(name))
+    } catch (err) {
+      if (isMissing(err)) return []
+      throw err
+    }
+    const versions: ImageVersion[] = []
+    for (const n of names.filter(n => VERSION_DIR.test(n))) {
+      const version = Number(n)
+      try {
+        const meta = JSON.parse(await readFile(join(this.imageDir(name), n, META_FILE), 'utf8')) as StoredMeta
+        if (meta.name === name && meta.version === version) versions.push(this.versionOf(name, version, meta))
+      } catch {
+        // Not a version we wrote (or damaged by hand): never offer it for deployment.
+      }
+    }
+    return versions.sort((a, b) => a.version - b.version)
+  }
+
+  private async imageNames (): Promise<string[]> {
+    try {
+      const names = await readdir(join(this.root, IMAGES_DIR))
+      return names.filter(n => IMAGE_NAME.test(n)).sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)))
+    } catch (err) {
+      if (isMissing(err)) return []
+      throw err
+    }
+  }
+
+  async list (): Promise<ImageVersion[]> {
+    const all: ImageVersion[] = []
+    for (const name of await this.imageNames()) all.push(...await this.versionsOf(name))
+    return all
+  }
+
+  async resolve (ref: string): Promise<ImageVersion> {
+    const { name, version } = parseImageRef(ref)
+    const versions = await this.versionsOf(name)
+    const found = version === undefined ? versions[versions.length - 1] : versions.find(v => v.version === version)
+    if (found !== undefined) return found
+    const available = versions.length > 0 ? `; available versions of ${name}: ${versions.map(v => v.version).join(', ')}` : ''
+    throw new SiError('ERR_IMAGE_NOT_FOUND', `image "${ref}" not found${available}`)
+  }
+
+  async readTorrent (v: ImageVersion): Promise<Buffer> {
+    try {
+      return await readFile(v.torrentPath)
+    } catch (err) {
+      if (isMissing(err)) throw new SiError('ERR_IMAGE_NOT_FOUND', `image "${formatRef(v.name, v.version)}" has no torrent (removed?)`, { cause: err })
+      throw err
+    }
+  }
+
+  async add (name: string, opts: AddOptions): Promise<ImageVersion> {
+    const ref = parseImageRef(name)
+    if (ref.version !== undefined) throw new SiError('ERR_INVALID_IMAGE_NAME', `"${name}": versions are numbered by the repository; give the name only`)
+    let source
+    try {
+      source = await stat(opts.from)
+    } catch (err) {
+      throw new SiError('ERR_SOURCE_NOT_FOUND', `source ${opts.from} does not exist`, { cause: err })
+    }
+    if (!source.isDirectory()) throw new SiError('ERR_SOURCE_NOT_FOUND', `source ${opts.from} is not a directory`)
+
+    const imageDir = this.imageDir(ref.name)
+    await mkdir(imageDir, { recursive: true })
+    const version = await this.reserve(ref.name)
+    const work = join(imageDir, `${INCOMING_PREFIX}${version}-${randomBytes(6).toString('hex')}`)
+    try {
+      await mkdir(work)
+      const tarPath = join(work, TAR_FILE)
+      const packed = await packDirectory(opts.from, tarPath, {
+        signal: opts.signal,
+        onProgress: bytes => opts.onProgress?.('pack', bytes)
+      })
+      await fsyncPath(tarPath)
+      const torrent = await createTorrent({
+        file: tarPath,
+        // The file name standard clients save under: unique per version.
+        name: `${ref.name}-${version}.tar`,
+        pieceLength: opts.pieceLength,
+        signal: opts.signal,
+        onProgress: (done, total) => opts.onProgress?.('hash', done, total)
+      })
+      const meta = parseTorrent(torrent)
+      const stored: StoredMeta = {
+        name: ref.name,
+        version,
+        size: meta.length,
+        infoHashHex: meta.infoHashHex,
+        pieceLength: meta.pieceLength,
+        createdAt: new Date().toISOString(),
+        source: opts.from,
+        entries: packed.entries,
+        ...(packed.skipped.length > 0 ? { skipped: packed.skipped } : {})
+      }
+      await writeFile(join(work, TORRENT_FILE), torrent, { flush: true })
+      await writeFile(join(work, META_FILE), JSON.stringify(stored, null, 2) + '\n', { flush: true })
+      await fsyncPath(work)
+      // An abort after the last piece was hashed must still not publish the version.
+      if (opts.signal?.aborted === true) throw new SiError('ERR_ABORTED', `adding ${formatRef(ref.name, version)} aborted`)
+      const final = join(imageDir, String(version))
+      try {
+        // rename(2) refuses a non-empty target, so another process's version N survives.
+        await rename(work, final)
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code
+        if (code === 'ENOTEMPTY' || code === 'EEXIST') {
+          throw new SiError('ERR_IMAGE_EXISTS', `${formatRef(ref.name, version)} was created by another process meanwhile; add again`, { cause: err })
+        }
+        throw err
+      }
+      await this.recordVersion(ref.name, version)
+      await fsyncPath(imageDir)
+      return this.versionOf(ref.name, version, stored)
+    } finally {
+      this.reserved.get(ref.name)?.delete(version)
+      await rm(work, { recursive: true, force: true })
+    }
+  }
+
+  private async lastVersion (name: string): Promise<number> {
+    try {
+      const n = Number((await readFile(join(this.imageDir(name), LAST_VERSION_FILE), 'utf8')).trim())
+      return Number.isSafeInteger(n) && n > 0 ? n : 0
+    } catch (err) {
+      if (isMissing(err)) return 0
+      throw err
+    }
+  }
+
+  private async reserve (name: string): Promise<number> {
+    const existing = (await this.versionsOf(name)).map(v => v.version)
+    const last = await this.lastVersion(name)
+    const reserved = this.reserved.get(name) ?? new Set<number>()
+    this.reserved.set(name, reserved)
+    const version = Math.max(last, ...existing, ...reserved) + 1
+    reserved.add(version)
+    return version
+  }
+
+  private async recordVersion (name: string, version: number): Promise<void> {
+    if ((await this.lastVersion(name)) >= version) return
+    const file = join(this.imageDir(name), LAST_VERSION_FILE)
+    const tmp = `${file}.${randomBytes(6).toString('hex')}`
+    await writeFile(tmp, `${version}\n`, { flush: true })
+    await rename(tmp, file)
+  }
+
+  async remove (ref: string): Promise<ImageVersion[]> {
+    const { name, version } = parseImageRef(ref)
+    const versions = await this.versionsOf(name)
+    const doomed = version === undefined ? versions : versions.filter(v => v.version === version)
+    if (doomed.length === 0) await this.resolve(ref) // throws the same not-found message resolve gives
+    const imageDir = this.imageDir(name)
+    for (const v of doomed) {
+      // Out of sight first, then deleted: a crash mid-delete leaves trash, not a broken version.
+      const trash = join(imageDir, `${TRASH_PREFIX}${v.version}-${randomBytes(6).toString('hex')}`)
+      await rename(v.dir, trash)
+      await rm(trash, { recursive: true, force: true })
+    }
+    if (version === undefined) {
+      // Only succeeds when empty: an add in progress keeps its directory (and numbering).
+      await rm(join(imageDir, LAST_VERSION_FILE), { force: true })
+      await rmdir(imageDir).catch(() => {})
+    }
+    return doomed
+  }
+}
