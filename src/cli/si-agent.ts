@@ -1,8 +1,117 @@
+// si-agent: runs on a node being installed; pulls its image from the swarm into a target.
+import { hostname } from 'node:os'
+import { SiError, describeError } from '../errors.ts'
 import { VERSION } from '../version.ts'
+import { parseArgs, stringFlag, requireFlag, numberFlag, parseHostPort, noExtraPositionals, type ParsedArgs } from './args.ts'
+import { loadTorrent } from '../install/torrent-source.ts'
+import { deploy } from '../install/deploy.ts'
+import { parseSeedWait, DEFAULT_SEED_MAX_SECONDS, DEFAULT_POLL_SECONDS } from '../install/seed-policy.ts'
+import { jsonSink, terminalSink } from '../install/progress.ts'
+import { ServerReporter } from '../install/reporter.ts'
+import type { DeployEvent, EventSink } from '../install/events.ts'
 
-const argv = process.argv.slice(2)
-if (argv.includes('--version')) {
-  process.stdout.write(`si-agent ${VERSION}\n`)
-} else {
-  process.stdout.write('usage: si-agent deploy --server URL --image NAME[@VERSION] --target DIR\n')
+const USAGE = `usage: si-agent <command> [options]
+
+commands:
+  deploy     download an image from the swarm and extract it into a target directory
+
+si-agent <command> --help shows the command's options; si-agent --version the version.
+`
+
+const DEPLOY_USAGE = `usage: si-agent deploy --server URL --image NAME[@VERSION] --target DIR [options]
+       si-agent deploy --torrent FILE|URL --target DIR [options]
+
+  --server URL          image server (http://HOST:PORT)
+  --image NAME[@N]      image to install; NAME alone means its latest version
+  --torrent FILE|URL    use this torrent instead of asking a server (any BitTorrent tracker)
+  --target DIR          where the image is extracted (created if missing)
+  --staging DIR         where the tarball is staged (default: RAM when free RAM exceeds
+                        the image + 100 MB, else DIR/.si-staging under the target)
+  --seed-wait POLICY    when to leave the swarm once done: none, upload-min=KIB_PER_S
+                        (leave when upload falls under it) or swarm (leave when the
+                        tracker reports no leecher left); default upload-min=50
+  --seed-max SECONDS    longest time to keep seeding (default ${DEFAULT_SEED_MAX_SECONDS})
+  --poll SECONDS        how often the seed-wait policy looks (default ${DEFAULT_POLL_SECONDS})
+  --peer-port PORT      TCP port for incoming peers (default: any free port)
+  --peer HOST:PORT      a peer to connect to at once (repeatable)
+  --max-peers N         connection limit (default 80)
+  --stall-seconds N     fail when no data is verified for this long (default 300)
+  --node NAME           name reported to the server (default: the host name)
+  --no-report           do not report progress to the server
+  --json                machine-readable events on stdout instead of the progress bar
+`
+
+async function main (argv: string[]): Promise<number> {
+  if (argv[0] === '--version') { process.stdout.write(`si-agent ${VERSION}\n`); return 0 }
+  const command = argv[0]
+  if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
+    process.stdout.write(USAGE)
+    return command === undefined ? 2 : 0
+  }
+  if (command !== 'deploy') throw new SiError('ERR_INVALID_ARGUMENT', `unknown command ${JSON.stringify(command)}; try si-agent --help`)
+  const args = parseArgs(argv.slice(1), {
+    strings: ['server', 'image', 'torrent', 'target', 'staging', 'seed-wait', 'seed-max', 'poll', 'peer-port', 'max-peers', 'stall-seconds', 'node'],
+    booleans: ['json'],
+    onByDefault: ['report'],
+    repeatable: ['peer']
+  })
+  if (args.flags.help === true) { process.stdout.write(DEPLOY_USAGE); return 0 }
+  return runDeploy(args)
 }
+
+async function runDeploy (args: ParsedArgs): Promise<number> {
+  noExtraPositionals(args, 0, 'si-agent deploy --help')
+  const server = stringFlag(args, 'server')
+  const image = stringFlag(args, 'image')
+  const torrent = stringFlag(args, 'torrent')
+  if (torrent === undefined && (server === undefined || image === undefined)) {
+    throw new SiError('ERR_INVALID_ARGUMENT', 'give --server URL and --image NAME[@VERSION], or --torrent FILE|URL (see si-agent deploy --help)')
+  }
+  if (server !== undefined && !/^https?:\/\/[^/]+/.test(server)) throw new SiError('ERR_INVALID_ARGUMENT', `--server ${JSON.stringify(server)}: expected http://HOST:PORT`)
+  const target = requireFlag(args, 'target', 'DIR')
+  const seedWait = parseSeedWait(stringFlag(args, 'seed-wait') ?? 'upload-min=50')
+  const peers = ((args.flags.peer as string[] | undefined) ?? []).map(p => parseHostPort(p, '--peer'))
+  const node = stringFlag(args, 'node') ?? hostname()
+  const json = args.flags.json === true
+
+  const sinks: EventSink[] = [json ? jsonSink(process.stdout, node) : terminalSink()]
+  const reporter = server !== undefined && args.flags.report === true ? new ServerReporter(server, node) : undefined
+  if (reporter !== undefined) sinks.push(reporter.sink())
+  const emit = (event: DeployEvent): void => { for (const s of sinks) s(event) }
+
+  const abort = new AbortController()
+  const onSignal = (): void => abort.abort()
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
+  try {
+    emit({ type: 'phase', phase: 'torrent', detail: torrent ?? `${image ?? ''} from ${server ?? ''}` })
+    const metainfo = await loadTorrent({ server, image, torrent }, abort.signal)
+    await deploy({
+      metainfo,
+      target,
+      staging: stringFlag(args, 'staging'),
+      seedWait,
+      seedMaxSeconds: numberFlag(args, 'seed-max', { min: 0, max: 86_400 }),
+      pollSeconds: numberFlag(args, 'poll', { min: 0.1, max: 3600 }),
+      peerPort: numberFlag(args, 'peer-port', { min: 0, max: 65535, integer: true }),
+      maxConnections: numberFlag(args, 'max-peers', { min: 1, max: 10_000, integer: true }),
+      stallSeconds: numberFlag(args, 'stall-seconds', { min: 1, max: 86_400 }),
+      peers,
+      emit,
+      signal: abort.signal
+    })
+    return 0
+  } catch (err) {
+    emit({ type: 'error', phase: 'failed', code: err instanceof SiError ? err.code : 'ERR_INTERNAL', message: err instanceof SiError ? err.message : describeError(err) })
+    return 1
+  } finally {
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+    await reporter?.flush()
+  }
+}
+
+main(process.argv.slice(2)).then(code => { process.exitCode = code }, err => {
+  process.stderr.write(`si-agent: error: ${describeError(err)}\n`)
+  process.exitCode = 2
+})

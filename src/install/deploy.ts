@@ -1,0 +1,189 @@
+// The agent's job, start to end: torrent -> swarm -> verified pieces -> extraction ->
+// target -> seeding by policy -> report. Extraction reads the payload in order as pieces
+// are verified, so it overlaps the download instead of waiting for it.
+import { randomBytes } from 'node:crypto'
+import { mkdir, rm, stat } from 'node:fs/promises'
+import { join } from 'node:path'
+import { Readable } from 'node:stream'
+import { SiError, describeError } from '../errors.ts'
+import type { Metainfo } from '../torrent/metainfo.ts'
+import { PeerListener } from '../swarm/peer-listener.ts'
+import { PieceStore } from '../swarm/piece-store.ts'
+import { Swarm } from '../swarm/swarm.ts'
+import { scrape, type PeerAddress } from '../swarm/tracker-client.ts'
+import { extractTar } from './extract.ts'
+import { chooseStaging } from './staging.ts'
+import { waitToLeave, type SeedWait } from './seed-policy.ts'
+import type { EventSink, Phase, ProgressFigures } from './events.ts'
+
+export const AGENT_PEER_ID_PREFIX = '-SI0100-'
+export const PROGRESS_INTERVAL_MS = 500
+/** No verified byte for this long, with the swarm still incomplete: give up with a clear error. */
+export const DEFAULT_STALL_SECONDS = 300
+
+export interface DeployOptions {
+  metainfo: Metainfo
+  target: string
+  staging?: string
+  seedWait: SeedWait
+  seedMaxSeconds?: number
+  pollSeconds?: number
+  peerHost?: string
+  peerPort?: number
+  /** extra peers to dial at once (besides the tracker's) */
+  peers?: PeerAddress[]
+  maxConnections?: number
+  uploadSlots?: number
+  stallSeconds?: number
+  emit: EventSink
+  signal?: AbortSignal
+}
+
+export interface DeployResult {
+  seconds: number
+  downloadSeconds: number
+  figures: ProgressFigures
+  leaveReason: string
+}
+
+export async function deploy (opts: DeployOptions): Promise<DeployResult> {
+  const started = Date.now()
+  const meta = opts.metainfo
+  const abort = new AbortController()
+  const signal = opts.signal === undefined ? abort.signal : AbortSignal.any([opts.signal, abort.signal])
+  let phase: Phase = 'staging'
+  let extractedEntries = 0
+  let peakRss = process.memoryUsage.rss()
+
+  await ensureTargetDir(opts.target)
+  const staging = await chooseStaging({ size: meta.length, explicit: opts.staging, target: opts.target })
+  opts.emit({ type: 'phase', phase: 'staging', detail: `${staging.dir} (${staging.kind}: ${staging.reason})` })
+  // Unique per run: several agents may share a machine (tests, benchmarks) and a tmpfs.
+  const stagingFile = join(staging.dir, `si-${meta.infoHashHex.slice(0, 16)}-${process.pid}-${randomBytes(4).toString('hex')}.tar`)
+  const store = await PieceStore.createStaging(stagingFile, meta)
+  const listener = new PeerListener()
+  let swarm: Swarm | undefined
+  let ticker: NodeJS.Timeout | undefined
+  let downloadSeconds = 0
+
+  const figures = (): ProgressFigures => {
+    const s = swarm?.stats()
+    peakRss = Math.max(peakRss, process.memoryUsage.rss())
+    return {
+      verifiedBytes: s?.verifiedBytes ?? 0,
+      length: meta.length,
+      progress: s === undefined ? 0 : s.verifiedBytes / meta.length,
+      downloadRate: s?.downloadRate ?? 0,
+      uploadRate: s?.uploadRate ?? 0,
+      peers: s?.peers ?? 0,
+      seeds: s?.seeds ?? 0,
+      downloaded: s?.downloaded ?? 0,
+      downloadedFromServer: s?.downloadedFromServer ?? 0,
+      uploaded: s?.uploaded ?? 0,
+      extractedEntries,
+      hashFailures: s?.hashFailures ?? 0
+    }
+  }
+
+  try {
+    await listener.start(opts.peerHost ?? '0.0.0.0', opts.peerPort ?? 0)
+    listener.on('warning', err => opts.emit({ type: 'warning', message: describeError(err) }))
+    swarm = new Swarm({
+      infoHash: meta.infoHash,
+      peerId: Buffer.concat([Buffer.from(AGENT_PEER_ID_PREFIX), randomBytes(12)]),
+      store,
+      listener,
+      announceUrls: meta.announce,
+      maxConnections: opts.maxConnections,
+      uploadSlots: opts.uploadSlots
+    })
+    const active = swarm
+    active.on('warning', err => opts.emit({ type: 'warning', message: describeError(err) }))
+    active.on('peer-banned', (key: string, reason: string) => opts.emit({ type: 'warning', message: `dropped peer ${key}: ${reason}` }))
+    active.start()
+    for (const p of opts.peers ?? []) active.addPeerAddress(p)
+    phase = 'download'
+    opts.emit({ type: 'phase', phase, detail: `${meta.name}: ${meta.length} bytes in ${meta.pieceCount} pieces of ${meta.pieceLength}; listening for peers on port ${listener.port}` })
+    ticker = setInterval(() => opts.emit({ type: 'progress', phase, ...figures() }), PROGRESS_INTERVAL_MS)
+
+    const complete = waitForComplete(active, signal, (opts.stallSeconds ?? DEFAULT_STALL_SECONDS) * 1000)
+      .then(() => { downloadSeconds = (Date.now() - started) / 1000 })
+    const extracted = extractTar(Readable.from(store.readInOrder(signal)), opts.target, {
+      signal,
+      onEntry: () => { extractedEntries++ }
+    })
+    // Whichever fails first stops the other.
+    await Promise.all([complete, extracted].map(p => p.catch(err => { abort.abort(); throw err })))
+    if (!active.isComplete) throw new SiError('ERR_DOWNLOAD_STALLED', 'extraction ended before the download completed')
+
+    phase = 'seeding'
+    opts.emit({ type: 'phase', phase, detail: describeSeedWait(opts.seedWait) })
+    const leaveReason = await waitToLeave(opts.seedWait, {
+      uploadRate: () => active.stats().uploadRate,
+      leechers: () => countLeechers(meta, signal)
+    }, { pollSeconds: opts.pollSeconds, maxSeconds: opts.seedMaxSeconds, signal })
+    clearInterval(ticker)
+    ticker = undefined
+    const final = figures()
+    const seconds = (Date.now() - started) / 1000
+    opts.emit({ type: 'done', phase: 'done', seconds, downloadSeconds, peakRssBytes: peakRss, leaveReason, ...final })
+    return { seconds, downloadSeconds, figures: final, leaveReason }
+  } finally {
+    clearInterval(ticker)
+    abort.abort()
+    await swarm?.stop()
+    await listener.stop()
+    await store.close()
+    await rm(stagingFile, { force: true })
+    if (staging.kind === 'disk') await rm(staging.dir, { recursive: true, force: true })
+  }
+}
+
+function waitForComplete (swarm: Swarm, signal: AbortSignal, stallMs: number): Promise<void> {
+  if (swarm.isComplete) return Promise.resolve()
+  return new Promise((resolve, reject) => {
+    let lastProgress = Date.now()
+    const watchdog = setInterval(() => {
+      if (Date.now() - lastProgress > stallMs) finish(new SiError('ERR_DOWNLOAD_STALLED', `no verified data for ${Math.round(stallMs / 1000)} s (${swarm.stats().peers} peers connected)`))
+    }, 1000)
+    const onVerified = (): void => { lastProgress = Date.now() }
+    const onComplete = (): void => finish()
+    const onAbort = (): void => finish(new SiError('ERR_ABORTED', 'download aborted'))
+    const finish = (err?: Error): void => {
+      clearInterval(watchdog)
+      swarm.off('verified', onVerified)
+      swarm.off('complete', onComplete)
+      signal.removeEventListener('abort', onAbort)
+      if (err === undefined) resolve(); else reject(err)
+    }
+    swarm.on('verified', onVerified)
+    swarm.on('complete', onComplete)
+    signal.addEventListener('abort', onAbort, { once: true })
+  })
+}
+
+async function countLeechers (meta: Metainfo, signal: AbortSignal): Promise<number | undefined> {
+  for (const url of meta.announce) {
+    try {
+      return (await scrape(url, meta.infoHash, { signal, timeoutMs: 3_000 })).incomplete
+    } catch { /* try the next tracker */ }
+  }
+  return undefined
+}
+
+async function ensureTargetDir (target: string): Promise<void> {
+  try {
+    await mkdir(target, { recursive: true })
+    if (!(await stat(target)).isDirectory()) throw new Error('not a directory')
+  } catch (err) {
+    throw new SiError('ERR_INVALID_ARGUMENT', `target ${target} is not a usable directory: ${(err as Error).message}`, { cause: err })
+  }
+}
+
+function describeSeedWait (policy: SeedWait): string {
+  switch (policy.kind) {
+    case 'none': return 'leaving the swarm now (--seed-wait none)'
+    case 'upload-min': return `seeding until upload falls under ${policy.kibPerSecond} KiB/s`
+    case 'swarm': return 'seeding until the tracker reports no leecher left'
+  }
+}

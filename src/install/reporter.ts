@@ -1,0 +1,46 @@
+// Sends the agent's events to the image server's fleet view. Best effort: a server that
+// does not answer must never slow down or fail an install, so each report is bounded
+// and the newest progress replaces any still unsent.
+import type { DeployEvent, EventSink } from './events.ts'
+
+export const REPORT_TIMEOUT_MS = 3_000
+
+export class ServerReporter {
+  private readonly url: string
+  private sending: Promise<void> | undefined
+  private queued: DeployEvent | undefined
+  private readonly important: DeployEvent[] = []
+
+  constructor (server: string, node: string) {
+    this.url = `${server.replace(/\/+$/, '')}/api/nodes/${encodeURIComponent(node)}/events`
+  }
+
+  sink (): EventSink {
+    return event => {
+      if (event.type === 'progress') this.queued = event
+      else this.important.push(event)
+      if (this.sending === undefined) this.sending = this.drain().finally(() => { this.sending = undefined })
+    }
+  }
+
+  /** Waits (bounded) for the last events to go out, so the final state is on the server. */
+  async flush (): Promise<void> {
+    await this.sending
+  }
+
+  private async drain (): Promise<void> {
+    for (;;) {
+      const event = this.important.shift() ?? this.queued
+      if (event === undefined) return
+      if (event === this.queued) this.queued = undefined
+      try {
+        await fetch(this.url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(event),
+          signal: AbortSignal.timeout(REPORT_TIMEOUT_MS)
+        })
+      } catch { /* best effort */ }
+    }
+  }
+}

@@ -1,0 +1,117 @@
+// The first seeder: one swarm per image version in the repository, all behind one peer
+// listener, kept in step with the repository as images are added and removed.
+import { randomBytes } from 'node:crypto'
+import { EventEmitter } from 'node:events'
+import { describeError } from '../errors.ts'
+import type { ImageRepository, ImageVersion } from '../image/repository.ts'
+import { parseTorrent } from '../torrent/metainfo.ts'
+import { PeerListener } from '../swarm/peer-listener.ts'
+import { PieceStore } from '../swarm/piece-store.ts'
+import { Swarm, SERVER_PEER_ID_PREFIX } from '../swarm/swarm.ts'
+
+export const RESCAN_INTERVAL_MS = 3_000
+/** The server seeds to everyone who asks: its upload is what starts every deployment. */
+export const SERVER_UPLOAD_SLOTS = 256
+export const SERVER_MAX_CONNECTIONS = 2048
+
+interface Seeding { version: ImageVersion; swarm: Swarm }
+
+export class Seeder extends EventEmitter {
+  readonly peerId = Buffer.concat([Buffer.from(`${SERVER_PEER_ID_PREFIX}0100-`), randomBytes(12)])
+  private readonly repo: ImageRepository
+  private readonly listener = new PeerListener()
+  private readonly seeding = new Map<string, Seeding>()
+  private timer: NodeJS.Timeout | undefined
+  private scanning: Promise<void> | undefined
+  private stopped = false
+
+  constructor (repo: ImageRepository) {
+    super()
+    this.repo = repo
+    this.listener.on('warning', err => this.emit('warning', err))
+  }
+
+  get port (): number { return this.listener.port }
+
+  async start (host: string, port: number): Promise<void> {
+    await this.listener.start(host, port)
+    await this.rescan()
+    this.timer = setInterval(() => { void this.rescan() }, RESCAN_INTERVAL_MS)
+    this.timer.unref()
+  }
+
+  async stop (): Promise<void> {
+    this.stopped = true
+    clearInterval(this.timer)
+    await this.scanning
+    await Promise.all([...this.seeding.values()].map(async s => {
+      await s.swarm.stop()
+      await s.swarm.store.close()
+    }))
+    this.seeding.clear()
+    await this.listener.stop()
+  }
+
+  isSeeding (infoHashHex: string): boolean { return this.seeding.has(infoHashHex) }
+
+  /** Bytes uploaded over the wire protocol, per info hash and in total. */
+  uploaded (): { total: number; byImage: Record<string, number> } {
+    const byImage: Record<string, number> = {}
+    let total = 0
+    for (const s of this.seeding.values()) {
+      const up = s.swarm.stats().uploaded
+      byImage[`${s.version.name}@${s.version.version}`] = up
+      total += up
+    }
+    return { total, byImage }
+  }
+
+  rescan (): Promise<void> {
+    if (this.scanning === undefined) {
+      this.scanning = this.sync().finally(() => { this.scanning = undefined })
+    }
+    return this.scanning
+  }
+
+  private async sync (): Promise<void> {
+    let versions: ImageVersion[]
+    try {
+      versions = await this.repo.list()
+    } catch (err) {
+      this.emit('warning', err)
+      return
+    }
+    const present = new Set(versions.map(v => v.infoHashHex))
+    for (const [hash, s] of this.seeding) {
+      if (present.has(hash)) continue
+      this.seeding.delete(hash)
+      await s.swarm.stop()
+      await s.swarm.store.close()
+    }
+    for (const version of versions) {
+      if (this.stopped || this.seeding.has(version.infoHashHex)) continue
+      try {
+        await this.seed(version)
+      } catch (err) {
+        this.emit('warning', new Error(`cannot seed ${version.name}@${version.version}: ${describeError(err)}`))
+      }
+    }
+  }
+
+  private async seed (version: ImageVersion): Promise<void> {
+    const meta = parseTorrent(await this.repo.readTorrent(version))
+    const store = await PieceStore.openComplete(version.tarPath, meta)
+    const swarm = new Swarm({
+      infoHash: meta.infoHash,
+      peerId: this.peerId,
+      store,
+      listener: this.listener,
+      announceUrls: [],
+      uploadSlots: SERVER_UPLOAD_SLOTS,
+      maxConnections: SERVER_MAX_CONNECTIONS
+    })
+    swarm.on('warning', err => this.emit('warning', err))
+    swarm.start()
+    this.seeding.set(version.infoHashHex, { version, swarm })
+  }
+}
