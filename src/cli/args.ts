@@ -76,3 +76,24 @@ export function parseHostPort (text: string, what: string): { host: string; port
 export function noExtraPositionals (args: ParsedArgs, count: number, usage: string): void {
   if (args.positional.length > count) throw new SiError('ERR_INVALID_ARGUMENT', `unexpected argument ${JSON.stringify(args.positional[count])}; usage: ${usage}`)
 }
+
+const RATE_UNITS: Record<string, number> = {
+  bit: 1 / 8, kbit: 1e3 / 8, mbit: 1e6 / 8, gbit: 1e9 / 8,
+  b: 1, kb: 1e3, mb: 1e6, gb: 1e9, kib: 1024, mib: 1048576, gib: 1073741824
+}
+
+/** A bandwidth such as 40mbit, 1gbit, 5MB or 512KiB (per second), in bytes per second. */
+export function parseRate (text: string, what: string): number {
+  const m = /^(\d+(?:\.\d+)?)([a-z]+)$/i.exec(text.trim())
+  const unit = m === null ? undefined : RATE_UNITS[m[2].toLowerCase()]
+  const value = m === null ? NaN : Number(m[1]) * (unit ?? NaN)
+  if (!(value > 0) || !Number.isFinite(value)) {
+    throw new SiError('ERR_INVALID_ARGUMENT', `${what} ${JSON.stringify(text)}: expected a rate such as 40mbit, 1gbit, 5MB or 512KiB (per second)`)
+  }
+  return value
+}
+
+export function rateFlag (args: ParsedArgs, name: string): number | undefined {
+  const text = stringFlag(args, name)
+  return text === undefined ? undefined : parseRate(text, `--${name}`)
+}

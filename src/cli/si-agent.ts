@@ -2,7 +2,7 @@
 import { hostname } from 'node:os'
 import { SiError, describeError } from '../errors.ts'
 import { VERSION } from '../version.ts'
-import { parseArgs, stringFlag, requireFlag, numberFlag, parseHostPort, noExtraPositionals, type ParsedArgs } from './args.ts'
+import { parseArgs, stringFlag, requireFlag, numberFlag, parseHostPort, rateFlag, noExtraPositionals, type ParsedArgs } from './args.ts'
 import { loadTorrent } from '../install/torrent-source.ts'
 import { deploy } from '../install/deploy.ts'
 import { parseSeedWait, DEFAULT_SEED_MAX_SECONDS, DEFAULT_POLL_SECONDS } from '../install/seed-policy.ts'
@@ -36,6 +36,7 @@ const DEPLOY_USAGE = `usage: si-agent deploy --server URL --image NAME[@VERSION]
   --peer HOST:PORT      a peer to connect to at once (repeatable)
   --max-peers N         connection limit (default 80)
   --stall-seconds N     fail when no data is verified for this long (default 300)
+  --upload-limit RATE   cap upload to peers, e.g. 400mbit or 50MB (per second)
   --node NAME           name reported to the server (default: the host name)
   --no-report           do not report progress to the server
   --json                machine-readable events on stdout instead of the progress bar
@@ -50,7 +51,7 @@ async function main (argv: string[]): Promise<number> {
   }
   if (command !== 'deploy') throw new SiError('ERR_INVALID_ARGUMENT', `unknown command ${JSON.stringify(command)}; try si-agent --help`)
   const args = parseArgs(argv.slice(1), {
-    strings: ['server', 'image', 'torrent', 'target', 'staging', 'seed-wait', 'seed-max', 'poll', 'peer-port', 'max-peers', 'stall-seconds', 'node'],
+    strings: ['server', 'image', 'torrent', 'target', 'staging', 'seed-wait', 'seed-max', 'poll', 'peer-port', 'max-peers', 'stall-seconds', 'node', 'upload-limit'],
     booleans: ['json'],
     onByDefault: ['report'],
     repeatable: ['peer']
@@ -96,6 +97,7 @@ async function runDeploy (args: ParsedArgs): Promise<number> {
       peerPort: numberFlag(args, 'peer-port', { min: 0, max: 65535, integer: true }),
       maxConnections: numberFlag(args, 'max-peers', { min: 1, max: 10_000, integer: true }),
       stallSeconds: numberFlag(args, 'stall-seconds', { min: 1, max: 86_400 }),
+      uploadBytesPerSecond: rateFlag(args, 'upload-limit'),
       peers,
       emit,
       signal: abort.signal

@@ -2,7 +2,7 @@
 // seeder, serves torrents and payloads, and collects the fleet's progress.
 import { SiError, describeError } from '../errors.ts'
 import { VERSION } from '../version.ts'
-import { parseArgs, stringFlag, requireFlag, numberFlag, parseHostPort, noExtraPositionals, type ParsedArgs } from './args.ts'
+import { parseArgs, stringFlag, requireFlag, numberFlag, parseHostPort, rateFlag, noExtraPositionals, type ParsedArgs } from './args.ts'
 import { ImageRepository, type ImageVersion } from '../image/repository.ts'
 import { ImageServer, DEFAULT_HTTP_PORT, DEFAULT_PEER_PORT } from '../server/image-server.ts'
 
@@ -26,6 +26,7 @@ const SERVE_USAGE = `usage: si-server serve [--repo DIR] [--listen HOST:PORT] [o
   --peer-listen HOST:PORT BitTorrent seeder (default 0.0.0.0:${DEFAULT_PEER_PORT})
   --public-url URL        base URL written into torrents (default: the Host each client used)
   --announce-interval S   tracker announce interval in seconds (default 15)
+  --upload-limit RATE     cap the seeder's upload, e.g. 400mbit or 50MB (per second)
   --no-seed               track and serve over HTTP, but do not seed over BitTorrent
 `
 
@@ -63,7 +64,7 @@ function helpOr (args: ParsedArgs, usage: string): boolean {
 }
 
 async function serve (argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { strings: ['repo', 'listen', 'peer-listen', 'public-url', 'announce-interval'], onByDefault: ['seed'] })
+  const args = parseArgs(argv, { strings: ['repo', 'listen', 'peer-listen', 'public-url', 'announce-interval', 'upload-limit'], onByDefault: ['seed'] })
   if (helpOr(args, SERVE_USAGE)) return 0
   noExtraPositionals(args, 0, SERVE_USAGE)
   const listen = parseHostPort(stringFlag(args, 'listen') ?? `0.0.0.0:${DEFAULT_HTTP_PORT}`, '--listen')
@@ -77,7 +78,8 @@ async function serve (argv: string[]): Promise<number> {
     peerPort: peerListen.port,
     publicUrl,
     announceIntervalSeconds: numberFlag(args, 'announce-interval', { min: 1, max: 3600, integer: true }),
-    seed: args.flags.seed === true
+    seed: args.flags.seed === true,
+    uploadBytesPerSecond: rateFlag(args, 'upload-limit')
   })
   server.seeder.on('warning', err => process.stderr.write(`si-server: warning: ${describeError(err)}\n`))
   await server.start()

@@ -10,6 +10,7 @@ import type { Metainfo } from '../torrent/metainfo.ts'
 import { PeerListener } from '../swarm/peer-listener.ts'
 import { PieceStore } from '../swarm/piece-store.ts'
 import { Swarm } from '../swarm/swarm.ts'
+import { TokenBucket } from '../swarm/token-bucket.ts'
 import { scrape, type PeerAddress } from '../swarm/tracker-client.ts'
 import { extractTar } from './extract.ts'
 import { chooseStaging } from './staging.ts'
@@ -35,6 +36,8 @@ export interface DeployOptions {
   maxConnections?: number
   uploadSlots?: number
   stallSeconds?: number
+  /** cap on this node's upload to its peers, bytes per second */
+  uploadBytesPerSecond?: number
   emit: EventSink
   signal?: AbortSignal
 }
@@ -95,7 +98,8 @@ export async function deploy (opts: DeployOptions): Promise<DeployResult> {
       listener,
       announceUrls: meta.announce,
       maxConnections: opts.maxConnections,
-      uploadSlots: opts.uploadSlots
+      uploadSlots: opts.uploadSlots,
+      uploadLimit: opts.uploadBytesPerSecond === undefined ? undefined : new TokenBucket(opts.uploadBytesPerSecond)
     })
     const active = swarm
     active.on('warning', err => opts.emit({ type: 'warning', message: describeError(err) }))

@@ -22,6 +22,8 @@ export interface HttpApiOptions {
   publicUrl?: string
   /** extra figures for /api/status */
   status: () => Record<string, unknown>
+  /** counts payload bytes sent over HTTP (web seed and unicast) */
+  onPayloadBytes?: (bytes: number) => void
 }
 
 export function createHttpApi (opts: HttpApiOptions): http.Server {
@@ -56,7 +58,7 @@ async function handle (opts: HttpApiOptions, req: http.IncomingMessage, res: htt
     // /images/NAME[/VERSION]/image.torrent and /images/NAME/VERSION/image.tar
     const file = parts[parts.length - 1]
     const ref = parts.length === 4 ? `${parts[1]}@${parts[2]}` : parts.length === 3 ? parts[1] : undefined
-    if (ref !== undefined && file === 'image.torrent' && isRead(method)) return sendTorrent(opts, req, res, ref)
+    if (ref !== undefined && file === 'image.torrent' && isRead(method)) return sendTorrent(opts, req, res, ref, url.searchParams.get('webseed') !== '0')
     if (parts.length === 4 && file === 'image.tar' && isRead(method)) return sendPayload(opts, req, res, ref as string)
   }
   if (parts.length === 0 && isRead(method)) {
@@ -79,14 +81,15 @@ function describeVersion (v: ImageVersion): Record<string, unknown> {
   }
 }
 
-async function sendTorrent (opts: HttpApiOptions, req: http.IncomingMessage, res: http.ServerResponse, ref: string): Promise<void> {
+/** ?webseed=0 leaves the web seed out: a client then gets the payload over BitTorrent only. */
+async function sendTorrent (opts: HttpApiOptions, req: http.IncomingMessage, res: http.ServerResponse, ref: string, webSeed: boolean): Promise<void> {
   parseImageRef(ref)
   const version = await opts.repo.resolve(ref)
   const base = baseUrl(opts, req)
   const raw = await opts.repo.readTorrent(version)
   const body = withTrackers(raw, {
     announce: [`${base}/announce`],
-    urlList: [`${base}/images/${encodeURIComponent(version.name)}/${version.version}/image.tar`]
+    urlList: webSeed ? [`${base}/images/${encodeURIComponent(version.name)}/${version.version}/image.tar`] : []
   })
   res.writeHead(200, {
     'content-type': 'application/x-bittorrent',
@@ -118,6 +121,10 @@ async function sendPayload (opts: HttpApiOptions, req: http.IncomingMessage, res
   if (req.method === 'HEAD' || version.size === 0) { res.end(); return }
   const stream = createReadStream(version.tarPath, { start, end })
   stream.on('error', () => res.destroy())
+  if (opts.onPayloadBytes !== undefined) {
+    const count = opts.onPayloadBytes
+    stream.on('data', (chunk: string | Buffer) => count(chunk.length))
+  }
   res.on('close', () => stream.destroy())
   stream.pipe(res)
 }

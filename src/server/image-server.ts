@@ -20,6 +20,8 @@ export interface ImageServerOptions {
   announceIntervalSeconds?: number
   /** serve torrents and track, but do not seed (another seeder, or a test of standard clients) */
   seed?: boolean
+  /** cap on the seeder's BitTorrent upload, bytes per second, shared by every image */
+  uploadBytesPerSecond?: number
 }
 
 export class ImageServer {
@@ -30,12 +32,13 @@ export class ImageServer {
   private http: http.Server | undefined
   private readonly opts: ImageServerOptions
   private readonly startedAt = Date.now()
+  private payloadBytesSent = 0
   httpPort = 0
 
   constructor (opts: ImageServerOptions) {
     this.opts = opts
     this.repo = new ImageRepository(opts.repoDir)
-    this.seeder = new Seeder(this.repo)
+    this.seeder = new Seeder(this.repo, { uploadBytesPerSecond: opts.uploadBytesPerSecond })
     this.tracker = new Tracker({
       intervalSeconds: opts.announceIntervalSeconds,
       // The seeder never announces over HTTP: it would be seen at the loopback address.
@@ -54,7 +57,8 @@ export class ImageServer {
       tracker: this.tracker,
       fleet: this.fleet,
       publicUrl: this.opts.publicUrl,
-      status: () => this.status()
+      status: () => this.status(),
+      onPayloadBytes: bytes => { this.payloadBytesSent += bytes }
     })
     this.http = server
     await new Promise<void>((resolve, reject) => {
@@ -83,6 +87,8 @@ export class ImageServer {
       peerPort: this.seeder.port,
       seederUploadedBytes: uploaded.total,
       seederUploadedByImage: uploaded.byImage,
+      payloadBytesSent: this.payloadBytesSent,
+      serverBytesSent: uploaded.total + this.payloadBytesSent,
       nodes: this.fleet.list().length
     }
   }

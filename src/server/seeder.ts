@@ -8,6 +8,7 @@ import { parseTorrent } from '../torrent/metainfo.ts'
 import { PeerListener } from '../swarm/peer-listener.ts'
 import { PieceStore } from '../swarm/piece-store.ts'
 import { Swarm, SERVER_PEER_ID_PREFIX } from '../swarm/swarm.ts'
+import { TokenBucket } from '../swarm/token-bucket.ts'
 
 export const RESCAN_INTERVAL_MS = 3_000
 /** The server seeds to everyone who asks: its upload is what starts every deployment. */
@@ -24,10 +25,12 @@ export class Seeder extends EventEmitter {
   private timer: NodeJS.Timeout | undefined
   private scanning: Promise<void> | undefined
   private stopped = false
+  private readonly uploadLimit: TokenBucket | undefined
 
-  constructor (repo: ImageRepository) {
+  constructor (repo: ImageRepository, opts: { uploadBytesPerSecond?: number } = {}) {
     super()
     this.repo = repo
+    this.uploadLimit = opts.uploadBytesPerSecond === undefined ? undefined : new TokenBucket(opts.uploadBytesPerSecond)
     this.listener.on('warning', err => this.emit('warning', err))
   }
 
@@ -108,7 +111,8 @@ export class Seeder extends EventEmitter {
       listener: this.listener,
       announceUrls: [],
       uploadSlots: SERVER_UPLOAD_SLOTS,
-      maxConnections: SERVER_MAX_CONNECTIONS
+      maxConnections: SERVER_MAX_CONNECTIONS,
+      uploadLimit: this.uploadLimit
     })
     swarm.on('warning', err => this.emit('warning', err))
     swarm.start()

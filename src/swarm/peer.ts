@@ -7,6 +7,7 @@ import Wire from 'bittorrent-protocol'
 import { SiError, describeError } from '../errors.ts'
 import { WireGuard, MAX_BLOCK_LENGTH } from './wire-guard.ts'
 import { RateMeter } from './rate-meter.ts'
+import type { TokenBucket } from './token-bucket.ts'
 
 /** Bytes of answered blocks allowed to wait in user space for the socket. */
 export const UPLOAD_HIGH_WATER = 1024 * 1024
@@ -38,6 +39,8 @@ export class Peer extends EventEmitter {
   private readonly uploads: QueuedRequest[] = []
   private readingBytes = 0
   private readBlock: ReadBlock | undefined
+  private uploadLimit: TokenBucket | undefined
+  private throttleTimer: NodeJS.Timeout | undefined
   private closed = false
 
   constructor (socket: Socket, opts: { outgoing: boolean; listenPort?: number }) {
@@ -73,15 +76,17 @@ export class Peer extends EventEmitter {
   get isClosed (): boolean { return this.closed }
 
   /** Starts answering requests from the given source (only once the torrent is known). */
-  serveFrom (readBlock: ReadBlock, validate: (index: number, offset: number, length: number) => string | undefined): void {
+  serveFrom (readBlock: ReadBlock, validate: (index: number, offset: number, length: number) => string | undefined, uploadLimit?: TokenBucket): void {
     this.readBlock = readBlock
     this.validateRequest = validate
+    this.uploadLimit = uploadLimit
   }
 
   destroy (err?: Error): void {
     if (this.closed) return
     this.closed = true
     this.uploads.length = 0
+    clearTimeout(this.throttleTimer)
     this.socket.destroy()
     this.wire.destroy()
     this.emit('close', err)
@@ -106,10 +111,15 @@ export class Peer extends EventEmitter {
   /** Answers queued requests while the socket keeps up. */
   private pump (): void {
     const readBlock = this.readBlock
-    if (readBlock === undefined) return
+    if (readBlock === undefined || this.throttleTimer !== undefined) return
     while (!this.closed && this.uploads.length > 0 && this.bufferedBytes() < UPLOAD_HIGH_WATER) {
-      const req = this.uploads.shift() as QueuedRequest
-      if (this.wire.amChoking) continue
+      const req = this.uploads[0]
+      if (this.wire.amChoking) { this.uploads.shift(); continue }
+      if (this.uploadLimit !== undefined && !this.uploadLimit.tryTake(req.length)) {
+        this.throttleTimer = setTimeout(() => { this.throttleTimer = undefined; this.pump() }, this.uploadLimit.msUntil(req.length))
+        return
+      }
+      this.uploads.shift()
       this.readingBytes += req.length
       readBlock(req.index, req.offset, req.length).then(block => {
         this.readingBytes -= req.length

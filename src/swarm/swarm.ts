@@ -12,6 +12,7 @@ import { selectUnchoked, DEFAULT_UPLOAD_SLOTS } from './choker.ts'
 import type { PieceStore } from './piece-store.ts'
 import { TrackerClient, type PeerAddress } from './tracker-client.ts'
 import { RateMeter } from './rate-meter.ts'
+import type { TokenBucket } from './token-bucket.ts'
 
 export const DEFAULT_MAX_CONNECTIONS = 80
 export const CONNECT_TIMEOUT_MS = 5_000
@@ -40,6 +41,8 @@ export interface SwarmOptions {
   announceIntervalSeconds?: number
   /** an agent that is complete does not go looking for peers; it waits for those who need it */
   connectWhenComplete?: boolean
+  /** shared upload cap (one bucket may serve several swarms) */
+  uploadLimit?: TokenBucket
 }
 
 export interface SwarmStats {
@@ -81,6 +84,7 @@ export class Swarm extends EventEmitter {
   private readonly maxConnections: number
   private readonly uploadSlots: number
   private readonly connectWhenComplete: boolean
+  private readonly uploadLimit: TokenBucket | undefined
   private readonly downloadRate = new RateMeter()
   private readonly uploadRate = new RateMeter()
   private chokeTimer: NodeJS.Timeout | undefined
@@ -101,6 +105,7 @@ export class Swarm extends EventEmitter {
     this.maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS
     this.uploadSlots = opts.uploadSlots ?? DEFAULT_UPLOAD_SLOTS
     this.connectWhenComplete = opts.connectWhenComplete ?? false
+    this.uploadLimit = opts.uploadLimit
     const { layout } = opts.store
     this.picker = new PiecePicker({ pieceCount: layout.pieceCount, pieceLength: layout.pieceLength, totalLength: layout.length })
     for (let i = 0; i < layout.pieceCount; i++) if (opts.store.has(i)) this.picker.verified(i)
@@ -257,7 +262,8 @@ export class Swarm extends EventEmitter {
     this.peers.set(id, state)
     peer.serveFrom(
       (index, offset, length) => this.store.readBlock(index, offset, length),
-      (index, offset, length) => this.checkRequest(index, offset, length)
+      (index, offset, length) => this.checkRequest(index, offset, length),
+      this.uploadLimit
     )
     peer.once('close', (err?: Error) => {
       this.detach(state)
