@@ -83,7 +83,7 @@ test('an arrived block is cancelled at the other peers asked for it in endgame',
   assert.equal(p.received('a', 0, 0)?.duplicate, true)
 })
 
-test('the piece is complete when its last block arrives, and its contributors are known', () => {
+test('the piece is complete when its last block arrives, and the sender of each block is known', () => {
   const p = picker(1)
   p.pick('a', all, 2)
   p.pick('b', all, 2)
@@ -91,16 +91,30 @@ test('the piece is complete when its last block arrives, and its contributors ar
   p.received('a', 0, BLOCK_SIZE)
   p.received('b', 0, 2 * BLOCK_SIZE)
   assert.equal(p.received('b', 0, 3 * BLOCK_SIZE)?.pieceComplete, true)
-  assert.deepEqual(p.contributors(0).sort(), ['a', 'b'])
+  assert.deepEqual(p.senders(0), ['a', 'a', 'b', 'b'])
 })
 
-test('a piece that fails its hash check is requested again from scratch', () => {
+test('a piece that fails its hash check is fetched again from scratch, from a single peer', () => {
+  const p = picker(1)
+  p.pick('a', all, 2)
+  p.pick('b', all, 2)
+  for (let b = 0; b < 4; b++) p.received(b < 2 ? 'a' : 'b', 0, b * BLOCK_SIZE)
+  p.failed(0)
+  assert.equal(p.hasPiece(0), false)
+  assert.equal(p.pick('c', all, 2).length, 2, 'c takes the suspect piece')
+  assert.equal(p.pick('d', all, 10).length, 0, 'no other peer may add blocks to it, not even in endgame')
+  assert.equal(p.pick('c', all, 10).length, 2, 'its owner fetches the rest')
+})
+
+test('when the owner of a suspect piece leaves, the piece restarts for someone else', () => {
   const p = picker(1)
   p.pick('a', all, 4)
-  for (let b = 0; b < 4; b++) p.received('a', 0, b * BLOCK_SIZE)
+  p.received('a', 0, 0)
   p.failed(0)
-  assert.equal(p.pick('b', all, 10).length, 4)
-  assert.equal(p.hasPiece(0), false)
+  p.pick('c', all, 1)
+  p.received('c', 0, 0)
+  assert.deepEqual(p.peerGone('c'), [0])
+  assert.deepEqual(p.pick('d', all, 10).map(b => b.offset), [0, BLOCK_SIZE, 2 * BLOCK_SIZE, 3 * BLOCK_SIZE])
 })
 
 test('blocks of a departed or choking peer go back to the pool', () => {

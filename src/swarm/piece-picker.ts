@@ -27,7 +27,10 @@ interface PartialPiece {
   received: Uint8Array
   receivedCount: number
   requesters: Array<Set<string> | undefined>
-  contributors: Set<string>
+  /** who delivered each block (for blame when the hash check fails) */
+  senders: Array<string | undefined>
+  /** a piece that failed before is fetched again from one peer only, so the next check convicts or clears it */
+  owner: string | undefined
 }
 
 export class PiecePicker {
@@ -37,6 +40,7 @@ export class PiecePicker {
   private readonly have: Uint8Array
   private readonly availability: Uint32Array
   private readonly partial = new Map<number, PartialPiece>()
+  private readonly suspect = new Set<number>()
   private haveCount = 0
   private readonly random: () => number
 
@@ -90,7 +94,7 @@ export class PiecePicker {
     while (out.length < max) {
       const index = this.chooseNewPiece(peerHas)
       if (index < 0) break
-      this.partial.set(index, this.newPartial(index))
+      this.partial.set(index, this.newPartial(index, this.suspect.has(index) ? peer : undefined))
       this.takeBlocks(peer, index, max, out, false)
     }
     if (out.length === 0) this.pickFromPartials(peer, peerHas, max, out, true)
@@ -108,7 +112,7 @@ export class PiecePicker {
     if (piece.received[block] === 1) return { duplicate: true, pieceComplete: false, cancelFrom: [] }
     piece.received[block] = 1
     piece.receivedCount++
-    piece.contributors.add(peer)
+    piece.senders[block] = peer
     const cancelFrom = requesters === undefined ? [] : [...requesters]
     piece.requesters[block] = undefined
     return { duplicate: false, pieceComplete: piece.receivedCount === piece.blockCount, cancelFrom }
@@ -121,39 +125,52 @@ export class PiecePicker {
     piece.requesters[offset / BLOCK_SIZE]?.delete(peer)
   }
 
-  /** The peer is gone: every block it was asked for goes back to the pool. */
-  peerGone (peer: string): void {
-    for (const piece of this.partial.values()) {
+  /**
+   * The peer is gone: every block it was asked for goes back to the pool. Returns the
+   * single-source pieces it owned, which restart from scratch (their bytes must be dropped).
+   */
+  peerGone (peer: string): number[] {
+    const restarted: number[] = []
+    for (const [index, piece] of this.partial) {
+      if (piece.owner === peer) {
+        this.partial.delete(index)
+        restarted.push(index)
+        continue
+      }
       for (const set of piece.requesters) set?.delete(peer)
     }
+    return restarted
   }
 
-  /** Peers whose blocks made up the piece (for blame when the hash check fails). */
-  contributors (index: number): string[] {
-    return [...(this.partial.get(index)?.contributors ?? [])]
+  /** Who delivered each block of the piece, by block number. */
+  senders (index: number): Array<string | undefined> {
+    return [...(this.partial.get(index)?.senders ?? [])]
   }
 
   verified (index: number): void {
     this.partial.delete(index)
+    this.suspect.delete(index)
     if (this.have[index] === 0) {
       this.have[index] = 1
       this.haveCount++
     }
   }
 
-  /** The piece failed its hash check: every block must be fetched again. */
+  /** The piece failed its hash check: every block must be fetched again, from one peer. */
   failed (index: number): void {
     this.partial.delete(index)
+    this.suspect.add(index)
   }
 
-  private newPartial (index: number): PartialPiece {
+  private newPartial (index: number, owner: string | undefined): PartialPiece {
     const blockCount = Math.ceil(this.pieceSize(index) / BLOCK_SIZE)
     return {
       blockCount,
       received: new Uint8Array(blockCount),
       receivedCount: 0,
       requesters: new Array(blockCount).fill(undefined),
-      contributors: new Set()
+      senders: new Array(blockCount).fill(undefined),
+      owner
     }
   }
 
@@ -170,7 +187,7 @@ export class PiecePicker {
 
   private takeBlocks (peer: string, index: number, max: number, out: BlockRequest[], endgame: boolean): void {
     const piece = this.partial.get(index)
-    if (piece === undefined) return
+    if (piece === undefined || (piece.owner !== undefined && piece.owner !== peer)) return
     const size = this.pieceSize(index)
     for (let block = 0; block < piece.blockCount && out.length < max; block++) {
       if (piece.received[block] === 1) continue

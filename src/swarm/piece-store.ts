@@ -89,20 +89,23 @@ export class PieceStore extends EventEmitter {
     buf.set(data, offset)
   }
 
-  /** Verifies an assembled piece; on success writes it and marks it held. */
-  async commit (index: number): Promise<boolean> {
+  /**
+   * Verifies an assembled piece; on success writes it and marks it held. The bytes come
+   * back either way, for telling honest senders from liars.
+   */
+  async commit (index: number): Promise<{ verified: boolean; data: Buffer | undefined }> {
     const buf = this.assembling.get(index)
     this.assembling.delete(index)
-    if (buf === undefined || this.have[index] === 1) return this.have[index] === 1
+    if (buf === undefined || this.have[index] === 1) return { verified: this.have[index] === 1, data: undefined }
     const digest = createHash('sha1').update(buf).digest()
-    if (!digest.equals(this.layout.pieceHashes[index])) return false
+    if (!digest.equals(this.layout.pieceHashes[index])) return { verified: false, data: buf }
     await this.file.write(buf, 0, buf.length, index * this.layout.pieceLength)
-    if (this.closed || this.have[index] === 1) return true
+    if (this.closed || this.have[index] === 1) return { verified: true, data: buf }
     this.have[index] = 1
     this.haveCount++
     this.cachePiece(index, Promise.resolve(buf))
     this.emit('verified', index)
-    return true
+    return { verified: true, data: buf }
   }
 
   /** A block of a verified piece, for a peer's request. */

@@ -12,6 +12,7 @@ import { selectUnchoked, DEFAULT_UPLOAD_SLOTS } from './choker.ts'
 import type { PieceStore } from './piece-store.ts'
 import { TrackerClient, type PeerAddress } from './tracker-client.ts'
 import { RateMeter } from './rate-meter.ts'
+import { SmartBan } from './smart-ban.ts'
 import type { TokenBucket } from './token-bucket.ts'
 
 export const DEFAULT_MAX_CONNECTIONS = 80
@@ -25,8 +26,6 @@ export const MIN_PIPELINE = 16
 export const MAX_PIPELINE = 256
 /** Below this many peers we ask the tracker for more before the next interval. */
 export const LOW_PEER_COUNT = 8
-/** Hash failures of pieces it contributed to before a peer is dropped for good. */
-export const MAX_SHARED_HASH_FAILURES = 3
 /** Peer ids of the image server's seeder start with this, so nodes can tell server bytes from peer bytes. */
 export const SERVER_PEER_ID_PREFIX = '-SS'
 
@@ -85,6 +84,7 @@ export class Swarm extends EventEmitter {
   private readonly uploadSlots: number
   private readonly connectWhenComplete: boolean
   private readonly uploadLimit: TokenBucket | undefined
+  private readonly smartBan = new SmartBan()
   private readonly downloadRate = new RateMeter()
   private readonly uploadRate = new RateMeter()
   private chokeTimer: NodeJS.Timeout | undefined
@@ -339,7 +339,7 @@ export class Swarm extends EventEmitter {
     const { peer } = state
     if (this.peers.get(peer.id) !== state) return
     this.peers.delete(peer.id)
-    this.picker.peerGone(peer.id)
+    for (const index of this.picker.peerGone(peer.id)) this.store.discard(index)
     if (state.haveCount > 0) {
       for (let i = 0; i < this.picker.pieceCount; i++) if (peer.wire.peerPieces.get(i)) this.picker.peerLostPiece(i)
     }
@@ -402,19 +402,22 @@ export class Swarm extends EventEmitter {
   }
 
   private async commit (index: number): Promise<void> {
-    const contributors = this.picker.contributors(index)
-    let ok: boolean
+    const senders = this.picker.senders(index)
+    let result: Awaited<ReturnType<PieceStore['commit']>>
     try {
-      ok = await this.store.commit(index)
+      result = await this.store.commit(index)
     } catch (err) {
       this.picker.failed(index)
       this.emit('warning', new SiError('ERR_STAGING', `cannot store piece ${index}: ${describeError(err)}`, { cause: err }))
       return
     }
     if (this.stopped) return
-    if (!ok) {
-      this.onHashFailure(index, contributors)
+    if (!result.verified) {
+      this.onHashFailure(index, senders, result.data)
       return
+    }
+    if (result.data !== undefined) {
+      for (const liar of this.smartBan.guilty(index, result.data)) this.ban(liar, this.peers.get(liar)?.peer, `sent corrupt data for piece ${index}`)
     }
     this.picker.verified(index)
     for (const { peer } of this.peers.values()) if (!peer.isClosed) peer.wire.have(index)
@@ -422,28 +425,30 @@ export class Swarm extends EventEmitter {
     if (this.picker.isComplete) this.onComplete()
   }
 
-  private onHashFailure (index: number, contributors: string[]): void {
+  private onHashFailure (index: number, senders: Array<string | undefined>, data: Buffer | undefined): void {
     this.hashFailures++
     this.picker.failed(index)
     this.store.discard(index)
+    const contributors = [...new Set(senders.filter((s): s is string => s !== undefined))]
     for (const id of contributors) {
       const state = this.peers.get(id)
-      const failures = (state?.peer.hashFailures ?? 0) + 1
-      if (state !== undefined) state.peer.hashFailures = failures
-      // A piece that came from one peer alone convicts it; a shared piece only counts.
-      if (contributors.length === 1 || failures >= MAX_SHARED_HASH_FAILURES) this.ban(id, state?.peer, `sent corrupt data for piece ${index}`)
+      if (state !== undefined) state.peer.hashFailures++
     }
+    // A piece from one peer alone convicts it; a shared one is settled when the piece,
+    // fetched again from a single peer, passes and the blocks can be compared.
+    if (contributors.length === 1) this.ban(contributors[0], this.peers.get(contributors[0])?.peer, `sent corrupt data for piece ${index}`)
+    else if (data !== undefined) this.smartBan.recordFailure(index, data, senders)
     this.emit('hash-failure', index, contributors)
     for (const state of this.peers.values()) this.request(state)
   }
 
   private ban (id: string, peer: Peer | undefined, reason: string): void {
+    if (this.bannedIds.has(id)) return
     this.bannedIds.add(id)
-    if (peer !== undefined) {
-      this.bannedKeys.add(peer.key)
-      this.emit('peer-banned', peer.key, reason)
-      peer.destroy(new SiError('ERR_PIECE_HASH_MISMATCH', `peer ${peer.key} ${reason}`))
-    }
+    const who = peer?.key ?? `peer ${id}`
+    if (peer !== undefined) this.bannedKeys.add(peer.key)
+    this.emit('peer-banned', who, reason)
+    peer?.destroy(new SiError('ERR_PIECE_HASH_MISMATCH', `${who} ${reason}`))
   }
 
   private onComplete (): void {
