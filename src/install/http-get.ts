@@ -1,6 +1,6 @@
 // A bounded HTTP GET for small documents (torrents, plans): a clear error for every way
 // the server can fail to answer.
-import { SiError } from '../errors.ts'
+import { SiError, type SiErrorCode } from '../errors.ts'
 
 export const DEFAULT_GET_TIMEOUT_MS = 15_000
 export const MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
@@ -22,10 +22,15 @@ export async function httpGet (url: string, opts: { signal?: AbortSignal; timeou
   const body = Buffer.from(await res.arrayBuffer())
   if (body.length > MAX_DOCUMENT_BYTES) throw new SiError('ERR_HTTP_STATUS', `${url} is larger than ${MAX_DOCUMENT_BYTES} bytes`)
   if (!res.ok) {
-    let detail = ''
-    try { detail = String((JSON.parse(body.toString('utf8')) as { error?: unknown }).error ?? '') } catch { detail = body.toString('utf8', 0, 200) }
-    const code = res.status === 404 ? 'ERR_IMAGE_NOT_FOUND' : 'ERR_HTTP_STATUS'
-    throw new SiError(code, `${url} answered ${res.status}${detail !== '' ? `: ${detail}` : ''}`)
+    // Our server explains itself in JSON ({error, code}); anyone else gets quoted briefly.
+    let detail = body.toString('utf8', 0, 200).trim()
+    let code: SiErrorCode = res.status === 404 ? 'ERR_IMAGE_NOT_FOUND' : 'ERR_HTTP_STATUS'
+    try {
+      const parsed = JSON.parse(body.toString('utf8')) as { error?: unknown; code?: unknown }
+      if (typeof parsed.error === 'string') detail = parsed.error
+      if (parsed.code === 'ERR_IMAGE_NOT_FOUND' || parsed.code === 'ERR_INVALID_IMAGE_NAME') code = parsed.code
+    } catch { /* not JSON */ }
+    throw new SiError(code, `${detail !== '' ? detail : `HTTP ${res.status}`} (${url} answered ${res.status})`)
   }
   return body
 }

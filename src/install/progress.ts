@@ -17,6 +17,8 @@ export function terminalSink (err: NodeJS.WriteStream = process.stderr): EventSi
   return event => {
     switch (event.type) {
       case 'phase':
+        // Fetching the torrent takes a moment; saying so would only add a line before an error.
+        if (event.phase === 'torrent') break
         clearBar()
         err.write(`si-agent: ${event.phase}${event.detail !== undefined ? `: ${event.detail}` : ''}\n`)
         break

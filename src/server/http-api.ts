@@ -184,5 +184,5 @@ function sendJson (res: http.ServerResponse, status: number, body: unknown): voi
 
 function sendError (res: http.ServerResponse, err: unknown): void {
   const status = isSiError(err, 'ERR_IMAGE_NOT_FOUND') ? 404 : isSiError(err, 'ERR_INVALID_IMAGE_NAME') ? 400 : 500
-  sendJson(res, status, { error: describeError(err), code: err instanceof SiError ? err.code : 'ERR_INTERNAL' })
+  sendJson(res, status, { error: err instanceof SiError ? err.message : describeError(err), code: err instanceof SiError ? err.code : 'ERR_INTERNAL' })
 }

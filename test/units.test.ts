@@ -1,0 +1,98 @@
+// Small pure pieces: byte ranges, command-line values, the leave-the-swarm policies, rates.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { parseRange } from '../src/server/range.ts'
+import { parseHostPort, parseRate, parseArgs } from '../src/cli/args.ts'
+import { parseSeedWait, waitToLeave } from '../src/install/seed-policy.ts'
+import { chooseStaging, RAM_HEADROOM_BYTES } from '../src/install/staging.ts'
+import { TokenBucket } from '../src/swarm/token-bucket.ts'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+test('byte ranges: single, open, suffix, past the end, and the forms served whole', () => {
+  assert.deepEqual(parseRange('bytes=0-99', 1000), { kind: 'range', start: 0, end: 99 })
+  assert.deepEqual(parseRange('bytes=900-', 1000), { kind: 'range', start: 900, end: 999 })
+  assert.deepEqual(parseRange('bytes=-10', 1000), { kind: 'range', start: 990, end: 999 })
+  assert.deepEqual(parseRange('bytes=990-5000', 1000), { kind: 'range', start: 990, end: 999 })
+  assert.deepEqual(parseRange('bytes=1000-', 1000), { kind: 'unsatisfiable' })
+  assert.deepEqual(parseRange('bytes=5-1', 1000), { kind: 'unsatisfiable' })
+  assert.deepEqual(parseRange('bytes=0-1,5-6', 1000), { kind: 'whole' })
+  assert.deepEqual(parseRange(undefined, 1000), { kind: 'whole' })
+})
+
+test('HOST:PORT values', () => {
+  assert.deepEqual(parseHostPort('127.0.0.1:8470', '--listen'), { host: '127.0.0.1', port: 8470 })
+  assert.deepEqual(parseHostPort(':8470', '--listen'), { host: '0.0.0.0', port: 8470 })
+  assert.deepEqual(parseHostPort('8470', '--listen'), { host: '0.0.0.0', port: 8470 })
+  assert.deepEqual(parseHostPort('[::1]:80', '--listen'), { host: '::1', port: 80 })
+  assert.throws(() => parseHostPort('host:99999', '--listen'), /--listen "host:99999"/)
+  assert.throws(() => parseHostPort('host', '--listen'), /expected HOST:PORT/)
+})
+
+test('rates in bits or bytes per second', () => {
+  assert.equal(parseRate('40mbit', '--x'), 5e6)
+  assert.equal(parseRate('1gbit', '--x'), 1.25e8)
+  assert.equal(parseRate('5MB', '--x'), 5e6)
+  assert.equal(parseRate('512KiB', '--x'), 524288)
+  assert.throws(() => parseRate('fast', '--x'), /--x "fast"/)
+  assert.throws(() => parseRate('10', '--x'), /expected a rate/)
+})
+
+test('flags: unknown ones, repeated ones and empty values are refused', () => {
+  assert.throws(() => parseArgs(['--nope'], { strings: ['a'] }), /unknown option --nope/)
+  assert.throws(() => parseArgs(['--a', '1', '--a', '2'], { strings: ['a'] }), /--a given more than once/)
+  assert.throws(() => parseArgs(['--a='], { strings: ['a'] }), /--a needs a value/)
+  assert.deepEqual(parseArgs(['--p', 'x', '--p', 'y'], { repeatable: ['p'] }).flags.p, ['x', 'y'])
+  assert.equal(parseArgs(['--no-report'], { onByDefault: ['report'] }).flags.report, false)
+  assert.equal(parseArgs([], { onByDefault: ['report'] }).flags.report, true)
+})
+
+test('seed-wait policies, with SystemImager spellings', () => {
+  assert.deepEqual(parseSeedWait('none'), { kind: 'none' })
+  assert.deepEqual(parseSeedWait('n'), { kind: 'none' })
+  assert.deepEqual(parseSeedWait('y'), { kind: 'upload-min', kibPerSecond: 50 })
+  assert.deepEqual(parseSeedWait('upload-min=500'), { kind: 'upload-min', kibPerSecond: 500 })
+  assert.deepEqual(parseSeedWait('swarm'), { kind: 'swarm' })
+  assert.throws(() => parseSeedWait('upload-min=fast'), /--seed-wait "upload-min=fast"/)
+})
+
+test('upload-min leaves once the upload rate falls under the threshold', async () => {
+  let rate = 1_000_000
+  setTimeout(() => { rate = 10 * 1024 }, 150)
+  const reason = await waitToLeave({ kind: 'upload-min', kibPerSecond: 50 }, { uploadRate: () => rate, leechers: async () => undefined }, { pollSeconds: 0.1, maxSeconds: 5 })
+  assert.match(reason, /10\.0 KiB\/s fell under 50 KiB\/s/)
+})
+
+test('swarm-aware leaves after the tracker twice reports no leecher, and never waits past the bound', async () => {
+  const answers = [3, 1, 0, 2, 0, 0]
+  const reason = await waitToLeave({ kind: 'swarm' }, { uploadRate: () => 0, leechers: async () => answers.shift() }, { pollSeconds: 0.01, maxSeconds: 5 })
+  assert.equal(reason, 'tracker reports no leecher left')
+  assert.equal(answers.length, 0)
+  const bounded = await waitToLeave({ kind: 'swarm' }, { uploadRate: () => 0, leechers: async () => 5 }, { pollSeconds: 0.05, maxSeconds: 0.2 })
+  assert.match(bounded, /maximum of 0.2 s/)
+})
+
+test('staging follows SystemImager: RAM when it holds the image plus headroom, else the target disk, and an explicit choice wins', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'si-staging-'))
+  try {
+    const ram = await chooseStaging({ size: 1000, target: dir, freeMemory: 1000 + RAM_HEADROOM_BYTES + 1 })
+    assert.equal(ram.kind, 'ram')
+    const disk = await chooseStaging({ size: 1000, target: dir, freeMemory: RAM_HEADROOM_BYTES })
+    assert.equal(disk.kind, 'disk')
+    assert.equal(disk.dir, join(dir, '.si-staging'))
+    const explicit = await chooseStaging({ size: 1000, target: dir, explicit: join(dir, 'mine'), freeMemory: 1e12 })
+    assert.deepEqual([explicit.kind, explicit.dir], ['explicit', join(dir, 'mine')])
+    await assert.rejects(chooseStaging({ size: 1e15, target: dir, explicit: join(dir, 'mine') }), /less than .* MiB free/)
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+})
+
+test('the token bucket lets a burst through, then paces to its rate', () => {
+  const bucket = new TokenBucket(1_000_000, 100_000)
+  assert.equal(bucket.tryTake(100_000), true)
+  assert.equal(bucket.tryTake(50_000), false)
+  const wait = bucket.msUntil(50_000)
+  assert.ok(wait >= 45 && wait <= 51, `waits ${wait} ms for 50 kB at 1 MB/s`)
+})
