@@ -4,7 +4,7 @@
 import { createServer, type Server, type Socket } from 'node:net'
 import { EventEmitter } from 'node:events'
 import { SiError } from '../errors.ts'
-import { Peer, HANDSHAKE_TIMEOUT_MS } from './peer.ts'
+import { Peer } from './peer.ts'
 
 export const MAX_PENDING_HANDSHAKES = 256
 
@@ -55,21 +55,10 @@ export class PeerListener extends EventEmitter {
     }
     const peer = new Peer(socket, { outgoing: false })
     this.pending.add(peer)
-    const timer = setTimeout(() => peer.destroy(new SiError('ERR_PEER_PROTOCOL', 'no handshake in time')), HANDSHAKE_TIMEOUT_MS)
-    timer.unref()
-    peer.once('close', () => {
-      clearTimeout(timer)
-      this.pending.delete(peer)
-    })
-    peer.wire.once('handshake', (infoHashHex: string) => {
-      clearTimeout(timer)
-      this.pending.delete(peer)
+    peer.awaitHandshake(infoHashHex => {
       const handler = this.torrents.get(infoHashHex)
-      if (handler === undefined || peer.isClosed) {
-        peer.destroy()
-        return
-      }
-      handler.adoptIncoming(peer)
-    })
+      if (handler === undefined) peer.destroy()
+      else handler.adoptIncoming(peer)
+    }, () => this.pending.delete(peer))
   }
 }

@@ -82,6 +82,27 @@ export class Peer extends EventEmitter {
     this.uploadLimit = uploadLimit
   }
 
+  /**
+   * Calls back when the remote handshake arrives; drops the connection if it does not
+   * come in time. `settled` runs once either way, to release whoever waits for it.
+   */
+  awaitHandshake (onHandshake: (infoHashHex: string) => void, settled: () => void): void {
+    let done = false
+    const settle = (): void => {
+      if (done) return
+      done = true
+      clearTimeout(timer)
+      settled()
+    }
+    const timer = setTimeout(() => this.destroy(new SiError('ERR_PEER_PROTOCOL', 'no handshake in time')), HANDSHAKE_TIMEOUT_MS)
+    timer.unref()
+    this.once('close', settle)
+    this.wire.once('handshake', (infoHashHex: string) => {
+      settle()
+      if (!this.closed) onHandshake(infoHashHex)
+    })
+  }
+
   destroy (err?: Error): void {
     if (this.closed) return
     this.closed = true

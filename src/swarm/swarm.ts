@@ -5,7 +5,7 @@ import { EventEmitter } from 'node:events'
 import { connect as netConnect } from 'node:net'
 import utPex from 'ut_pex'
 import { SiError, describeError } from '../errors.ts'
-import { Peer, HANDSHAKE_TIMEOUT_MS } from './peer.ts'
+import { Peer } from './peer.ts'
 import type { PeerListener } from './peer-listener.ts'
 import { PiecePicker, BLOCK_SIZE } from './piece-picker.ts'
 import { selectUnchoked, DEFAULT_UPLOAD_SLOTS } from './choker.ts'
@@ -210,22 +210,12 @@ export class Swarm extends EventEmitter {
       socket.off('error', giveUp)
       const peer = new Peer(socket, { outgoing: true, listenPort: addr.port })
       this.handshaking.add(peer)
-      const timer = setTimeout(() => peer.destroy(new SiError('ERR_PEER_PROTOCOL', 'no handshake in time')), HANDSHAKE_TIMEOUT_MS)
-      timer.unref()
-      peer.once('close', () => {
-        clearTimeout(timer)
+      peer.awaitHandshake(infoHashHex => {
+        if (infoHashHex === this.infoHashHex) this.attach(peer)
+        else peer.destroy(new SiError('ERR_PEER_PROTOCOL', `peer ${key} answered for another torrent`))
+      }, () => {
         this.handshaking.delete(peer)
         this.connecting.delete(key)
-      })
-      peer.wire.once('handshake', (infoHashHex: string) => {
-        clearTimeout(timer)
-        this.handshaking.delete(peer)
-        this.connecting.delete(key)
-        if (infoHashHex !== this.infoHashHex) {
-          peer.destroy(new SiError('ERR_PEER_PROTOCOL', `peer ${key} answered for another torrent`))
-          return
-        }
-        this.attach(peer)
       })
       this.prepareWire(peer)
       peer.wire.handshake(this.infoHash, this.peerId)

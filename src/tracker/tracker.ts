@@ -44,15 +44,8 @@ export interface TrackerOptions {
   seedPeers?: (infoHashHex: string, localAddress: string) => Array<{ host: string; port: number; peerId: Uint8Array }>
 }
 
-export interface SwarmPeer {
-  peerIdHex: string
-  host: string
-  port: number
-  left: number
-  uploaded: number
-  downloaded: number
-  lastSeen: number
-}
+/** A peer as the fleet view sees it: the table's entry without its bookkeeping. */
+export type SwarmPeer = Omit<PeerEntry, 'peerId' | 'touchedAt' | 'countedComplete'>
 
 export interface SwarmView extends SwarmStats { peers: SwarmPeer[] }
 
