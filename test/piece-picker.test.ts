@@ -10,8 +10,9 @@ function seededRandom (seed: number): () => number {
   return () => { x = (x * 1103515245 + 12345) % 2147483648; return x / 2147483648 }
 }
 
+let clock = 0
 function picker (pieces: number, lastPieceBytes = PIECE): PiecePicker {
-  return new PiecePicker({ pieceCount: pieces, pieceLength: PIECE, totalLength: PIECE * (pieces - 1) + lastPieceBytes, random: seededRandom(7) })
+  return new PiecePicker({ pieceCount: pieces, pieceLength: PIECE, totalLength: PIECE * (pieces - 1) + lastPieceBytes, random: seededRandom(7), now: () => clock, endgameAfterMs: 1000 })
 }
 
 function completePiece (p: PiecePicker, peer: string, index: number): void {
@@ -60,12 +61,15 @@ test('the last piece has a short last block', () => {
   assert.deepEqual(blocks.map(b => b.length), [BLOCK_SIZE, 100])
 })
 
-test('a block is never requested twice outside endgame, and endgame allows a bounded second request', () => {
+test('a block is never requested twice outside endgame, and endgame allows a bounded second request once the first is stale', () => {
+  clock = 0
   const p = picker(1)
   const a = p.pick('a', all, 10)
   assert.equal(a.length, 4)
+  assert.equal(p.pick('b', all, 10).length, 0, 'endgame, but the first requests are fresh')
+  clock = 1500
   const b = p.pick('b', all, 10)
-  assert.equal(b.length, 4, 'endgame: everything requested, so b may duplicate')
+  assert.equal(b.length, 4, 'endgame: everything requested long ago, so b may duplicate')
   const c = p.pick('c', all, 10)
   assert.equal(ENDGAME_REQUESTS_PER_BLOCK, 2)
   assert.equal(c.length, 0, 'no block is requested from more than two peers')
@@ -73,8 +77,10 @@ test('a block is never requested twice outside endgame, and endgame allows a bou
 })
 
 test('an arrived block is cancelled at the other peers asked for it in endgame', () => {
+  clock = 0
   const p = picker(1)
   p.pick('a', all, 10)
+  clock = 5000
   p.pick('b', all, 10)
   const r = p.received('b', 0, 0)
   assert.ok(r)
@@ -84,6 +90,7 @@ test('an arrived block is cancelled at the other peers asked for it in endgame',
 })
 
 test('the piece is complete when its last block arrives, and the sender of each block is known', () => {
+  clock = 0
   const p = picker(1)
   p.pick('a', all, 2)
   p.pick('b', all, 2)
@@ -95,6 +102,7 @@ test('the piece is complete when its last block arrives, and the sender of each 
 })
 
 test('a piece that fails its hash check is fetched again from scratch, from a single peer', () => {
+  clock = 0
   const p = picker(1)
   p.pick('a', all, 2)
   p.pick('b', all, 2)
@@ -102,6 +110,7 @@ test('a piece that fails its hash check is fetched again from scratch, from a si
   p.failed(0)
   assert.equal(p.hasPiece(0), false)
   assert.equal(p.pick('c', all, 2).length, 2, 'c takes the suspect piece')
+  clock = 10_000
   assert.equal(p.pick('d', all, 10).length, 0, 'no other peer may add blocks to it, not even in endgame')
   assert.equal(p.pick('c', all, 10).length, 2, 'its owner fetches the rest')
 })

@@ -112,7 +112,8 @@ export class Seeder extends EventEmitter {
       announceUrls: [],
       uploadSlots: SERVER_UPLOAD_SLOTS,
       maxConnections: SERVER_MAX_CONNECTIONS,
-      uploadLimit: this.uploadLimit
+      uploadLimit: this.uploadLimit,
+      superSeed: true
     })
     swarm.on('warning', err => this.emit('warning', err))
     swarm.start()

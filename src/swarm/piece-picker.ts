@@ -10,6 +10,11 @@
 export const BLOCK_SIZE = 16 * 1024
 export const RANDOM_FIRST_PIECES = 4
 export const ENDGAME_REQUESTS_PER_BLOCK = 2
+/**
+ * In endgame a block is asked of a second peer only once its first request is this old:
+ * deep request queues on a LAN would otherwise duplicate most of the last pieces.
+ */
+export const ENDGAME_AFTER_MS = 2_000
 
 export interface BlockRequest { index: number; offset: number; length: number }
 
@@ -27,6 +32,8 @@ interface PartialPiece {
   received: Uint8Array
   receivedCount: number
   requesters: Array<Set<string> | undefined>
+  /** when each block was last requested */
+  requestedAt: Float64Array
   /** who delivered each block (for blame when the hash check fails) */
   senders: Array<string | undefined>
   /** a piece that failed before is fetched again from one peer only, so the next check convicts or clears it */
@@ -43,14 +50,18 @@ export class PiecePicker {
   private readonly suspect = new Set<number>()
   private haveCount = 0
   private readonly random: () => number
+  private readonly now: () => number
+  private readonly endgameAfterMs: number
 
-  constructor (opts: { pieceCount: number; pieceLength: number; totalLength: number; random?: () => number }) {
+  constructor (opts: { pieceCount: number; pieceLength: number; totalLength: number; random?: () => number; now?: () => number; endgameAfterMs?: number }) {
     this.pieceCount = opts.pieceCount
     this.pieceLength = opts.pieceLength
     this.totalLength = opts.totalLength
     this.have = new Uint8Array(opts.pieceCount)
     this.availability = new Uint32Array(opts.pieceCount)
     this.random = opts.random ?? Math.random
+    this.now = opts.now ?? (() => performance.now())
+    this.endgameAfterMs = opts.endgameAfterMs ?? ENDGAME_AFTER_MS
   }
 
   get completed (): number { return this.haveCount }
@@ -169,6 +180,7 @@ export class PiecePicker {
       received: new Uint8Array(blockCount),
       receivedCount: 0,
       requesters: new Array(blockCount).fill(undefined),
+      requestedAt: new Float64Array(blockCount),
       senders: new Array(blockCount).fill(undefined),
       owner
     }
@@ -189,14 +201,18 @@ export class PiecePicker {
     const piece = this.partial.get(index)
     if (piece === undefined || (piece.owner !== undefined && piece.owner !== peer)) return
     const size = this.pieceSize(index)
+    const now = this.now()
     for (let block = 0; block < piece.blockCount && out.length < max; block++) {
       if (piece.received[block] === 1) continue
       const requesters = piece.requesters[block]
       const count = requesters?.size ?? 0
-      if (endgame ? (count >= ENDGAME_REQUESTS_PER_BLOCK || requesters?.has(peer) === true) : count > 0) continue
+      if (endgame
+        ? (count >= ENDGAME_REQUESTS_PER_BLOCK || requesters?.has(peer) === true || now - piece.requestedAt[block] < this.endgameAfterMs)
+        : count > 0) continue
       const set = requesters ?? new Set<string>()
       set.add(peer)
       piece.requesters[block] = set
+      piece.requestedAt[block] = now
       const offset = block * BLOCK_SIZE
       out.push({ index, offset, length: Math.min(BLOCK_SIZE, size - offset) })
     }

@@ -13,6 +13,7 @@ import type { PieceStore } from './piece-store.ts'
 import { TrackerClient, type PeerAddress } from './tracker-client.ts'
 import { RateMeter } from './rate-meter.ts'
 import { SmartBan } from './smart-ban.ts'
+import { SuperSeed } from './super-seed.ts'
 import type { TokenBucket } from './token-bucket.ts'
 
 export const DEFAULT_MAX_CONNECTIONS = 80
@@ -42,6 +43,8 @@ export interface SwarmOptions {
   connectWhenComplete?: boolean
   /** shared upload cap (one bucket may serve several swarms) */
   uploadLimit?: TokenBucket
+  /** reveal pieces a few at a time so peers fetch distinct ones (the image server's seeder) */
+  superSeed?: boolean
 }
 
 export interface SwarmStats {
@@ -63,6 +66,8 @@ export interface SwarmStats {
 interface PeerState {
   peer: Peer
   haveCount: number
+  /** super-seeding: pieces revealed to this peer that it has not announced yet */
+  revealed: Set<number>
 }
 
 export class Swarm extends EventEmitter {
@@ -84,6 +89,7 @@ export class Swarm extends EventEmitter {
   private readonly uploadSlots: number
   private readonly connectWhenComplete: boolean
   private readonly uploadLimit: TokenBucket | undefined
+  private readonly superSeed: SuperSeed | undefined
   private readonly smartBan = new SmartBan()
   private readonly downloadRate = new RateMeter()
   private readonly uploadRate = new RateMeter()
@@ -106,6 +112,7 @@ export class Swarm extends EventEmitter {
     this.uploadSlots = opts.uploadSlots ?? DEFAULT_UPLOAD_SLOTS
     this.connectWhenComplete = opts.connectWhenComplete ?? false
     this.uploadLimit = opts.uploadLimit
+    this.superSeed = opts.superSeed === true ? new SuperSeed(opts.store.layout.pieceCount) : undefined
     const { layout } = opts.store
     this.picker = new PiecePicker({ pieceCount: layout.pieceCount, pieceLength: layout.pieceLength, totalLength: layout.length })
     for (let i = 0; i < layout.pieceCount; i++) if (opts.store.has(i)) this.picker.verified(i)
@@ -248,7 +255,7 @@ export class Swarm extends EventEmitter {
       this.detach(existing)
       existing.peer.destroy()
     }
-    const state: PeerState = { peer, haveCount: 0 }
+    const state: PeerState = { peer, haveCount: 0, revealed: new Set() }
     this.peers.set(id, state)
     peer.serveFrom(
       (index, offset, length) => this.store.readBlock(index, offset, length),
@@ -261,7 +268,8 @@ export class Swarm extends EventEmitter {
       this.connectMore()
     })
     this.listen(state)
-    if (this.picker.completed > 0) peer.wire.bitfield(this.store.bitfield())
+    if (this.superSeeding) this.revealMore(state)
+    else if (this.picker.completed > 0) peer.wire.bitfield(this.store.bitfield())
     this.introduceViaPex(state)
     peer.wire.setTimeout(REQUEST_TIMEOUT_MS, true)
     this.emit('peer', peer.key)
@@ -314,8 +322,26 @@ export class Swarm extends EventEmitter {
     wire.ut_pex?.on('warning', () => { /* a peer without PEX is still a peer */ })
   }
 
+  private get superSeeding (): boolean {
+    return this.superSeed !== undefined && this.picker.isComplete
+  }
+
+  private revealMore (state: PeerState): void {
+    if (this.superSeed === undefined || state.peer.isClosed) return
+    const wire = state.peer.wire
+    for (const index of this.superSeed.reveal(i => wire.peerPieces.get(i), state.revealed)) {
+      state.revealed.add(index)
+      wire.have(index)
+    }
+  }
+
   private afterPeerPieces (state: PeerState): void {
     const { peer } = state
+    if (this.superSeeding) {
+      // A peer may already hold what we revealed (its bitfield can cross our first haves).
+      for (const i of state.revealed) if (peer.wire.peerPieces.get(i)) state.revealed.delete(i)
+      this.revealMore(state)
+    }
     if (this.picker.isComplete && state.haveCount === this.picker.pieceCount) {
       // Two seeds have nothing to say to each other.
       peer.destroy()
@@ -454,6 +480,7 @@ export class Swarm extends EventEmitter {
   private checkRequest (index: number, offset: number, length: number): string | undefined {
     if (!Number.isInteger(index) || index < 0 || index >= this.picker.pieceCount) return `no piece ${index}`
     if (!this.store.has(index)) return `piece ${index} is not held here`
+    // Standard clients may ask a super-seed for pieces it has not revealed; serving them is harmless.
     if (offset < 0 || offset + length > this.store.pieceSize(index)) return 'past the end of the piece'
     return undefined
   }
