@@ -1,24 +1,45 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { SuperSeed, REVEALED_PER_PEER } from '../src/swarm/super-seed.ts'
+import { SuperSeed, REVEALED_PER_PEER, STALE_OFFER_MS } from '../src/swarm/super-seed.ts'
 
-test('each peer is shown a few pieces, and different peers are shown different pieces while any are left', () => {
-  const seed = new SuperSeed(40)
+const none = (): boolean => false
+const noCopies = (): number => 0
+
+test('each peer is shown a few pieces, and no piece is shown to two peers while it is in flight', () => {
+  const seed = new SuperSeed(40, { now: () => 0 })
   const shown = new Set<number>()
   for (let peer = 0; peer < 10; peer++) {
-    const pieces = seed.reveal(() => false, new Set())
+    const pieces = seed.reveal(`p${peer}`, none, noCopies)
     assert.equal(pieces.length, REVEALED_PER_PEER)
     for (const p of pieces) {
-      assert.ok(!shown.has(p), `piece ${p} shown twice while unshown pieces remained`)
+      assert.ok(!shown.has(p), `piece ${p} shown twice`)
       shown.add(p)
     }
   }
+  assert.deepEqual(seed.reveal('p0', none, noCopies), [], 'nothing more until p0 announces one')
 })
 
-test('pieces a peer holds or was already shown are not revealed to it again', () => {
-  const seed = new SuperSeed(6)
-  const pending = new Set([0, 1])
-  const pieces = seed.reveal(i => i === 2 || i === 3, pending)
-  assert.deepEqual(pieces.sort(), [4, 5])
-  assert.deepEqual(seed.reveal(() => true, new Set()), [], 'a peer with everything is shown nothing')
+test('announcing a revealed piece frees a slot for the next one', () => {
+  const seed = new SuperSeed(10, { now: () => 0 })
+  const [first] = seed.reveal('a', none, noCopies)
+  const next = seed.reveal('a', i => i === first, noCopies)
+  assert.equal(next.length, 1)
+  assert.notEqual(next[0], first)
+})
+
+test('a piece another peer holds is never revealed; one in flight elsewhere only once the offer is stale', () => {
+  let clock = 0
+  const seed = new SuperSeed(3, { now: () => clock })
+  assert.deepEqual(seed.reveal('x', none, i => (i === 2 ? 0 : 1)), [2])
+  assert.deepEqual(seed.reveal('y', none, i => (i === 2 ? 0 : 1)), [], 'piece 2 is in flight to x')
+  clock = STALE_OFFER_MS + 1
+  assert.deepEqual(seed.reveal('y', none, i => (i === 2 ? 0 : 1)), [2], 'x was too slow')
+})
+
+test('a departed peer gives its revealed pieces back', () => {
+  const seed = new SuperSeed(2, { now: () => 0 })
+  assert.equal(seed.reveal('a', none, noCopies).length, 2)
+  assert.deepEqual(seed.reveal('b', none, noCopies), [])
+  seed.peerGone('a')
+  assert.equal(seed.reveal('b', none, noCopies).length, 2)
 })

@@ -89,6 +89,9 @@ export class PiecePicker {
     return false
   }
 
+  /** How many connected peers hold the piece. */
+  copies (index: number): number { return this.availability[index] ?? 0 }
+
   peerHasPiece (index: number): void {
     if (index >= 0 && index < this.pieceCount) this.availability[index]++
   }

@@ -1,38 +1,64 @@
 // The first seed's upload is the scarcest resource of a deployment: every byte it sends
 // twice is a byte the swarm had to wait for. Like BEP 16 super-seeding, the seed hides its
-// bitfield and reveals each peer only a few pieces at a time, always those it has handed
-// out least, and reveals the next when the peer announces it holds one. Peers then fetch
-// distinct pieces from the seed and the rest from each other.
+// bitfield and reveals each peer only a few pieces at a time: pieces no peer holds and no
+// other peer is fetching from it. A piece a peer already holds is never revealed (the
+// others fetch it from that peer); one in flight to another peer is revealed again only
+// once that offer has gone stale, so a slow or silent peer cannot hold the swarm back.
 export const REVEALED_PER_PEER = 2
+export const STALE_OFFER_MS = 3_000
 
 export class SuperSeed {
-  private readonly offered: Uint32Array
+  private readonly inFlight: Uint16Array
+  private readonly offeredAt: Float64Array
+  private readonly pending = new Map<string, Set<number>>()
   private readonly random: () => number
+  private readonly now: () => number
 
-  constructor (pieceCount: number, random: () => number = Math.random) {
-    this.offered = new Uint32Array(pieceCount)
-    this.random = random
+  constructor (pieceCount: number, opts: { random?: () => number; now?: () => number } = {}) {
+    this.inFlight = new Uint16Array(pieceCount)
+    this.offeredAt = new Float64Array(pieceCount)
+    this.random = opts.random ?? Math.random
+    this.now = opts.now ?? (() => performance.now())
   }
 
   /**
-   * Pieces to reveal now to a peer that holds `peerHas` and still has `pending` revealed
-   * pieces it has not announced; records them as offered.
+   * Pieces to reveal now to `peer`, which holds `peerHas`; `copies` counts the peers
+   * holding a piece. The pieces count as in flight to the peer until it announces them.
    */
-  reveal (peerHas: (index: number) => boolean, pending: Set<number>): number[] {
+  reveal (peer: string, peerHas: (index: number) => boolean, copies: (index: number) => number): number[] {
+    const mine = this.pending.get(peer) ?? new Set<number>()
+    this.pending.set(peer, mine)
+    for (const i of mine) if (peerHas(i)) this.release(peer, i)
     const out: number[] = []
-    const n = this.offered.length
-    while (pending.size + out.length < REVEALED_PER_PEER) {
+    const n = this.inFlight.length
+    const now = this.now()
+    while (mine.size < REVEALED_PER_PEER) {
       const start = Math.floor(this.random() * n)
       let best = -1
       for (let k = 0; k < n; k++) {
         const i = (start + k) % n
-        if (peerHas(i) || pending.has(i) || out.includes(i)) continue
-        if (best < 0 || this.offered[i] < this.offered[best]) best = i
+        if (peerHas(i) || mine.has(i) || copies(i) > 0) continue
+        if (this.inFlight[i] > 0 && now - this.offeredAt[i] < STALE_OFFER_MS) continue
+        if (best < 0 || this.inFlight[i] < this.inFlight[best]) best = i
+        if (this.inFlight[best] === 0) break
       }
       if (best < 0) break
-      this.offered[best]++
+      this.inFlight[best]++
+      this.offeredAt[best] = now
+      mine.add(best)
       out.push(best)
     }
     return out
+  }
+
+  /** The peer announced a piece: whatever we revealed of it is no longer in flight. */
+  release (peer: string, index: number): void {
+    const mine = this.pending.get(peer)
+    if (mine?.delete(index) === true && this.inFlight[index] > 0) this.inFlight[index]--
+  }
+
+  peerGone (peer: string): void {
+    for (const i of this.pending.get(peer) ?? []) this.release(peer, i)
+    this.pending.delete(peer)
   }
 }

@@ -66,8 +66,6 @@ export interface SwarmStats {
 interface PeerState {
   peer: Peer
   haveCount: number
-  /** super-seeding: pieces revealed to this peer that it has not announced yet */
-  revealed: Set<number>
 }
 
 export class Swarm extends EventEmitter {
@@ -255,7 +253,7 @@ export class Swarm extends EventEmitter {
       this.detach(existing)
       existing.peer.destroy()
     }
-    const state: PeerState = { peer, haveCount: 0, revealed: new Set() }
+    const state: PeerState = { peer, haveCount: 0 }
     this.peers.set(id, state)
     peer.serveFrom(
       (index, offset, length) => this.store.readBlock(index, offset, length),
@@ -329,19 +327,12 @@ export class Swarm extends EventEmitter {
   private revealMore (state: PeerState): void {
     if (this.superSeed === undefined || state.peer.isClosed) return
     const wire = state.peer.wire
-    for (const index of this.superSeed.reveal(i => wire.peerPieces.get(i), state.revealed)) {
-      state.revealed.add(index)
-      wire.have(index)
-    }
+    for (const index of this.superSeed.reveal(state.peer.id, i => wire.peerPieces.get(i), i => this.picker.copies(i))) wire.have(index)
   }
 
   private afterPeerPieces (state: PeerState): void {
     const { peer } = state
-    if (this.superSeeding) {
-      // A peer may already hold what we revealed (its bitfield can cross our first haves).
-      for (const i of state.revealed) if (peer.wire.peerPieces.get(i)) state.revealed.delete(i)
-      this.revealMore(state)
-    }
+    if (this.superSeeding) this.revealMore(state)
     if (this.picker.isComplete && state.haveCount === this.picker.pieceCount) {
       // Two seeds have nothing to say to each other.
       peer.destroy()
@@ -356,6 +347,7 @@ export class Swarm extends EventEmitter {
     if (this.peers.get(peer.id) !== state) return
     this.peers.delete(peer.id)
     for (const index of this.picker.peerGone(peer.id)) this.store.discard(index)
+    this.superSeed?.peerGone(peer.id)
     if (state.haveCount > 0) {
       for (let i = 0; i < this.picker.pieceCount; i++) if (peer.wire.peerPieces.get(i)) this.picker.peerLostPiece(i)
     }
