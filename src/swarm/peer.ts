@@ -41,6 +41,7 @@ export class Peer extends EventEmitter {
   private readBlock: ReadBlock | undefined
   private uploadLimit: TokenBucket | undefined
   private throttleTimer: NodeJS.Timeout | undefined
+  private repump: NodeJS.Immediate | undefined
   private closed = false
 
   constructor (socket: Socket, opts: { outgoing: boolean; listenPort?: number }) {
@@ -108,6 +109,7 @@ export class Peer extends EventEmitter {
     this.closed = true
     this.uploads.length = 0
     clearTimeout(this.throttleTimer)
+    clearImmediate(this.repump)
     this.socket.destroy()
     this.wire.destroy()
     this.emit('close', err)
@@ -150,6 +152,12 @@ export class Peer extends EventEmitter {
         this.readingBytes -= req.length
         this.destroy(new SiError('ERR_STAGING', `cannot read block for peer: ${describeError(err)}`, { cause: err }))
       })
+    }
+    // Answered blocks wait in the Wire's buffer until it flushes them into the socket on a
+    // later tick, and that flush fires no event: look again then, or the queue stalls.
+    // Bytes held by the socket itself are followed by its 'drain'.
+    if (!this.closed && this.uploads.length > 0 && this.repump === undefined && this.socket.writableLength < UPLOAD_HIGH_WATER) {
+      this.repump = setImmediate(() => { this.repump = undefined; this.pump() })
     }
   }
 

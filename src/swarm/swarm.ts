@@ -19,6 +19,8 @@ import type { TokenBucket } from './token-bucket.ts'
 export const DEFAULT_MAX_CONNECTIONS = 80
 export const CONNECT_TIMEOUT_MS = 5_000
 export const CHOKE_INTERVAL_MS = 2_000
+/** Requests are topped up on every block; this tick also catches blocks freed by a choke or gone stale (endgame). */
+export const REQUEST_TICK_MS = 1_000
 /** A peer that leaves requests unanswered this long is dropped and its blocks go elsewhere. */
 export const REQUEST_TIMEOUT_MS = 20_000
 /** Requests kept in flight per peer: enough to cover this much time at the peer's current rate. */
@@ -92,6 +94,7 @@ export class Swarm extends EventEmitter {
   private readonly downloadRate = new RateMeter()
   private readonly uploadRate = new RateMeter()
   private chokeTimer: NodeJS.Timeout | undefined
+  private requestTimer: NodeJS.Timeout | undefined
   private downloaded = 0
   private downloadedFromServer = 0
   private uploaded = 0
@@ -138,6 +141,8 @@ export class Swarm extends EventEmitter {
     this.tracker?.start()
     this.chokeTimer = setInterval(() => this.rechoke(), CHOKE_INTERVAL_MS)
     this.chokeTimer.unref()
+    this.requestTimer = setInterval(() => { for (const state of this.peers.values()) this.request(state) }, REQUEST_TICK_MS)
+    this.requestTimer.unref()
   }
 
   async stop (): Promise<void> {
@@ -145,6 +150,7 @@ export class Swarm extends EventEmitter {
     this.stopped = true
     this.listener.unregister(this.infoHashHex)
     clearInterval(this.chokeTimer)
+    clearInterval(this.requestTimer)
     for (const peer of this.handshaking) peer.destroy()
     for (const { peer } of this.peers.values()) peer.destroy()
     this.peers.clear()
@@ -302,7 +308,9 @@ export class Swarm extends EventEmitter {
       this.afterPeerPieces(state)
     })
     wire.on('unchoke', () => this.request(state))
-    wire.on('choke', () => { /* the Wire fails the outstanding requests; their callbacks return the blocks to the pool */ })
+    // The Wire fails the outstanding requests (their callbacks return the blocks to the
+    // pool); the others may take them now.
+    wire.on('choke', () => { for (const other of this.peers.values()) if (other !== state) this.request(other) })
     wire.on('interested', () => this.maybeUnchoke(state))
     wire.on('uninterested', () => { if (!wire.amChoking) { wire.choke(); peer.waitingSince = Date.now() } })
     wire.on('timeout', () => peer.destroy(new SiError('ERR_PEER_PROTOCOL', `peer ${peer.key} left requests unanswered for ${REQUEST_TIMEOUT_MS / 1000} s`)))
