@@ -68,6 +68,7 @@ export interface SwarmStats {
 interface PeerState {
   peer: Peer
   haveCount: number
+  sawBitfield: boolean
 }
 
 export class Swarm extends EventEmitter {
@@ -259,7 +260,7 @@ export class Swarm extends EventEmitter {
       this.detach(existing)
       existing.peer.destroy()
     }
-    const state: PeerState = { peer, haveCount: 0 }
+    const state: PeerState = { peer, haveCount: 0, sawBitfield: false }
     this.peers.set(id, state)
     peer.serveFrom(
       (index, offset, length) => this.store.readBlock(index, offset, length),
@@ -284,6 +285,11 @@ export class Swarm extends EventEmitter {
     const { peer } = state
     const wire = peer.wire
     wire.on('bitfield', () => {
+      if (state.sawBitfield || state.haveCount > 0) {
+        peer.destroy(new SiError('ERR_PEER_PROTOCOL', `peer ${peer.key} sent a bitfield after its first message`))
+        return
+      }
+      state.sawBitfield = true
       const bits = wire.peerPieces.buffer
       const expected = Math.ceil(this.picker.pieceCount / 8)
       if (bits.length !== expected || hasSpareBits(bits, this.picker.pieceCount)) {
@@ -320,7 +326,12 @@ export class Swarm extends EventEmitter {
       if (peer.id.startsWith(Buffer.from(SERVER_PEER_ID_PREFIX).toString('hex'))) this.downloadedFromServer += n
     })
     wire.on('upload', (n: number) => { this.uploaded += n; this.uploadRate.add(n) })
-    wire.on('extended', (ext: string) => { if (ext === 'handshake') wire.ut_pex?.start() })
+    wire.on('extended', (ext: string) => {
+      if (ext !== 'handshake') return
+      wire.ut_pex?.start()
+      // An incoming peer's listening port is known only from its extended handshake.
+      if (!peer.outgoing) this.introduceViaPex(state)
+    })
     wire.ut_pex?.on('peer', (addr: string) => {
       const parsed = parsePexAddress(addr)
       if (parsed !== undefined) this.addPeerAddress(parsed)
