@@ -91,7 +91,8 @@ const stubOptionalModules = {
 
 async function bundle (name, entry, version) {
   const { build } = await import('esbuild') // here, so that its absence is reported in one line
-  const outfile = join(DIST_DIR, `${name}.cjs`)
+  // Per-process names until the final rename: `make test` and `make demo` may build at once.
+  const outfile = join(DIST_DIR, `${name}.cjs.tmp${process.pid}`)
   const { metafile } = await build({
     entryPoints: [entry],
     outfile,
@@ -116,8 +117,8 @@ async function bundle (name, entry, version) {
 async function makeExecutable (name, bundleFile, base) {
   const seaDir = join(CACHE_DIR, 'sea')
   mkdirSync(seaDir, { recursive: true })
-  const config = join(seaDir, `${name}.json`)
-  const blob = join(seaDir, `${name}.blob`)
+  const config = join(seaDir, `${name}.${process.pid}.json`)
+  const blob = join(seaDir, `${name}.${process.pid}.blob`)
   writeFileSync(config, JSON.stringify({
     main: bundleFile,
     output: blob,
@@ -126,9 +127,11 @@ async function makeExecutable (name, bundleFile, base) {
     useSnapshot: false,
   }, null, 2))
   await run(BASE_NODE, ['--experimental-sea-config', config])
+  renameSync(bundleFile, join(DIST_DIR, `${name}.cjs`))
+  rmSync(config, { force: true })
 
   const exe = join(DIST_DIR, name)
-  const tmp = `${exe}.tmp`
+  const tmp = `${exe}.tmp${process.pid}`
   copyFileSync(base, tmp)
   try {
     // The CLI rather than the JS API: a child process per executable runs in parallel.
@@ -137,6 +140,7 @@ async function makeExecutable (name, bundleFile, base) {
     rmSync(tmp, { force: true })
     throw e
   }
+  rmSync(blob, { force: true })
   chmodSync(tmp, 0o755)
   renameSync(tmp, exe)
   return exe
@@ -155,7 +159,7 @@ async function main () {
   const exes = await Promise.all(names.map((n, i) => makeExecutable(n, bundles[i], base)))
   console.log(`base node v${nodeVersion} stripped: ${size(base)} MiB  ${base}`)
   for (const [i, name] of names.entries()) {
-    console.log(`${name.padEnd(9)} bundle ${size(bundles[i], 1024).padStart(7)} KiB  executable ${size(exes[i])} MiB  ${exes[i]}`)
+    console.log(`${name.padEnd(9)} bundle ${size(join(DIST_DIR, `${name}.cjs`), 1024).padStart(7)} KiB  executable ${size(exes[i])} MiB  ${exes[i]}`)
   }
   console.log(`built swarmimager ${pkg.version} in ${((Date.now() - started) / 1000).toFixed(1)} s`)
 }
