@@ -20,6 +20,24 @@ export type SiErrorCode =
   | 'ERR_ARCHIVE'
   | 'ERR_DOWNLOAD_STALLED'
   | 'ERR_ABORTED'
+  | 'ERR_TOOL_MISSING'
+  | 'ERR_TOOL_FAILED'
+  | 'ERR_CAPTURE'
+  | 'ERR_TARGET_INCOMPLETE'
+  // boot path and full install (initramfs builder, plans, disks)
+  | 'ERR_INITRD'
+  | 'ERR_CONFIG'
+  | 'ERR_PLAN'
+  | 'ERR_PLAN_NOT_FOUND'
+  | 'ERR_DISK_NOT_FOUND'
+  | 'ERR_DISK_TOO_SMALL'
+  | 'ERR_DISK_IN_USE'
+  | 'ERR_COMMAND_FAILED'
+  | 'ERR_BOOTLOADER'
+  | 'ERR_POST_INSTALL'
+  | 'ERR_TRANSFER_INCOMPLETE'
+  | 'ERR_HELPER_FAILED'
+  | 'ERR_BENCH'
 
 export class SiError extends Error {
   readonly code: SiErrorCode

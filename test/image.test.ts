@@ -95,7 +95,7 @@ test('repository add numbers versions, lists, resolves and removes them', async 
   // The stored tarball is the source tree, attribute for attribute.
   const out = await tempDir(t, 'si-out-')
   await extractTar(createReadStream(v2.tarPath), out)
-  assert.deepEqual(await compareTrees(v2src, out), [])
+  assert.deepEqual(await compareTrees(v2src, out, { ignore: ['atime'] }), [])
 
   // A second repository object over the same root sees the same thing.
   assert.equal((await new ImageRepository(root).list()).length, 3)
@@ -158,14 +158,15 @@ test('packing is deterministic and reports what it skipped', async t => {
   assert.deepEqual(await tarBytes(src), Buffer.concat(chunks))
 })
 
-test('packing fails clearly on a missing source, a non-UTF-8 name and a file changing size', async t => {
+test('packing fails clearly on a missing source and a file changing size, and leaves no partial file', async t => {
   const src = await tempDir(t, 'si-src-')
   await assert.rejects(packDirectory(join(src, 'nope'), new PassThrough()), isCode('ERR_SOURCE_NOT_FOUND'))
 
-  const odd = await tempDir(t, 'si-odd-')
-  await writeFile(Buffer.from(join(odd, 'latin1-\xe9'), 'latin1'), 'x')
-  const outFile = join(src, 'odd.tar')
-  await assert.rejects(packDirectory(odd, outFile), isCode('ERR_ARCHIVE', /not valid UTF-8/))
+  const other = await tempDir(t, 'si-other-')
+  await writeFile(join(other, 'data'), randomBytes(4 * 1024 * 1024))
+  const outFile = join(src, 'partial.tar')
+  const ac = new AbortController()
+  await assert.rejects(packDirectory(other, outFile, { signal: ac.signal, onProgress: () => ac.abort() }), isCode('ERR_ABORTED'))
   assert.deepEqual(await readdir(src), [], 'a failed pack to a path leaves no partial file')
 
   const big = join(src, 'big')
@@ -202,7 +203,8 @@ test('compareTrees reports each kind of difference', async t => {
     await mkdir(join(dir, 'kind'))
     await utimes(join(dir, 'time'), when, when)
   }
-  assert.deepEqual((await compareTrees(a, b)).filter(d => d.path !== '.'), [])
+  // Made a moment apart: only their times differ yet.
+  assert.deepEqual((await compareTrees(a, b, { ignore: ['mtime', 'atime'] })).filter(d => d.path !== '.'), [])
 
   await writeFile(join(b, 'content'), 'diff')
   await chmod(join(b, 'mode'), 0o4711)

@@ -1,30 +1,42 @@
-// Turns a directory tree into a tar stream with every attribute the extractor restores:
-// numeric owners, all 12 mode bits, mtimes, symlinks verbatim, hard links as links,
-// FIFOs and device nodes. Entries come in byte-sorted order so the same tree always
-// gives the same archive (and so the same torrent), whatever the locale.
+// Turns a directory tree into a POSIX (pax) tar stream carrying every attribute the
+// extractor restores: numeric owners of any size, all 12 mode bits, mtime and atime to
+// the nanosecond, symlinks verbatim, hard links as links, FIFOs and device nodes, xattrs
+// with binary values, POSIX ACLs, sparse files as GNU sparse 1.0, names as raw bytes.
+// GNU tar (`--xattrs --acls`) reads the result. Entries come in byte-sorted order so the
+// same tree always gives the same archive (and so the same torrent), whatever the locale.
 import { once } from 'node:events'
 import { constants as fsc, createWriteStream, type BigIntStats } from 'node:fs'
 import { lstat, open, readdir, readFile, readlink, realpath, unlink, type FileHandle } from 'node:fs/promises'
-import { join } from 'node:path'
 import type { Writable } from 'node:stream'
-import * as tar from 'tar-stream'
 import { SiError } from '../errors.ts'
-import { paxRecordsFor, splitRdev, type TarHeader } from './tar-attrs.ts'
+import { XATTR_ACL_ACCESS, XATTR_ACL_DEFAULT, aclXattrToText } from './acl.ts'
+import { splitRdev } from './tar-attrs.ts'
+import { BLOCK, encodeHeader, encodeSparseMap, padding, printableBytes, type TarEntry } from './tar-format.ts'
+import { AtimeKeeper } from './atime-keeper.ts'
+import { findDataSegments } from './holes.ts'
+import { readTreeXattrs, type Xattrs } from './xattrs.ts'
 
 const READ_CHUNK_BYTES = 1024 * 1024
 /** Files up to this size are read whole while earlier entries are still being written. */
 const SMALL_FILE_BYTES = 64 * 1024
 /** Entries of a directory examined ahead of their turn (bounds memory to about 1 MiB a level). */
 const LOOKAHEAD_ENTRIES = 16
-/** Headers of empty entries are queued without backpressure; stop queueing above this. */
-const MAX_PACK_BACKLOG_BYTES = 4 * 1024 * 1024
-/** ustar's uname/gname fields are 32 bytes, NUL-terminated. */
-const MAX_OWNER_NAME_BYTES = 31
-const ROOT_ENTRY = './'
+/** Smallest file worth looking for holes in: one page. */
+const HOLE_BLOCK = 4096
+const ZERO_BLOCK = Buffer.alloc(BLOCK)
+const END_OF_ARCHIVE = Buffer.alloc(2 * BLOCK)
+const SLASH = Buffer.from('/')
+/** Reading a file must not change the source's atime (nor the atime we record). */
+const NOATIME = fsc.O_NOATIME ?? 0
+// O_NOFOLLOW and O_NONBLOCK: if a path was swapped for a symlink or a FIFO since lstat,
+// fail instead of archiving something else or blocking forever.
+const OPEN_SOURCE_FLAGS = fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK
 
 export interface PackOptions {
   onProgress?(bytes: number): void
   signal?: AbortSignal
+  /** Read xattrs and ACLs with getfattr (default true; needs the `attr` package). */
+  xattrs?: boolean
 }
 
 export interface PackResult {
@@ -40,13 +52,13 @@ type OwnerNames = Map<number, string>
 /** Owner names come from the image's own files: the host's users mean nothing to it. */
 async function readOwnerNames (srcDir: string, file: string): Promise<OwnerNames> {
   const names: OwnerNames = new Map()
-  const path = join(srcDir, 'etc', file)
   try {
+    const path = `${srcDir}/etc/${file}`
     if (!(await lstat(path)).isFile()) return names
     for (const line of (await readFile(path, 'utf8')).split('\n')) {
       const [name, , id] = line.split(':')
       const n = Number(id)
-      if (name && Number.isSafeInteger(n) && !names.has(n) && Buffer.byteLength(name) <= MAX_OWNER_NAME_BYTES) names.set(n, name)
+      if (name && Number.isSafeInteger(n) && !names.has(n)) names.set(n, name)
     }
   } catch {
     // No passwd/group in the tree: names are only a hint, numeric ids are authoritative.
@@ -58,52 +70,36 @@ function throwIfAborted (signal: AbortSignal | undefined): void {
   if (signal?.aborted === true) throw new SiError('ERR_ABORTED', 'packing aborted')
 }
 
-/** Names that are not UTF-8 would be altered by tar-stream's string headers: refuse them. */
-function decodeName (raw: Buffer, dir: string): string {
-  const name = raw.toString('utf8')
-  if (!Buffer.from(name, 'utf8').equals(raw)) {
-    throw new SiError('ERR_ARCHIVE', `a name in directory "${dir || '.'}" is not valid UTF-8 (bytes ${raw.toString('hex')}); not supported yet`)
-  }
-  return name
-}
-
-/** What pumping needs from a Node Writable or a tar-stream (streamx) entry sink. */
-interface ByteSink {
-  write(chunk: Uint8Array): boolean
-  on(event: string, fn: (...args: any[]) => void): unknown
-  off(event: string, fn: (...args: any[]) => void): unknown
-}
-
-function waitWritable (sink: ByteSink): Promise<void> {
+function waitWritable (sink: Writable, signal: AbortSignal | undefined): Promise<void> {
   return new Promise((resolve, reject) => {
     const done = (err?: unknown): void => {
       sink.off('drain', onDrain); sink.off('error', done); sink.off('close', onClose)
+      signal?.removeEventListener('abort', onAbort)
       if (err !== undefined) reject(err); else resolve()
     }
     const onDrain = (): void => done()
-    const onClose = (): void => done(new SiError('ERR_ARCHIVE', 'tar stream closed while writing'))
+    const onClose = (): void => done(new SiError('ERR_ARCHIVE', 'output closed while writing the archive'))
+    const onAbort = (): void => done(new SiError('ERR_ABORTED', 'packing aborted'))
     sink.on('drain', onDrain); sink.on('error', done); sink.on('close', onClose)
+    signal?.addEventListener('abort', onAbort, { once: true })
   })
-}
-
-/**
- * Entry sinks re-emit the pack's failure as an 'error' event when destroyed; their
- * callback already reports it, so an unheard event must not crash the process.
- */
-function quiet<T extends { on(event: 'error', fn: (err: Error) => void): unknown }> (sink: T): T {
-  sink.on('error', () => {})
-  return sink
 }
 
 /** What is learned about an entry ahead of its turn: metadata, small contents, link target. */
 interface Lookahead { st: BigIntStats; content?: Buffer; target?: Buffer }
 
-// O_NOFOLLOW and O_NONBLOCK: if a path was swapped for a symlink or a FIFO since lstat,
-// fail instead of archiving something else or blocking forever.
-const OPEN_SOURCE_FLAGS = fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK
+async function openSource (abs: Buffer): Promise<FileHandle> {
+  try {
+    return await open(abs, OPEN_SOURCE_FLAGS | NOATIME)
+  } catch (err) {
+    // O_NOATIME needs ownership or CAP_FOWNER; without it the read still has to happen.
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM' || NOATIME === 0) throw err
+    return await open(abs, OPEN_SOURCE_FLAGS)
+  }
+}
 
-async function openSame (rel: string, abs: string, st: BigIntStats): Promise<FileHandle> {
-  const fh = await open(abs, OPEN_SOURCE_FLAGS)
+async function openSame (rel: string, abs: Buffer, st: BigIntStats): Promise<FileHandle> {
+  const fh = await openSource(abs)
   try {
     const now = await fh.stat({ bigint: true })
     if (now.ino !== st.ino || now.dev !== st.dev || !now.isFile()) {
@@ -116,151 +112,165 @@ async function openSame (rel: string, abs: string, st: BigIntStats): Promise<Fil
   }
 }
 
-async function readSmallFile (rel: string, abs: string, st: BigIntStats): Promise<Buffer> {
+async function readExactly (fh: FileHandle, buf: Buffer, position: number, rel: string, size: number): Promise<void> {
+  let done = 0
+  while (done < buf.length) {
+    const { bytesRead } = await fh.read(buf, done, buf.length - done, position + done)
+    if (bytesRead === 0) throw new SiError('ERR_SOURCE_CHANGED', `${rel} shrank while packing (${position + done} of ${size} bytes read)`)
+    done += bytesRead
+  }
+}
+
+async function assertNoMore (fh: FileHandle, size: number, rel: string): Promise<void> {
+  const { bytesRead } = await fh.read(Buffer.alloc(1), 0, 1, size)
+  if (bytesRead !== 0) throw new SiError('ERR_SOURCE_CHANGED', `${rel} grew while packing (more than ${size} bytes)`)
+}
+
+async function readSmallFile (rel: string, abs: Buffer, st: BigIntStats): Promise<Buffer> {
   const size = Number(st.size)
   const fh = await openSame(rel, abs, st)
   try {
-    // One byte of room beyond the size tells a file that grew from one that did not.
-    const buf = Buffer.allocUnsafe(size + 1)
-    let done = 0
-    while (done < buf.length) {
-      const { bytesRead } = await fh.read(buf, done, buf.length - done, done)
-      if (bytesRead === 0) break
-      done += bytesRead
-    }
-    if (done < size) throw new SiError('ERR_SOURCE_CHANGED', `${rel} shrank while packing (${done} of ${size} bytes read)`)
-    if (done > size) throw new SiError('ERR_SOURCE_CHANGED', `${rel} grew while packing (more than ${size} bytes)`)
-    return buf.subarray(0, size)
+    const buf = Buffer.allocUnsafe(size)
+    await readExactly(fh, buf, 0, rel, size)
+    await assertNoMore(fh, size, rel)
+    return buf
   } finally {
     await fh.close()
   }
 }
 
-async function lookAhead (rel: string, abs: string): Promise<Lookahead> {
+/** Fewer blocks allocated than the size needs: the file has holes worth keeping. */
+function hasHoles (st: BigIntStats): boolean {
+  return st.isFile() && st.size >= BigInt(HOLE_BLOCK) && st.blocks * 512n < st.size
+}
+
+async function lookAhead (rel: string, abs: Buffer, keeper: AtimeKeeper): Promise<Lookahead> {
   const st = await lstat(abs, { bigint: true })
+  keeper.note(abs, st)
   if (st.isSymbolicLink()) return { st, target: await readlink(abs, { encoding: 'buffer' }) }
-  if (st.isFile() && st.size <= BigInt(SMALL_FILE_BYTES)) return { st, content: await readSmallFile(rel, abs, st) }
+  if (st.isFile() && st.size <= BigInt(SMALL_FILE_BYTES) && !hasHoles(st)) return { st, content: await readSmallFile(rel, abs, st) }
   return { st }
 }
 
+function childPath (dir: Buffer, name: Buffer): Buffer {
+  return dir.length === 0 ? name : Buffer.concat([dir, SLASH, name])
+}
+
 class Packer {
-  readonly pack = tar.pack()
   readonly skipped: string[] = []
   entries = 0
-  private readonly firstPathOfInode = new Map<string, string>()
-  private readonly consumedWaiters: Array<() => void> = []
+  bytes = 0
+  private readonly firstPathOfInode = new Map<string, Buffer>()
+  private readonly rootBytes: Buffer
 
   constructor (
-    private readonly root: string,
+    root: string,
+    private readonly out: Writable,
     private readonly users: OwnerNames,
     private readonly groups: OwnerNames,
-    private readonly signal: AbortSignal | undefined
+    private readonly xattrs: Map<string, Xattrs>,
+    private readonly keeper: AtimeKeeper,
+    private readonly opts: PackOptions
   ) {
-    // A producer waiting for the consumer must wake up if the stream dies instead.
-    this.pack.on('close', () => this.consumed())
+    this.rootBytes = Buffer.from(root)
   }
 
-  /** Called by the consumer after every chunk it takes off the pack stream. */
-  consumed (): void {
-    for (const wake of this.consumedWaiters.splice(0)) wake()
+  private abs (rel: Buffer): Buffer {
+    return rel.length === 0 ? this.rootBytes : Buffer.concat([this.rootBytes, SLASH, rel])
   }
 
-  private backlog (): number {
-    // streamx exposes no public measure of a Readable's queue; tar-stream is pinned.
-    const state = (this.pack as unknown as { _readableState?: { buffered?: number } })._readableState
-    return state?.buffered ?? 0
+  async write (buf: Buffer): Promise<void> {
+    if (buf.length === 0) return
+    throwIfAborted(this.opts.signal)
+    this.bytes += buf.length
+    if (!this.out.write(buf)) await waitWritable(this.out, this.opts.signal)
+    this.opts.onProgress?.(this.bytes)
   }
 
-  private async addVoid (header: TarHeader): Promise<void> {
-    await new Promise<void>((resolve, reject) => {
-      quiet(this.pack.entry(header, err => { if (err) reject(err); else resolve() }))
-    })
-    while (this.backlog() > MAX_PACK_BACKLOG_BYTES) {
-      throwIfAborted(this.signal)
-      if (this.pack.destroyed) throw new SiError('ERR_ARCHIVE', 'tar stream closed while writing')
-      await new Promise<void>(resolve => this.consumedWaiters.push(resolve))
-    }
-  }
-
-  private baseHeader (name: string, st: BigIntStats): TarHeader {
+  private baseEntry (rel: Buffer, st: BigIntStats): TarEntry {
     const uid = Number(st.uid)
     const gid = Number(st.gid)
-    // Whole seconds for now; the pax record can carry st.mtimeNs once fidelity asks for it.
-    const mtime = Number(st.mtimeNs / 1_000_000_000n) - (st.mtimeNs < 0n && st.mtimeNs % 1_000_000_000n !== 0n ? 1 : 0)
-    const header: TarHeader = {
-      name,
-      // The file-type bits stay in: tar-stream replaces a mode of 0 by 0644 (or 0755),
-      // and only writes the low 12 bits anyway.
-      mode: Number(st.mode),
-      uid: Math.min(uid, 0o777777),
-      gid: Math.min(gid, 0o777777),
-      mtime: new Date(mtime * 1000)
+    const e: TarEntry = {
+      path: rel,
+      type: 'file',
+      mode: Number(st.mode & 0o7777n),
+      uid,
+      gid,
+      mtimeNs: st.mtimeNs,
+      // Directories were listed before (getfattr): their atime from before that.
+      atimeNs: this.keeper.original(this.abs(rel)) ?? st.atimeNs,
+      size: 0
     }
     const uname = this.users.get(uid)
     const gname = this.groups.get(gid)
-    if (uname !== undefined) header.uname = uname
-    if (gname !== undefined) header.gname = gname
-    let dev: { major: number; minor: number } | undefined
+    if (uname !== undefined) e.uname = uname
+    if (gname !== undefined) e.gname = gname
     if (st.isCharacterDevice() || st.isBlockDevice()) {
-      dev = splitRdev(st.rdev)
-      header.devmajor = Math.min(dev.major, 0o777777)
-      header.devminor = Math.min(dev.minor, 0o777777)
+      const { major, minor } = splitRdev(st.rdev)
+      e.devmajor = major
+      e.devminor = minor
     }
-    const pax = paxRecordsFor({ uid, gid, mtime, devmajor: dev?.major, devminor: dev?.minor })
-    if (pax !== undefined) header.pax = pax
-    return header
+    const x = this.xattrs.get(rel.toString('latin1'))
+    if (x !== undefined) {
+      for (const [name, value] of x) {
+        if (name === XATTR_ACL_ACCESS) e.aclAccess = aclXattrToText(value)
+        else if (name === XATTR_ACL_DEFAULT) e.aclDefault = aclXattrToText(value)
+        else (e.xattrs ??= new Map()).set(name, value)
+      }
+    }
+    return e
   }
 
   async addTree (): Promise<void> {
-    const st = await lstat(this.root, { bigint: true })
-    await this.addVoid({ ...this.baseHeader(ROOT_ENTRY, st), type: 'directory' })
+    const st = await lstat(this.rootBytes, { bigint: true })
+    await this.write(encodeHeader({ ...this.baseEntry(Buffer.alloc(0), st), type: 'directory' }))
     this.entries++
-    await this.addChildren('')
+    await this.addChildren(Buffer.alloc(0))
+    await this.write(END_OF_ARCHIVE)
   }
 
-  private async addChildren (rel: string): Promise<void> {
-    const dirAbs = rel === '' ? this.root : join(this.root, rel)
-    const raw = await readdir(dirAbs, { encoding: 'buffer' })
-    raw.sort(Buffer.compare)
-    const names = raw.map(r => decodeName(r, rel))
+  private async addChildren (rel: Buffer): Promise<void> {
+    const names = await readdir(this.abs(rel), { encoding: 'buffer' })
+    names.sort(Buffer.compare)
     // Entries must go out in order, but each file costs several thread-pool round trips;
     // looking at the next few while this one is written keeps the pool busy.
     const ahead: Array<Promise<Lookahead> | undefined> = []
     const lookAt = (i: number): void => {
       if (i >= names.length) return
-      const p = lookAhead(rel === '' ? names[i] : `${rel}/${names[i]}`, join(dirAbs, names[i]))
+      const child = childPath(rel, names[i])
+      const p = lookAhead(printableBytes(child), this.abs(child), this.keeper)
       p.catch(() => {}) // reported when its turn comes, or moot if packing already failed
       ahead[i] = p
     }
     for (let i = 0; i < LOOKAHEAD_ENTRIES; i++) lookAt(i)
     for (let i = 0; i < names.length; i++) {
-      throwIfAborted(this.signal)
+      throwIfAborted(this.opts.signal)
       const found = await ahead[i]!
       ahead[i] = undefined
       lookAt(i + LOOKAHEAD_ENTRIES)
-      const childRel = rel === '' ? names[i] : `${rel}/${names[i]}`
-      await this.addEntry(childRel, join(dirAbs, names[i]), found)
+      await this.addEntry(childPath(rel, names[i]), found)
     }
   }
 
-  private async addEntry (rel: string, abs: string, { st, content, target }: Lookahead): Promise<void> {
+  private async addEntry (rel: Buffer, { st, content, target }: Lookahead): Promise<void> {
+    const name = printableBytes(rel)
     if (st.isSocket()) {
-      this.skipped.push(rel)
+      this.skipped.push(name)
       return
     }
-    const header = this.baseHeader(rel, st)
+    const e = this.baseEntry(rel, st)
     if (st.isDirectory()) {
-      await this.addVoid({ ...header, name: `${rel}/`, type: 'directory' })
+      await this.write(encodeHeader({ ...e, type: 'directory' }))
       this.entries++
       await this.addChildren(rel)
       return
     }
-
     if (st.nlink > 1n) {
       const key = `${st.dev}:${st.ino}`
       const first = this.firstPathOfInode.get(key)
       if (first !== undefined) {
-        await this.addVoid({ ...header, type: 'link', linkname: first, size: 0 })
+        // A link member carries no xattrs of its own: they belong to the inode.
+        await this.write(encodeHeader({ ...e, type: 'link', linkpath: first, xattrs: undefined, aclAccess: undefined, aclDefault: undefined }))
         this.entries++
         return
       }
@@ -268,61 +278,63 @@ class Packer {
     }
 
     if (target !== undefined) {
-      await this.addVoid({ ...header, type: 'symlink', linkname: decodeName(target, rel) })
+      await this.write(encodeHeader({ ...e, type: 'symlink', linkpath: target }))
     } else if (st.isFIFO()) {
-      await this.addVoid({ ...header, type: 'fifo' })
+      await this.write(encodeHeader({ ...e, type: 'fifo' }))
     } else if (st.isCharacterDevice()) {
-      await this.addVoid({ ...header, type: 'character-device' })
+      await this.write(encodeHeader({ ...e, type: 'character-device' }))
     } else if (st.isBlockDevice()) {
-      await this.addVoid({ ...header, type: 'block-device' })
+      await this.write(encodeHeader({ ...e, type: 'block-device' }))
     } else if (content !== undefined) {
-      await new Promise<void>((resolve, reject) => {
-        quiet(this.pack.entry({ ...header, type: 'file', size: content.length }, content, err => { if (err) reject(err); else resolve() }))
-      })
+      await this.write(encodeHeader({ ...e, size: content.length }))
+      await this.write(content)
+      await this.write(ZERO_BLOCK.subarray(0, padding(content.length)))
     } else if (st.isFile()) {
-      await this.addFile(rel, abs, header, st)
+      await this.addFile(name, rel, e, st)
     } else {
-      this.skipped.push(rel)
+      this.skipped.push(name)
       return
     }
     this.entries++
   }
 
-  private async addFile (rel: string, abs: string, header: TarHeader, st: BigIntStats): Promise<void> {
-    const fh = await openSame(rel, abs, st)
+  private async addFile (name: string, rel: Buffer, e: TarEntry, st: BigIntStats): Promise<void> {
+    const size = Number(st.size)
+    const fh = await openSame(name, this.abs(rel), st)
     try {
-      const size = Number(st.size)
-      let settle!: (err?: unknown) => void
-      const entryWritten = new Promise<void>((resolve, reject) => {
-        settle = err => { if (err) reject(err); else resolve() }
-      })
-      const sink = quiet(this.pack.entry({ ...header, type: 'file', size }, err => settle(err)))
-      try {
-        await this.pumpFile(rel, fh, size, sink)
-      } catch (err) {
-        entryWritten.catch(() => {})
-        sink.destroy(err as Error)
-        throw err
+      const segments = hasHoles(st) ? await findDataSegments(fh, size, name) : [[0, size] as [number, number]]
+      const sparse = segments.length !== 1 || segments[0][0] !== 0 || segments[0][1] !== size
+      const entry: TarEntry = { ...e, size, ...(sparse ? { sparse: segments } : {}) }
+      await this.write(encodeHeader(entry))
+      let stored = 0
+      if (sparse) {
+        const map = encodeSparseMap(segments)
+        await this.write(map)
+        stored += map.length
       }
-      sink.end(undefined)
-      await entryWritten
+      for (const [offset, length] of segments) {
+        for (let done = 0; done < length;) {
+          throwIfAborted(this.opts.signal)
+          const buf = Buffer.allocUnsafe(Math.min(READ_CHUNK_BYTES, length - done))
+          await readExactly(fh, buf, offset + done, name, size)
+          await this.write(buf)
+          done += buf.length
+        }
+        stored += length
+      }
+      await assertNoMore(fh, size, name)
+      await this.write(ZERO_BLOCK.subarray(0, padding(stored)))
     } finally {
       await fh.close()
     }
   }
+}
 
-  private async pumpFile (rel: string, fh: FileHandle, size: number, sink: ByteSink): Promise<void> {
-    let done = 0
-    while (done < size) {
-      throwIfAborted(this.signal)
-      const buf = Buffer.allocUnsafe(Math.min(READ_CHUNK_BYTES, size - done))
-      const { bytesRead } = await fh.read(buf, 0, buf.length, done)
-      if (bytesRead === 0) throw new SiError('ERR_SOURCE_CHANGED', `${rel} shrank while packing (${done} of ${size} bytes read)`)
-      done += bytesRead
-      if (!sink.write(buf.subarray(0, bytesRead))) await waitWritable(sink)
-    }
-    const { bytesRead } = await fh.read(Buffer.alloc(1), 0, 1, size)
-    if (bytesRead !== 0) throw new SiError('ERR_SOURCE_CHANGED', `${rel} grew while packing (more than ${size} bytes)`)
+/** Every directory's times before anything lists it (getfattr lists them all first). */
+async function noteDirectories (abs: Buffer, keeper: AtimeKeeper): Promise<void> {
+  keeper.note(abs, await lstat(abs, { bigint: true }))
+  for (const d of await readdir(abs, { withFileTypes: true, encoding: 'buffer' })) {
+    if (d.isDirectory()) await noteDirectories(Buffer.concat([abs, SLASH, d.name as unknown as Buffer]), keeper)
   }
 }
 
@@ -340,61 +352,34 @@ async function sourceDir (srcDir: string): Promise<string> {
 export async function packDirectory (srcDir: string, out: Writable | string, opts: PackOptions = {}): Promise<PackResult> {
   const root = await sourceDir(srcDir)
   throwIfAborted(opts.signal)
-  const [users, groups] = await Promise.all([readOwnerNames(root, 'passwd'), readOwnerNames(root, 'group')])
-  const packer = new Packer(root, users, groups, opts.signal)
-  const pack = packer.pack
+  const keeper = new AtimeKeeper()
+  await noteDirectories(Buffer.from(root), keeper)
+  const [users, groups, xattrs] = await Promise.all([
+    readOwnerNames(root, 'passwd'),
+    readOwnerNames(root, 'group'),
+    opts.xattrs === false ? new Map<string, Xattrs>() : readTreeXattrs(root)
+  ])
   const output = typeof out === 'string' ? createWriteStream(out) : out
-  let bytes = 0
-  // Whichever side fails first holds the cause; the other side's error is its echo.
-  let firstError: unknown
-  const fail = (err: unknown): never => {
-    firstError ??= err
-    pack.destroy(err as Error)
-    throw err
-  }
-  const onAbort = (): void => {
-    firstError ??= new SiError('ERR_ABORTED', 'packing aborted')
-    pack.destroy(firstError as Error)
-  }
-  opts.signal?.addEventListener('abort', onAbort, { once: true })
-
-  const produce = (async () => {
-    try {
-      await packer.addTree()
-      pack.finalize()
-    } catch (err) {
-      fail(err)
-    }
-  })()
-  const consume = (async () => {
-    try {
-      for await (const data of pack) {
-        const chunk = data as Buffer
-        bytes += chunk.length
-        if (!output.write(chunk)) await waitWritable(output)
-        packer.consumed()
-        opts.onProgress?.(bytes)
-      }
-      output.end()
-      await once(output, typeof out === 'string' ? 'close' : 'finish')
-    } catch (err) {
-      fail(err)
-    }
-  })()
-
-  const results = await Promise.allSettled([produce, consume])
-  opts.signal?.removeEventListener('abort', onAbort)
-  if (results.some(r => r.status === 'rejected')) {
+  const packer = new Packer(root, output, users, groups, xattrs, keeper, opts)
+  try {
+    await packer.addTree()
+    output.end()
+    await once(output, typeof out === 'string' ? 'close' : 'finish')
+  } catch (err) {
     if (typeof out === 'string') {
-      // Writes still in flight fail once the stream is destroyed; the cause is known already.
       output.on('error', () => {})
       output.destroy()
       if (!output.closed) await new Promise<void>(resolve => output.once('close', () => resolve()))
       await unlink(out).catch(() => {})
+    } else {
+      output.on('error', () => {})
+      output.destroy(err as Error)
     }
-    const err = firstError
+    if (opts.signal?.aborted === true) throw new SiError('ERR_ABORTED', 'packing aborted')
     if (err instanceof SiError) throw err
     throw new SiError('ERR_ARCHIVE', `packing ${srcDir} failed: ${(err as Error)?.message ?? String(err)}`, { cause: err })
+  } finally {
+    await keeper.restore()
   }
-  return { bytes, entries: packer.entries, skipped: packer.skipped }
+  return { bytes: packer.bytes, entries: packer.entries, skipped: packer.skipped }
 }

@@ -7,8 +7,11 @@ import { join } from 'node:path'
 import { SiError } from '../errors.ts'
 import { createTorrent, parseTorrent } from '../torrent/metainfo.ts'
 import { packDirectory } from './pack.ts'
+import { DEFAULT_COMPRESSION, compressToFile, compressionSuffix, type Compression } from './compression.ts'
 
 export const IMAGES_DIR = 'images'
+/** Overrides (trees laid over an image after extraction) are versioned like images, here. */
+export const OVERRIDES_DIR = 'overrides'
 export const TAR_FILE = 'image.tar'
 export const TORRENT_FILE = 'image.torrent'
 export const META_FILE = 'meta.json'
@@ -34,6 +37,8 @@ export interface ImageVersion {
   createdAt: string
   source: string
   entries: number
+  /** How the payload (still named image.tar) is compressed. */
+  compression: Compression
 }
 
 /** What meta.json holds: the paths are derived from where the version lives. */
@@ -46,6 +51,7 @@ export interface AddOptions {
   pieceLength?: number
   onProgress?: (phase: AddPhase, done: number, total?: number) => void
   signal?: AbortSignal
+  compression?: Compression
 }
 
 export function parseImageRef (ref: string): { name: string; version?: number } {
@@ -83,12 +89,13 @@ export class ImageRepository {
   /** Versions being added by this process, so concurrent adds pick distinct numbers. */
   private readonly reserved = new Map<string, Set<number>>()
 
-  constructor (root: string) {
+  /** `collection` is IMAGES_DIR, or OVERRIDES_DIR for a repository of overrides. */
+  constructor (root: string, private readonly collection: string = IMAGES_DIR) {
     this.root = root
   }
 
   private imageDir (name: string): string {
-    return join(this.root, IMAGES_DIR, name)
+    return join(this.root, this.collection, name)
   }
 
   private versionOf (name: string, version: number, meta: StoredMeta): ImageVersion {
@@ -104,7 +111,8 @@ export class ImageRepository {
       pieceLength: meta.pieceLength,
       createdAt: meta.createdAt,
       source: meta.source,
-      entries: meta.entries
+      entries: meta.entries,
+      compression: meta.compression ?? 'none'
     }
   }
 
@@ -132,7 +140,7 @@ export class ImageRepository {
 
   private async imageNames (): Promise<string[]> {
     try {
-      const names = await readdir(join(this.root, IMAGES_DIR))
+      const names = await readdir(join(this.root, this.collection))
       return names.filter(n => IMAGE_NAME.test(n)).sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)))
     } catch (err) {
       if (isMissing(err)) return []
@@ -182,15 +190,19 @@ export class ImageRepository {
     try {
       await mkdir(work)
       const tarPath = join(work, TAR_FILE)
-      const packed = await packDirectory(opts.from, tarPath, {
-        signal: opts.signal,
-        onProgress: bytes => opts.onProgress?.('pack', bytes)
-      })
+      const compression = opts.compression ?? DEFAULT_COMPRESSION
+      const payload = compressToFile(compression, tarPath)
+      const [packed] = await Promise.all([
+        packDirectory(opts.from, payload.input, { signal: opts.signal, onProgress: bytes => opts.onProgress?.('pack', bytes) })
+          .catch(err => { payload.input.destroy(); throw err }),
+        // A compressor that dies must not leave the packer waiting for it to drain.
+        payload.done.catch(err => { payload.input.destroy(); throw err })
+      ])
       await fsyncPath(tarPath)
       const torrent = await createTorrent({
         file: tarPath,
         // The file name standard clients save under: unique per version.
-        name: `${ref.name}-${version}.tar`,
+        name: `${ref.name}-${version}.tar${compressionSuffix(compression)}`,
         pieceLength: opts.pieceLength,
         signal: opts.signal,
         onProgress: (done, total) => opts.onProgress?.('hash', done, total)
@@ -205,6 +217,7 @@ export class ImageRepository {
         createdAt: new Date().toISOString(),
         source: opts.from,
         entries: packed.entries,
+        compression,
         ...(packed.skipped.length > 0 ? { skipped: packed.skipped } : {})
       }
       await writeFile(join(work, TORRENT_FILE), torrent, { flush: true })

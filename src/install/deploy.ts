@@ -12,7 +12,8 @@ import { PieceStore } from '../swarm/piece-store.ts'
 import { Swarm } from '../swarm/swarm.ts'
 import { TokenBucket } from '../swarm/token-bucket.ts'
 import { scrape, type PeerAddress } from '../swarm/tracker-client.ts'
-import { extractTar } from './extract.ts'
+import { extractTar, type ExtractOptions } from './extract.ts'
+import type { Times } from '../image/times.ts'
 import { chooseStaging } from './staging.ts'
 import { waitToLeave, type SeedWait } from './seed-policy.ts'
 import type { EventSink, Phase, ProgressFigures } from './events.ts'
@@ -38,11 +39,15 @@ export interface DeployOptions {
   stallSeconds?: number
   /** cap on this node's upload to its peers, bytes per second */
   uploadBytesPerSecond?: number
+  /** keepMarker when overrides follow (see apply-overrides.ts); overlay when this torrent is an override. */
+  extract?: Pick<ExtractOptions, 'keepMarker' | 'overlay'>
   emit: EventSink
   signal?: AbortSignal
 }
 
 export interface DeployResult {
+  /** Root times from the image, when extraction kept the .si-incomplete marker (overrides follow). */
+  rootTimes?: Times
   seconds: number
   downloadSeconds: number
   figures: ProgressFigures
@@ -113,11 +118,12 @@ export async function deploy (opts: DeployOptions): Promise<DeployResult> {
     const complete = waitForComplete(active, signal, (opts.stallSeconds ?? DEFAULT_STALL_SECONDS) * 1000)
       .then(() => { downloadSeconds = (Date.now() - started) / 1000 })
     const extracted = extractTar(Readable.from(store.readInOrder(signal)), opts.target, {
+      ...opts.extract,
       signal,
       onEntry: () => { extractedEntries++ }
     })
     // Whichever fails first stops the other.
-    await Promise.all([complete, extracted].map(p => p.catch(err => { abort.abort(); throw err })))
+    const [, extractResult] = await Promise.all([complete, extracted].map(p => p.catch(err => { abort.abort(); throw err }))) as [void, Awaited<typeof extracted>]
     if (!active.isComplete) throw new SiError('ERR_DOWNLOAD_STALLED', 'extraction ended before the download completed')
 
     phase = 'seeding'
@@ -131,7 +137,7 @@ export async function deploy (opts: DeployOptions): Promise<DeployResult> {
     const final = figures()
     const seconds = (Date.now() - started) / 1000
     opts.emit({ type: 'done', phase: 'done', seconds, downloadSeconds, peakRssBytes: peakRss, leaveReason, ...final })
-    return { seconds, downloadSeconds, figures: final, leaveReason }
+    return { seconds, downloadSeconds, figures: final, leaveReason, ...(extractResult.rootTimes !== undefined ? { rootTimes: extractResult.rootTimes } : {}) }
   } finally {
     clearInterval(ticker)
     abort.abort()
