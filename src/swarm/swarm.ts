@@ -5,7 +5,8 @@ import { EventEmitter } from 'node:events'
 import { connect as netConnect } from 'node:net'
 import utPex from 'ut_pex'
 import { SiError, describeError } from '../errors.ts'
-import { Peer } from './peer.ts'
+import { Peer, MAX_QUEUED_REQUESTS } from './peer.ts'
+import { VERSION } from '../version.ts'
 import type { PeerListener } from './peer-listener.ts'
 import { PiecePicker, BLOCK_SIZE } from './piece-picker.ts'
 import { selectUnchoked, DEFAULT_UPLOAD_SLOTS } from './choker.ts'
@@ -68,7 +69,8 @@ export interface SwarmStats {
 interface PeerState {
   peer: Peer
   haveCount: number
-  sawBitfield: boolean
+  /** the pieces counted in the picker's availability for this peer */
+  held: Uint8Array
 }
 
 export class Swarm extends EventEmitter {
@@ -238,6 +240,9 @@ export class Swarm extends EventEmitter {
     peer.guard.setPieceCount(this.picker.pieceCount)
     peer.wire.use(utPex())
     peer.wire.extendedHandshake.p = this.listener.port
+    // BEP 10: how many requests we queue per peer, so clients like Transmission do not overrun it.
+    peer.wire.extendedHandshake.reqq = MAX_QUEUED_REQUESTS
+    peer.wire.extendedHandshake.v = `swarmimager ${VERSION}`
     peer.wire.setKeepAlive(true)
   }
 
@@ -260,7 +265,7 @@ export class Swarm extends EventEmitter {
       this.detach(existing)
       existing.peer.destroy()
     }
-    const state: PeerState = { peer, haveCount: 0, sawBitfield: false }
+    const state: PeerState = { peer, haveCount: 0, held: new Uint8Array(this.picker.pieceCount) }
     this.peers.set(id, state)
     peer.serveFrom(
       (index, offset, length) => this.store.readBlock(index, offset, length),
@@ -284,23 +289,16 @@ export class Swarm extends EventEmitter {
   private listen (state: PeerState): void {
     const { peer } = state
     const wire = peer.wire
+    // BEP 3 wants the bitfield first and alone, but aria2c re-sends it in place of haves:
+    // each one is taken as the peer's whole holding and counted by its difference.
     wire.on('bitfield', () => {
-      if (state.sawBitfield || state.haveCount > 0) {
-        peer.destroy(new SiError('ERR_PEER_PROTOCOL', `peer ${peer.key} sent a bitfield after its first message`))
-        return
-      }
-      state.sawBitfield = true
       const bits = wire.peerPieces.buffer
       const expected = Math.ceil(this.picker.pieceCount / 8)
       if (bits.length !== expected || hasSpareBits(bits, this.picker.pieceCount)) {
         peer.destroy(new SiError('ERR_PEER_PROTOCOL', `peer ${peer.key} sent a bitfield of ${bits.length} bytes for ${this.picker.pieceCount} pieces`))
         return
       }
-      let count = 0
-      for (let i = 0; i < this.picker.pieceCount; i++) {
-        if (wire.peerPieces.get(i)) { this.picker.peerHasPiece(i); count++ }
-      }
-      state.haveCount = count
+      for (let i = 0; i < this.picker.pieceCount; i++) this.setHeld(state, i, wire.peerPieces.get(i))
       this.afterPeerPieces(state)
     })
     wire.on('have', (index: number) => {
@@ -308,8 +306,7 @@ export class Swarm extends EventEmitter {
         peer.destroy(new SiError('ERR_PEER_PROTOCOL', `peer ${peer.key} announced piece ${index} of ${this.picker.pieceCount}`))
         return
       }
-      this.picker.peerHasPiece(index)
-      state.haveCount++
+      this.setHeld(state, index, true)
       if (!wire.amInterested && !this.picker.hasPiece(index)) wire.interested()
       this.afterPeerPieces(state)
     })
@@ -337,6 +334,14 @@ export class Swarm extends EventEmitter {
       if (parsed !== undefined) this.addPeerAddress(parsed)
     })
     wire.ut_pex?.on('warning', () => { /* a peer without PEX is still a peer */ })
+  }
+
+  private setHeld (state: PeerState, index: number, has: boolean): void {
+    if ((state.held[index] === 1) === has) return
+    state.held[index] = has ? 1 : 0
+    state.haveCount += has ? 1 : -1
+    if (has) this.picker.peerHasPiece(index)
+    else this.picker.peerLostPiece(index)
   }
 
   private get superSeeding (): boolean {
@@ -367,9 +372,7 @@ export class Swarm extends EventEmitter {
     this.peers.delete(peer.id)
     for (const index of this.picker.peerGone(peer.id)) this.store.discard(index)
     this.superSeed?.peerGone(peer.id)
-    if (state.haveCount > 0) {
-      for (let i = 0; i < this.picker.pieceCount; i++) if (peer.wire.peerPieces.get(i)) this.picker.peerLostPiece(i)
-    }
+    for (let i = 0; i < this.picker.pieceCount; i++) if (state.held[i] === 1) this.picker.peerLostPiece(i)
     if (peer.listenPort !== undefined) {
       for (const other of this.peers.values()) other.peer.wire.ut_pex?.dropPeer(`${peer.remoteHost}:${peer.listenPort}`)
     }
