@@ -10,7 +10,7 @@
 //    no argv encoding.
 // Measured on a debootstrap minbase tree (6768 entries, nearly all atimes with
 // sub-microsecond parts): touch 4.5 s, perl 0.05 s.
-import { spawn } from 'node:child_process'
+import { spawnBounded } from './spawn-bounded.ts'
 import { open, type FileHandle } from 'node:fs/promises'
 import { SiError } from '../errors.ts'
 import { formatPaxTime } from './tar-format.ts'
@@ -169,7 +169,7 @@ async function withPerl (wanted: Map<string, Times>): Promise<boolean> {
     Buffer.from(`${splitNs(t.atimeNs)} ${splitNs(t.mtimeNs)} `), Buffer.from(path, 'latin1'), Buffer.from([0])
   ])))
   return await new Promise<boolean>((resolve, reject) => {
-    const child = spawn('perl', ['-e', PERL_UTIMENSAT, String(nr)], { stdio: ['pipe', 'ignore', 'pipe'], timeout: TOUCH_TIMEOUT_MS })
+    const child = spawnBounded('perl', ['-e', PERL_UTIMENSAT, String(nr)], { stdio: ['pipe', 'ignore', 'pipe'] }, TOUCH_TIMEOUT_MS)
     let stderr = ''
     let missing = false
     child.stderr!.on('data', (c: Buffer) => { stderr += c.toString() })
@@ -194,7 +194,7 @@ async function touch (job: { which: Which; ns: bigint; paths: string[] }): Promi
     const flags = job.which === 'atime' ? ['-a'] : job.which === 'mtime' ? ['-m'] : []
     const args = ['-c', ...flags, '-d', `@${formatPaxTime(job.ns)}`, ...handles.map((_, i) => `/proc/self/fd/${3 + i}`)]
     await new Promise<void>((resolve, reject) => {
-      const child = spawn('touch', args, { stdio: ['ignore', 'ignore', 'pipe', ...handles.map(h => h.fd)], timeout: TOUCH_TIMEOUT_MS })
+      const child = spawnBounded('touch', args, { stdio: ['ignore', 'ignore', 'pipe', ...handles.map(h => h.fd)] }, TOUCH_TIMEOUT_MS)
       let stderr = ''
       child.stderr!.on('data', (c: Buffer) => { stderr += c.toString() })
       child.on('error', err => reject(new SiError((err as NodeJS.ErrnoException).code === 'ENOENT' ? 'ERR_TOOL_MISSING' : 'ERR_TOOL_FAILED', `cannot run touch to set nanosecond times: ${err.message}`, { cause: err })))

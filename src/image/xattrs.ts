@@ -4,7 +4,7 @@
 // `setfattr --restore` applies a whole list, so the cost does not grow with a process
 // per file. Paths travel octal-escaped (\ooo), the tools' own quoting, so names that are
 // not UTF-8 or contain newlines survive.
-import { spawn } from 'node:child_process'
+import { spawnBounded } from './spawn-bounded.ts'
 import { randomBytes } from 'node:crypto'
 import { rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -26,7 +26,7 @@ export interface ToolResult { status: number | null; stdout: Buffer; stderr: str
 /** Runs a tool with an argument array, collecting its output; ENOENT becomes a clear error. */
 export function runTool (tool: string, args: string[], opts: { input?: Buffer; cwd?: string; timeoutMs?: number; package?: string } = {}): Promise<ToolResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(tool, args, { stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], cwd: opts.cwd, timeout: opts.timeoutMs ?? TOOL_TIMEOUT_MS })
+    const child = spawnBounded(tool, args, { stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], cwd: opts.cwd }, opts.timeoutMs ?? TOOL_TIMEOUT_MS)
     const out: Buffer[] = []
     let err = ''
     child.stdout!.on('data', (c: Buffer) => out.push(c))
