@@ -5,6 +5,7 @@ import { VERSION } from '../version.ts'
 import { parseArgs, stringFlag, requireFlag, numberFlag, parseHostPort, rateFlag, noExtraPositionals, type ParsedArgs } from './args.ts'
 import { ImageRepository, type ImageVersion } from '../image/repository.ts'
 import { ImageServer, DEFAULT_HTTP_PORT, DEFAULT_PEER_PORT } from '../server/image-server.ts'
+import { compressionFlag, imageCapture, imageVerify, overrideCommand } from '../image/commands.ts'
 
 const DEFAULT_REPO = process.env.SI_REPO ?? '/var/lib/swarmimager'
 
@@ -15,6 +16,9 @@ commands:
   image add NAME        pack a directory into a new version of image NAME
   image list            list images and versions
   image rm NAME[@N]     remove an image (all versions) or one version
+  image verify NAME[@N] --against DIR   list every difference between an image and a tree
+  image capture NAME --from HOST        copy a running machine (rsync) into a new version
+  override add|list|rm  trees laid over images after extraction (per group, per host)
 
 Every command takes --repo DIR (default ${DEFAULT_REPO}, or $SI_REPO) and --help.
 `
@@ -28,12 +32,18 @@ const SERVE_USAGE = `usage: si-server serve [--repo DIR] [--listen HOST:PORT] [o
   --announce-interval S   tracker announce interval in seconds (default 15)
   --upload-limit RATE     cap the seeder's upload, e.g. 400mbit or 50MB (per second)
   --no-seed               track and serve over HTTP, but do not seed over BitTorrent
+  --plans DIR             node plans: hosts/, macs/, groups.conf + groups/, default.json
+                          (default REPO/plans; see docs/PXE.md)
+  --boot-dir DIR          vmlinuz and initrd.img served at /boot/ for iPXE (default REPO/boot)
+  --boot-args ARGS        extra kernel arguments in the generated /boot/boot.ipxe
 `
 
 const ADD_USAGE = `usage: si-server image add NAME --from DIR [--repo DIR] [--piece-length BYTES]
 
   --from DIR            the root file system to pack
   --piece-length BYTES  torrent piece size, a power of two (default: chosen by image size)
+  --compression KIND    none, gzip or zstd (default none; zstd: 2.5x smaller, agents need
+                        the zstd binary)
 `
 const LIST_USAGE = 'usage: si-server image list [--repo DIR] [--json]\n'
 const RM_USAGE = 'usage: si-server image rm NAME[@VERSION] [--repo DIR]\n'
@@ -46,11 +56,14 @@ async function main (argv: string[]): Promise<number> {
     return command === undefined ? 2 : 0
   }
   if (command === 'serve') return serve(argv.slice(1))
+  if (command === 'override') return overrideCommand(argv.slice(1), DEFAULT_REPO)
   if (command === 'image') {
     const sub = argv[1]
     if (sub === 'add') return imageAdd(argv.slice(2))
     if (sub === 'list' || sub === 'ls') return imageList(argv.slice(2))
     if (sub === 'rm' || sub === 'remove') return imageRemove(argv.slice(2))
+    if (sub === 'verify') return imageVerify(argv.slice(2), DEFAULT_REPO)
+    if (sub === 'capture') return imageCapture(argv.slice(2), DEFAULT_REPO)
     if (sub === undefined || sub === '--help' || sub === '-h') { process.stdout.write(USAGE); return sub === undefined ? 2 : 0 }
     throw new SiError('ERR_INVALID_ARGUMENT', `unknown image command ${JSON.stringify(sub)}; try si-server --help`)
   }
@@ -64,7 +77,7 @@ function helpOr (args: ParsedArgs, usage: string): boolean {
 }
 
 async function serve (argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { strings: ['repo', 'listen', 'peer-listen', 'public-url', 'announce-interval', 'upload-limit'], onByDefault: ['seed'] })
+  const args = parseArgs(argv, { strings: ['repo', 'listen', 'peer-listen', 'public-url', 'announce-interval', 'upload-limit', 'plans', 'boot-dir', 'boot-args'], onByDefault: ['seed'] })
   if (helpOr(args, SERVE_USAGE)) return 0
   noExtraPositionals(args, 0, SERVE_USAGE)
   const listen = parseHostPort(stringFlag(args, 'listen') ?? `0.0.0.0:${DEFAULT_HTTP_PORT}`, '--listen')
@@ -79,7 +92,10 @@ async function serve (argv: string[]): Promise<number> {
     publicUrl,
     announceIntervalSeconds: numberFlag(args, 'announce-interval', { min: 1, max: 3600, integer: true }),
     seed: args.flags.seed === true,
-    uploadBytesPerSecond: rateFlag(args, 'upload-limit')
+    uploadBytesPerSecond: rateFlag(args, 'upload-limit'),
+    plansDir: stringFlag(args, 'plans'),
+    bootDir: stringFlag(args, 'boot-dir'),
+    bootKernelArgs: stringFlag(args, 'boot-args')
   })
   server.seeder.on('warning', err => process.stderr.write(`si-server: warning: ${describeError(err)}\n`))
   await server.start()
@@ -95,7 +111,7 @@ async function serve (argv: string[]): Promise<number> {
 }
 
 async function imageAdd (argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { strings: ['repo', 'from', 'piece-length'] })
+  const args = parseArgs(argv, { strings: ['repo', 'from', 'piece-length', 'compression'] })
   if (helpOr(args, ADD_USAGE)) return 0
   const name = args.positional[0]
   if (name === undefined) throw new SiError('ERR_INVALID_ARGUMENT', `missing image NAME; ${ADD_USAGE.trim()}`)
@@ -108,6 +124,7 @@ async function imageAdd (argv: string[]): Promise<number> {
   const version = await repo.add(name, {
     from,
     pieceLength,
+    compression: compressionFlag(args),
     onProgress: (phase, done, total) => {
       if (Date.now() - lastShown < 1000) return
       lastShown = Date.now()

@@ -10,6 +10,8 @@ import { withTrackers } from '../torrent/metainfo.ts'
 import type { Tracker } from '../tracker/tracker.ts'
 import { parseRange } from './range.ts'
 import { Fleet, MAX_EVENT_BYTES, NODE_ID_PATTERN } from './fleet.ts'
+import { answerPlanRequest, type PlanStore } from './plans.ts'
+import { serveBootFile, type BootFilesOptions } from './boot-files.ts'
 
 export const MAX_URL_LENGTH = 4096
 const HOST_HEADER = /^[A-Za-z0-9.\-[\]:]{1,255}$/
@@ -22,6 +24,10 @@ export interface HttpApiOptions {
   publicUrl?: string
   /** extra figures for /api/status */
   status: () => Record<string, unknown>
+  /** node plans (GET /api/plan); absent: no plans served */
+  plans?: PlanStore
+  /** kernel, initramfs and iPXE script (GET /boot/NAME); absent: no boot files */
+  boot?: BootFilesOptions
   /** counts payload bytes sent over HTTP (web seed and unicast) */
   onPayloadBytes?: (bytes: number) => void
 }
@@ -53,6 +59,13 @@ async function handle (opts: HttpApiOptions, req: http.IncomingMessage, res: htt
     if (parts[1] === 'status' && parts.length === 2 && isRead(method)) return sendJson(res, 200, opts.status())
     if (parts[1] === 'nodes' && parts.length === 2 && isRead(method)) return sendJson(res, 200, opts.fleet.list())
     if (parts[1] === 'nodes' && parts.length === 4 && parts[3] === 'events' && method === 'POST') return receiveReport(opts.fleet, parts[2], req, res)
+    if (parts[1] === 'plan' && parts.length === 2 && isRead(method) && opts.plans !== undefined) {
+      const answer = await answerPlanRequest(opts.plans, url.searchParams)
+      return sendJson(res, answer.status, answer.body)
+    }
+  }
+  if (parts[0] === 'boot' && parts.length === 2 && isRead(method) && opts.boot !== undefined) {
+    return serveBootFile(opts.boot, parts[1], baseUrl(opts, req), req, res)
   }
   if (parts[0] === 'images' && parts.length >= 2 && parts.length <= 4) {
     // /images/NAME[/VERSION]/image.torrent and /images/NAME/VERSION/image.tar
@@ -62,7 +75,7 @@ async function handle (opts: HttpApiOptions, req: http.IncomingMessage, res: htt
     if (parts.length === 4 && file === 'image.tar' && isRead(method)) return sendPayload(opts, req, res, ref as string)
   }
   if (parts.length === 0 && isRead(method)) {
-    return sendJson(res, 200, { service: 'si-server', endpoints: ['/api/images', '/api/status', '/api/nodes', '/images/NAME[/VERSION]/image.torrent', '/images/NAME/VERSION/image.tar', '/announce', '/scrape'] })
+    return sendJson(res, 200, { service: 'si-server', endpoints: ['/api/images', '/api/status', '/api/nodes', '/api/plan?node=NAME&mac=MAC', '/boot/NAME', '/images/NAME[/VERSION]/image.torrent', '/images/NAME/VERSION/image.tar', '/announce', '/scrape'] })
   }
   sendJson(res, isKnownPath(parts) ? 405 : 404, { error: `no route for ${method} ${url.pathname}` })
 }
@@ -168,7 +181,7 @@ function baseUrl (opts: HttpApiOptions, req: http.IncomingMessage): string {
 
 function isRead (method: string): boolean { return method === 'GET' || method === 'HEAD' }
 
-function isKnownPath (parts: string[]): boolean { return parts[0] === 'api' || parts[0] === 'images' }
+function isKnownPath (parts: string[]): boolean { return parts[0] === 'api' || parts[0] === 'images' || parts[0] === 'boot' }
 
 function safeDecode (part: string): string {
   try { return decodeURIComponent(part) } catch { return part }

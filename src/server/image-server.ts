@@ -1,15 +1,20 @@
 // si-server's long-running part: HTTP API and tracker on one port, the first seeder on
 // another, the repository underneath. start() and stop() own every socket and timer.
 import type http from 'node:http'
+import { join } from 'node:path'
 import { SiError } from '../errors.ts'
 import { ImageRepository } from '../image/repository.ts'
 import { Tracker } from '../tracker/tracker.ts'
 import { createHttpApi } from './http-api.ts'
 import { Fleet } from './fleet.ts'
 import { Seeder } from './seeder.ts'
+import { PlanStore } from './plans.ts'
 
 export const DEFAULT_HTTP_PORT = 8470
 export const DEFAULT_PEER_PORT = 6881
+/** Under the repository unless given: node plans, and the files for network boot. */
+export const PLANS_DIR = 'plans'
+export const BOOT_DIR = 'boot'
 
 export interface ImageServerOptions {
   repoDir: string
@@ -22,6 +27,12 @@ export interface ImageServerOptions {
   seed?: boolean
   /** cap on the seeder's BitTorrent upload, bytes per second, shared by every image */
   uploadBytesPerSecond?: number
+  /** node plans for GET /api/plan (default REPO/plans) */
+  plansDir?: string
+  /** kernel and initramfs for GET /boot/NAME (default REPO/boot) */
+  bootDir?: string
+  /** extra kernel arguments in the generated iPXE script */
+  bootKernelArgs?: string
 }
 
 export class ImageServer {
@@ -58,7 +69,9 @@ export class ImageServer {
       fleet: this.fleet,
       publicUrl: this.opts.publicUrl,
       status: () => this.status(),
-      onPayloadBytes: bytes => { this.payloadBytesSent += bytes }
+      onPayloadBytes: bytes => { this.payloadBytesSent += bytes },
+      plans: new PlanStore(this.opts.plansDir ?? join(this.opts.repoDir, PLANS_DIR)),
+      boot: { dir: this.opts.bootDir ?? join(this.opts.repoDir, BOOT_DIR), kernelArgs: this.opts.bootKernelArgs }
     })
     this.http = server
     await new Promise<void>((resolve, reject) => {

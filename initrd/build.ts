@@ -1,0 +1,318 @@
+// `make initrd`: builds dist/initrd.img, the node's boot environment, from the contents
+// list(s) and copies the matching kernel to dist/vmlinuz.
+//
+// Each part of the list becomes its own compressed cpio archive and the initramfs is
+// their concatenation (the kernel unpacks concatenated archives in order). So each
+// part's compressed size is measured exactly, parts compress in parallel, and an
+// unchanged part (the kernel modules, busybox) is taken from the cache.
+//
+// usage: node --import tsx initrd/build.ts [--contents FILE]... [--kernel-version V]
+//        [--compress zstd|zstd:LEVEL|xz|xz:LEVEL|none] [--output FILE] [--kernel-output FILE]
+import { spawn } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
+import { availableParallelism } from 'node:os'
+import { dirname, join, resolve } from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+import minimist from 'minimist'
+import { SiError, describeError } from '../src/errors.ts'
+import { parseContents, type Item } from './lib/contents.ts'
+import { archivePath, newcArchive, type Entry } from './lib/newc.ts'
+import { indexFiles, loadModuleIndex, moduleDecompressor, plainModulePath, selectModules, type ModuleIndex } from './lib/kmod.ts'
+import { sharedLibraries } from './lib/libs.ts'
+
+const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..')
+export const DEFAULT_CONTENTS = 'initrd/contents.txt'
+/** Site additions: every *.txt here is read after the main list. */
+export const CONTENTS_DIR = 'initrd/contents.d'
+export const DEFAULT_OUTPUT = 'dist/initrd.img'
+export const DEFAULT_KERNEL_OUTPUT = 'dist/vmlinuz'
+export const BUDGET_BYTES = 32 * 1024 * 1024
+const CACHE_DIR = '.cache/initrd'
+const MODULES_ROOT = '/lib/modules'
+const BOOT_DIR = '/boot'
+const LIBS_PART = 'libs'
+const BASE_PART = 'base'
+const BUSYBOX_DEST = 'bin/busybox'
+const TOOL_TIMEOUT_MS = 600_000
+const MiB = 1024 * 1024
+/** Nodes the console needs before devtmpfs is mounted. */
+const EARLY_DEVICES: Entry[] = [
+  { type: 'chardev', path: 'dev/console', mode: 0o600, major: 5, minor: 1 },
+  { type: 'chardev', path: 'dev/null', mode: 0o666, major: 1, minor: 3 }
+]
+const EMPTY_DIRS = ['proc', 'sys', 'run', 'tmp', 'mnt', 'root', 'etc']
+
+export interface Compression { name: string; command: string[] }
+
+export function parseCompression (text: string): Compression {
+  const [kind, level] = text.split(':')
+  if (level !== undefined && !/^\d{1,2}e?$/.test(level)) throw new SiError('ERR_INITRD', `--compress ${text}: invalid level`)
+  switch (kind) {
+    // -T0: all cores; the frames stay ordinary ones the kernel decompresses.
+    case 'zstd': return { name: `zstd -${level ?? '19'}`, command: ['zstd', `-${level ?? '19'}`, '-T0', '-q', '-c'] }
+    // The kernel's xz decoder checks only CRC32; one thread keeps one block (best ratio).
+    case 'xz': return { name: `xz -${level ?? '9e'}`, command: ['xz', `-${level ?? '9e'}`, '--check=crc32', '-T1', '-c'] }
+    case 'none': return { name: 'none', command: [] }
+    default: throw new SiError('ERR_INITRD', `--compress ${text}: expected zstd[:LEVEL], xz[:LEVEL] or none`)
+  }
+}
+
+/** Newest kernel with both its modules and its image installed. */
+export async function defaultKernelVersion (): Promise<string> {
+  let versions: string[] = []
+  try { versions = await readdir(MODULES_ROOT) } catch { /* none installed */ }
+  const usable: string[] = []
+  for (const v of versions) {
+    if (await exists(join(BOOT_DIR, `vmlinuz-${v}`))) usable.push(v)
+  }
+  usable.sort((a, b) => a.localeCompare(b, 'en', { numeric: true }))
+  const newest = usable.pop()
+  if (newest === undefined) throw new SiError('ERR_INITRD', `no kernel found (${MODULES_ROOT}/V with ${BOOT_DIR}/vmlinuz-V): install linux-image-amd64`)
+  return newest
+}
+
+async function exists (path: string): Promise<boolean> {
+  try { await stat(path); return true } catch { return false }
+}
+
+async function readSource (path: string, what: string): Promise<Buffer> {
+  try { return await readFile(resolve(REPO_ROOT, path)) } catch (err) {
+    throw new SiError('ERR_INITRD', `${what} ${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found' : (err as Error).message}`, { cause: err })
+  }
+}
+
+async function run (cmd: string[], input?: Buffer): Promise<Buffer> {
+  return await new Promise((resolvePromise, reject) => {
+    const child = spawn(cmd[0], cmd.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] })
+    const out: Buffer[] = []
+    const err: Buffer[] = []
+    const timer = setTimeout(() => child.kill('SIGKILL'), TOOL_TIMEOUT_MS)
+    child.stdout.on('data', (c: Buffer) => out.push(c))
+    child.stderr.on('data', (c: Buffer) => err.push(c))
+    child.stdin.on('error', () => { /* reported through the exit status */ })
+    child.on('error', e => { clearTimeout(timer); reject(new SiError('ERR_INITRD', `cannot run ${cmd[0]}: ${e.message}`, { cause: e })) })
+    child.on('close', (code, signal) => {
+      clearTimeout(timer)
+      if (code === 0) resolvePromise(Buffer.concat(out))
+      else reject(new SiError('ERR_INITRD', `${cmd.join(' ')} failed (${signal ?? `exit ${code}`}): ${Buffer.concat(err).toString().trim().slice(0, 500)}`))
+    })
+    child.stdin.end(input)
+  })
+}
+
+interface Part { name: string; entries: Entry[] }
+
+class Layout {
+  readonly parts = new Map<string, Part>()
+  private readonly claimed = new Set<string>()
+
+  add (partName: string, entry: Entry): void {
+    const path = archivePath(entry.path)
+    if (this.claimed.has(path)) return // first claim wins: listed items before busybox links
+    this.claimed.add(path)
+    let part = this.parts.get(partName)
+    if (part === undefined) { part = { name: partName, entries: [] }; this.parts.set(partName, part) }
+    part.entries.push({ ...entry, path })
+  }
+
+  has (path: string): boolean { return this.claimed.has(archivePath(path)) }
+}
+
+interface Notes { skipped: string[] }
+
+async function addExec (layout: Layout, item: Extract<Item, { kind: 'exec' }>, notes: Notes): Promise<void> {
+  let data: Buffer
+  try { data = await readSource(item.source, 'executable') } catch (err) {
+    if (item.optional) { notes.skipped.push(`${item.source} (optional, not found)`); return }
+    throw err
+  }
+  layout.add(item.part, { type: 'file', path: item.dest, mode: 0o755, data })
+  for (const lib of await sharedLibraries(resolve(REPO_ROOT, item.source))) {
+    if (!layout.has(lib)) layout.add(LIBS_PART, { type: 'file', path: lib, mode: 0o755, data: await readFile(lib) })
+  }
+}
+
+async function addBusybox (layout: Layout, item: Extract<Item, { kind: 'busybox' }>): Promise<string[]> {
+  const data = await readSource(item.source, 'busybox')
+  layout.add(item.part, { type: 'file', path: BUSYBOX_DEST, mode: 0o755, data })
+  const list = (await run([resolve(REPO_ROOT, item.source), '--list-full'])).toString().split('\n').filter(l => l !== '')
+  return list
+}
+
+async function addModules (layout: Layout, index: ModuleIndex, version: string, items: Array<Extract<Item, { kind: 'module' }>>, notes: Notes): Promise<string[]> {
+  const all: string[] = []
+  const taken = new Set<string>()
+  for (const part of [...new Set(items.map(i => i.part))]) {
+    const names = items.filter(i => i.part === part)
+    const selection = selectModules(index, names.map(i => i.name))
+    for (const name of selection.builtin) notes.skipped.push(`module ${name} (built into the kernel)`)
+    for (const name of selection.missing) {
+      if (names.find(i => i.name === name)?.optional === true) notes.skipped.push(`module ${name} (optional, not in ${version})`)
+      else throw new SiError('ERR_INITRD', `kernel ${version} has no module ${name}`)
+    }
+    for (const path of selection.paths.filter(p => !taken.has(p))) {
+      taken.add(path)
+      all.push(path)
+      const source = join(index.dir, path)
+      const decompress = moduleDecompressor(path)
+      const data = decompress === undefined ? await readFile(source) : await run([...decompress, source])
+      layout.add(part, { type: 'file', path: join('lib/modules', version, plainModulePath(path)), mode: 0o644, data })
+    }
+  }
+  return all
+}
+
+export interface BuildOptions {
+  contents: string[]
+  kernelVersion?: string
+  compression: Compression
+  output: string
+  kernelOutput?: string
+  mtime: number
+}
+
+export interface PartReport { name: string; files: number; bytes: number; compressedBytes: number; cached: boolean }
+
+export interface BuildReport { output: string; kernelVersion: string; compression: string; parts: PartReport[]; totalBytes: number; skipped: string[] }
+
+export async function buildInitrd (opts: BuildOptions): Promise<BuildReport> {
+  const items: Item[] = []
+  for (const file of opts.contents) items.push(...parseContents((await readSource(file, 'contents list')).toString('utf8'), file))
+  const kernelVersion = opts.kernelVersion ?? await defaultKernelVersion()
+  const layout = new Layout()
+  const notes: Notes = { skipped: [] }
+  for (const dev of EARLY_DEVICES) layout.add(BASE_PART, dev)
+  for (const dir of EMPTY_DIRS) layout.add(BASE_PART, { type: 'dir', path: dir, mode: dir === 'tmp' ? 0o1777 : 0o755 })
+
+  let busyboxApplets: string[] = []
+  const busyboxPart = items.find(i => i.kind === 'busybox')?.part ?? BASE_PART
+  for (const item of items) {
+    if (item.kind === 'busybox') busyboxApplets = await addBusybox(layout, item)
+    else if (item.kind === 'exec') await addExec(layout, item, notes)
+    else if (item.kind === 'symlink') layout.add(item.part, { type: 'symlink', path: item.dest, target: item.target })
+    else if (item.kind === 'file') {
+      let data: Buffer
+      try { data = await readSource(item.source, 'file') } catch (err) {
+        if (item.optional) { notes.skipped.push(`${item.source} (optional, not found)`); continue }
+        throw err
+      }
+      const mode = item.mode ?? ((await stat(resolve(REPO_ROOT, item.source))).mode & 0o7777)
+      layout.add(item.part, { type: 'file', path: item.dest, mode, data })
+    }
+  }
+  const moduleItems = items.filter((i): i is Extract<Item, { kind: 'module' }> => i.kind === 'module')
+  if (moduleItems.length > 0) {
+    const index = await loadModuleIndex(join(MODULES_ROOT, kernelVersion))
+    const chosen = await addModules(layout, index, kernelVersion, moduleItems, notes)
+    const files = indexFiles(index, chosen)
+    const dir = join('lib/modules', kernelVersion)
+    layout.add(BASE_PART, { type: 'file', path: join(dir, 'modules.dep'), mode: 0o644, data: Buffer.from(files.dep) })
+    layout.add(BASE_PART, { type: 'file', path: join(dir, 'modules.alias'), mode: 0o644, data: Buffer.from(files.alias) })
+  }
+  // Applet links last: anything the list names explicitly replaces busybox's version.
+  for (const applet of busyboxApplets) {
+    if (archivePath(applet) !== BUSYBOX_DEST) layout.add(busyboxPart, { type: 'symlink', path: applet, target: `/${BUSYBOX_DEST}` })
+  }
+
+  const order = [BASE_PART, ...[...layout.parts.keys()].filter(n => n !== BASE_PART)]
+  const parts = order.map(n => layout.parts.get(n)).filter((p): p is Part => p !== undefined)
+  const segments = await mapLimited(parts, availableParallelism(), p => compressPart(p, opts))
+  await mkdir(dirname(resolve(REPO_ROOT, opts.output)), { recursive: true })
+  const tmp = resolve(REPO_ROOT, `${opts.output}.tmp${process.pid}`)
+  await writeFile(tmp, Buffer.concat(segments.map(s => s.data)))
+  await rename(tmp, resolve(REPO_ROOT, opts.output))
+  if (opts.compression.command.length > 0) await pruneCache(new Set(segments.map(s => s.cacheFile).filter((f): f is string => f !== undefined)))
+  if (opts.kernelOutput !== undefined) await copyFile(join(BOOT_DIR, `vmlinuz-${kernelVersion}`), resolve(REPO_ROOT, opts.kernelOutput))
+  return {
+    output: opts.output,
+    kernelVersion,
+    compression: opts.compression.name,
+    parts: segments.map(s => s.report),
+    totalBytes: segments.reduce((n, s) => n + s.data.length, 0),
+    skipped: notes.skipped
+  }
+}
+
+async function compressPart (part: Part, opts: BuildOptions): Promise<{ data: Buffer; report: PartReport; cacheFile?: string }> {
+  const archive = newcArchive(part.entries, { mtime: opts.mtime })
+  const files = part.entries.filter(e => e.type === 'file').length
+  const bytes = part.entries.reduce((n, e) => n + (e.type === 'file' ? e.data.length : 0), 0)
+  if (opts.compression.command.length === 0) return { data: archive, report: { name: part.name, files, bytes, compressedBytes: archive.length, cached: false } }
+  const key = createHash('sha256').update(opts.compression.command.join(' ')).update('\0').update(archive).digest('hex')
+  const cached = resolve(REPO_ROOT, CACHE_DIR, `${key}.seg`)
+  let data: Buffer | undefined
+  try { data = await readFile(cached) } catch { /* not cached */ }
+  const hit = data !== undefined
+  if (data === undefined) {
+    data = await run(opts.compression.command, archive)
+    await mkdir(dirname(cached), { recursive: true })
+    await writeFile(`${cached}.tmp${process.pid}`, data)
+    await rename(`${cached}.tmp${process.pid}`, cached)
+  }
+  return { data, report: { name: part.name, files, bytes, compressedBytes: data.length, cached: hit }, cacheFile: cached }
+}
+
+/** Keeps the cache to the last build's segments: each agent build leaves a new 20+ MiB one. */
+async function pruneCache (keep: Set<string>): Promise<void> {
+  const dir = resolve(REPO_ROOT, CACHE_DIR)
+  let names: string[] = []
+  try { names = await readdir(dir) } catch { return }
+  await Promise.all(names.filter(n => n.endsWith('.seg') && !keep.has(join(dir, n))).map(n => rm(join(dir, n), { force: true })))
+}
+
+async function mapLimited<T, R> (items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length)
+  let next = 0
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const i = next++
+      results[i] = await fn(items[i])
+    }
+  }
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker))
+  return results
+}
+
+export function formatReport (r: BuildReport): string {
+  const mib = (n: number): string => (n / MiB).toFixed(2).padStart(8)
+  const lines = [`initramfs ${r.output}: kernel ${r.kernelVersion}, ${r.compression}`, `  ${'part'.padEnd(16)} ${'files'.padStart(5)} ${'MiB'.padStart(8)} ${'packed'.padStart(8)}`]
+  for (const p of r.parts) lines.push(`  ${p.name.padEnd(16)} ${String(p.files).padStart(5)} ${mib(p.bytes)} ${mib(p.compressedBytes)}${p.cached ? '  (cached)' : ''}`)
+  const raw = r.parts.reduce((n, p) => n + p.bytes, 0)
+  lines.push(`  ${'total'.padEnd(16)} ${String(r.parts.reduce((n, p) => n + p.files, 0)).padStart(5)} ${mib(raw)} ${mib(r.totalBytes)}`)
+  lines.push(`  budget ${BUDGET_BYTES / MiB} MiB compressed: ${r.totalBytes <= BUDGET_BYTES ? 'within' : 'OVER'} (${(100 * r.totalBytes / BUDGET_BYTES).toFixed(0)}%)`)
+  for (const s of r.skipped) lines.push(`  skipped: ${s}`)
+  return lines.join('\n') + '\n'
+}
+
+async function contentsFiles (given: string[] | undefined): Promise<string[]> {
+  if (given !== undefined && given.length > 0) return given
+  let extra: string[] = []
+  try { extra = (await readdir(resolve(REPO_ROOT, CONTENTS_DIR))).filter(f => f.endsWith('.txt')).sort().map(f => join(CONTENTS_DIR, f)) } catch { /* no site additions */ }
+  return [DEFAULT_CONTENTS, ...extra]
+}
+
+async function main (argv: string[]): Promise<void> {
+  const args = minimist(argv, { string: ['contents', 'kernel-version', 'compress', 'output', 'kernel-output'], boolean: ['help'] })
+  if (args.help === true) { process.stdout.write('usage: node --import tsx initrd/build.ts [--contents FILE]... [--kernel-version V] [--compress zstd|zstd:N|xz|xz:N|none] [--output FILE] [--kernel-output FILE]\n'); return }
+  const started = Date.now()
+  const contents = ([] as string[]).concat(args.contents ?? [])
+  const epoch = Number(process.env.SOURCE_DATE_EPOCH ?? '0')
+  const report = await buildInitrd({
+    contents: await contentsFiles(contents),
+    kernelVersion: args['kernel-version'],
+    compression: parseCompression(args.compress ?? process.env.INITRD_COMPRESS ?? 'zstd'),
+    output: args.output ?? DEFAULT_OUTPUT,
+    kernelOutput: args['kernel-output'] ?? DEFAULT_KERNEL_OUTPUT,
+    mtime: Number.isInteger(epoch) && epoch >= 0 ? epoch : 0
+  })
+  process.stdout.write(formatReport(report))
+  process.stdout.write(`built in ${((Date.now() - started) / 1000).toFixed(1)} s; kernel: ${args['kernel-output'] ?? DEFAULT_KERNEL_OUTPUT}\n`)
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
+  main(process.argv.slice(2)).catch(err => {
+    process.stderr.write(`initrd/build.ts: error: ${describeError(err)}\n`)
+    process.exitCode = 1
+  })
+}

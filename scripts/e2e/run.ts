@@ -1,0 +1,234 @@
+// End-to-end test of the boot path (`make e2e-1vm`, `make e2e-3vm`): qemu VMs under TCG
+// boot Debian's kernel with dist/initrd.img, get an address by DHCP on an emulated LAN,
+// ask si-server (on the host, in the LAN's namespace) for their plan, install the image
+// onto a blank virtio disk and power off. The host then checks every disk, and reports
+// the timings and the bytes each VM got from its peers.
+//
+// usage: node --import tsx scripts/e2e/run.ts --vms N [--data-mib M] [--upload-limit RATE]
+//        [--timeout SECONDS] [--keep]                   (root; qemu-system-x86_64)
+import { mkdtemp, readFile, rm, stat, symlink, mkdir, open, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join, resolve, dirname } from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+import minimist from 'minimist'
+import { describeError } from '../../src/errors.ts'
+import { BUDGET_BYTES } from '../../initrd/build.ts'
+import { buildTestRoot } from './test-image.ts'
+import { createLan, destroyLan, vmMac, SERVER_IP, type Lan } from './lan.ts'
+import { must, has, start, stopAll, stop, type Running } from './proc.ts'
+import { bootVm, awaitVm, blankDisk, consoleTimes, type VmSpec, type VmOutcome } from './vm.ts'
+import { writePlans, IMAGE, DISK_BYTES, EXPECTED_PARTITIONS, INSTALL_WRITES, PLAN_MARKER } from './plans.ts'
+import { checkDisk } from './check-disk.ts'
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
+const DIST = join(ROOT, 'dist')
+const SERVER_PORT = 8470
+const SERVER_URL = `http://${SERVER_IP}:${SERVER_PORT}`
+const PIECE_LENGTH = 256 * 1024
+const SERVER_READY_MS = 15_000
+const HTTP_TIMEOUT_MS = 15_000
+const TOO_SMALL_DISK_BYTES = 64 * 1024 * 1024
+const MiB = 1024 * 1024
+const REQUIRED_TOOLS = ['qemu-system-x86_64', 'ip', 'busybox', 'losetup', 'sfdisk', 'blkid', 'mount', 'e2fsck', 'xfs_repair', 'fsck.vfat', 'partx']
+
+interface Check { name: string; ok: boolean; detail: string }
+
+class Checks {
+  readonly list: Check[] = []
+  add (name: string, ok: boolean, detail = ''): void {
+    this.list.push({ name, ok, detail })
+    process.stdout.write(`${ok ? 'PASS' : 'FAIL'}  ${name}${detail !== '' ? `: ${detail}` : ''}\n`)
+  }
+}
+
+interface VmPlan { spec: VmSpec; node: string; marker?: string }
+
+function log (msg: string): void { process.stdout.write(`e2e: ${msg}\n`) }
+
+/** GET from inside the LAN (busybox-static's wget crashes here): Node's fetch in the namespace. */
+const FETCH_SCRIPT = `(async () => {
+  const [url, out] = process.argv.slice(1)
+  const res = await fetch(url, { signal: AbortSignal.timeout(${HTTP_TIMEOUT_MS}) })
+  if (!res.ok) { console.error(url + ' answered ' + res.status); process.exit(1) }
+  const body = Buffer.from(await res.arrayBuffer())
+  if (out === '-') process.stdout.write(body); else require('node:fs').writeFileSync(out, body)
+})().catch(e => { console.error(String(e.cause ?? e)); process.exit(1) })`
+
+async function wget (lan: Lan, path: string, out = '-'): Promise<string> {
+  return must([...lan.exec, process.execPath, '-e', FETCH_SCRIPT, `${SERVER_URL}${path}`, out])
+}
+
+async function waitForServer (lan: Lan, server: Running): Promise<void> {
+  const deadline = Date.now() + SERVER_READY_MS
+  for (;;) {
+    try { await wget(lan, '/api/status'); return } catch (err) {
+      if (server.child.exitCode !== null || Date.now() > deadline) throw new Error(`si-server did not come up: ${describeError(err)}`)
+    }
+    await new Promise(resolve => setTimeout(resolve, 300))
+  }
+}
+
+export function appendFor (node: string | undefined, opts: { vms: number; timeoutSeconds: number; aliases: boolean }): string {
+  const common = ['console=ttyS0', 'panic=-1', 'si.on_error=poweroff', `si.timeout=${opts.timeoutSeconds}`, 'si.stall=120']
+  if (opts.aliases) {
+    // SystemImager's names, as migrating administrators will write them.
+    return [...common, `IMAGESERVER=${SERVER_IP}`, `IMAGENAME=${IMAGE}`, 'BITTORRENT_SEED_WAIT=n', 'BITTORRENT_POLLING_TIME=1', `MONITOR_SERVER=${SERVER_IP}`, `MONITOR_PORT=${SERVER_PORT}`, ...(node !== undefined ? [`si.node=${node}`] : [])].join(' ')
+  }
+  // Swarm-aware seeding keeps finished VMs uploading to the slower ones.
+  return [...common, `si.server=${SERVER_URL}`, 'si.seed_wait=swarm', 'si.seed_max=240', 'si.poll=1', ...(node !== undefined ? [`si.node=${node}`] : [])].join(' ')
+}
+
+async function isAllZero (file: string): Promise<boolean> {
+  const fh = await open(file, 'r')
+  try {
+    const buf = Buffer.alloc(MiB)
+    const size = (await fh.stat()).size
+    for (let off = 0; off < size; off += MiB) {
+      const { bytesRead } = await fh.read(buf, 0, MiB, off)
+      if (!buf.subarray(0, bytesRead).every(b => b === 0)) return false
+    }
+    return true
+  } finally { await fh.close() }
+}
+
+async function main (argv: string[]): Promise<number> {
+  const args = minimist(argv, { string: ['vms', 'data-mib', 'upload-limit', 'timeout'], boolean: ['keep', 'help'] })
+  if (args.help === true) { process.stdout.write('usage: node --import tsx scripts/e2e/run.ts --vms N [--data-mib M] [--upload-limit RATE] [--timeout S] [--keep]\n'); return 0 }
+  const vms = Number(args.vms ?? 1)
+  if (!Number.isInteger(vms) || vms < 1 || vms > 8) throw new Error('--vms: 1 to 8')
+  const dataBytes = Number(args['data-mib'] ?? 8) * MiB
+  const timeoutSeconds = Number(args.timeout ?? (vms === 1 ? 420 : 900))
+  // Slower than the VMs can take it: the pieces must also come from the peers.
+  const uploadLimit = args['upload-limit'] ?? (vms > 1 ? '4mbit' : undefined)
+  const label = `e2e-${vms}vm`
+
+  if (process.getuid?.() !== 0) throw new Error('needs root: network namespace, tap devices, loop devices')
+  const missingTools = REQUIRED_TOOLS.filter(t => !has(t))
+  if (missingTools.length > 0) throw new Error(`missing tools: ${missingTools.join(', ')} (see the APT packages in .ci/run)`)
+  const kernel = join(DIST, 'vmlinuz')
+  const initrd = join(DIST, 'initrd.img')
+  for (const f of [kernel, initrd, join(DIST, 'si-server')]) {
+    try { await stat(f) } catch { throw new Error(`${f} missing: run make initrd`) }
+  }
+
+  const checks = new Checks()
+  const initrdBytes = (await stat(initrd)).size
+  checks.add('initramfs within budget', initrdBytes <= BUDGET_BYTES, `${(initrdBytes / MiB).toFixed(2)} MiB of ${BUDGET_BYTES / MiB} MiB`)
+
+  const workdir = await mkdtemp(join(tmpdir(), 'si-e2e-'))
+  log(`work directory ${workdir}`)
+  let lan: Lan | undefined
+  let server: Running | undefined
+  const onSignal = (): void => { void stopAll() }
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
+  try {
+    const source = join(workdir, 'source')
+    await buildTestRoot(source, { dataBytes })
+    const repo = join(workdir, 'repo')
+    must([join(DIST, 'si-server'), 'image', 'add', IMAGE, '--from', source, '--repo', repo, '--piece-length', String(PIECE_LENGTH)])
+    const boot = join(workdir, 'boot')
+    await mkdir(boot)
+    await symlink(kernel, join(boot, 'vmlinuz'))
+    await symlink(initrd, join(boot, 'initrd.img'))
+
+    const bad = vms === 1 // one more VM, booted after, with a disk too small for the plan
+    const vmDefs = Array.from({ length: vms }, (_, i) => ({ node: vms === 1 ? 'vm1' : [`vm${i + 1}`, undefined, `rack-0${i + 1}`][i % 3], mac: vmMac(i) }))
+    const markers = await writePlans(join(workdir, 'plans'), vmDefs)
+
+    lan = await createLan(workdir, vms + (bad ? 1 : 0))
+    server = start('si-server', [...lan.exec, join(DIST, 'si-server'), 'serve', '--repo', repo, '--plans', join(workdir, 'plans'), '--boot-dir', boot,
+      '--listen', `${SERVER_IP}:${SERVER_PORT}`, '--peer-listen', `${SERVER_IP}:6881`, '--announce-interval', '5', ...(uploadLimit !== undefined ? ['--upload-limit', uploadLimit] : [])], join(workdir, 'server.log'))
+    await waitForServer(lan, server)
+
+    // PXE: what iPXE would fetch.
+    const script = await wget(lan, '/boot/boot.ipxe')
+    checks.add('server generates the iPXE script', script.includes(`kernel ${SERVER_URL}/boot/vmlinuz`) && script.includes(`si.server=${SERVER_URL}`), script.split('\n')[2] ?? '')
+    await wget(lan, '/boot/initrd.img', join(workdir, 'initrd.served'))
+    checks.add('server serves the initramfs', (await stat(join(workdir, 'initrd.served'))).size === initrdBytes)
+    await rm(join(workdir, 'initrd.served'))
+
+    const plans: VmPlan[] = []
+    for (const [i, def] of vmDefs.entries()) {
+      const disk = join(workdir, `vm${i + 1}.raw`)
+      await blankDisk(disk, DISK_BYTES)
+      plans.push({
+        node: def.node ?? `mac-${def.mac.replace(/:/g, '')}`,
+        marker: markers.get(i),
+        spec: { name: `vm${i + 1}`, kernel, initrd, disk, diskBytes: DISK_BYTES, tap: lan.taps[i], mac: def.mac, append: appendFor(def.node, { vms, timeoutSeconds, aliases: vms === 1 }), console: join(workdir, `vm${i + 1}.console`), exec: lan.exec }
+      })
+    }
+    log(`booting ${vms} VM(s) under TCG${uploadLimit !== undefined ? `, server upload limited to ${uploadLimit}` : ''}`)
+    const started = Date.now()
+    const running = plans.map(p => bootVm(p.spec, join(workdir, `${p.spec.name}.qemu.log`)))
+    const outcomes: VmOutcome[] = await Promise.all(plans.map((p, i) => awaitVm(p.spec, running[i], started, timeoutSeconds * 1000)))
+
+    let badOutcome: VmOutcome | undefined
+    let badDisk: string | undefined
+    if (bad) {
+      badDisk = join(workdir, 'small.raw')
+      await blankDisk(badDisk, TOO_SMALL_DISK_BYTES)
+      const spec: VmSpec = { name: 'vm-small', kernel, initrd, disk: badDisk, diskBytes: TOO_SMALL_DISK_BYTES, tap: lan.taps[vms], mac: vmMac(vms), append: appendFor('vm-small', { vms, timeoutSeconds, aliases: false }).replace('si.seed_wait=swarm', 'si.seed_wait=none'), console: join(workdir, 'vm-small.console'), exec: lan.exec }
+      log('booting a VM whose disk is too small for the plan')
+      const t0 = Date.now()
+      badOutcome = await awaitVm(spec, bootVm(spec, join(workdir, 'vm-small.qemu.log')), t0, timeoutSeconds * 1000)
+    }
+
+    const fleet = JSON.parse(await wget(lan, '/api/nodes')) as Array<{ node: string; phase: string; event: Record<string, unknown> }>
+    await stop(server)
+    server = undefined
+    await destroyLan(lan)
+    lan = undefined
+
+    const rows: string[] = []
+    for (const [i, p] of plans.entries()) {
+      const o = outcomes[i]
+      const times = consoleTimes(o.console)
+      const report = fleet.find(n => n.node === p.node)
+      const ev = report?.event ?? {}
+      checks.add(`${p.spec.name} installed and powered off`, !o.timedOut && o.code === 0 && report?.phase === 'installed',
+        o.timedOut ? `timed out after ${timeoutSeconds} s` : `qemu exit ${o.code}, server sees ${report?.phase ?? 'nothing'}${report?.phase === 'failed' ? `: ${String(ev.code)} ${String(ev.message)}` : ''}`)
+      const check = await checkDisk({ disk: p.spec.disk, expected: EXPECTED_PARTITIONS, sourceRoot: source, allowed: INSTALL_WRITES, read: ['etc/fstab', PLAN_MARKER, 'etc/hostname'], workdir })
+      checks.add(`${p.spec.name} disk: GPT, vfat+swap+ext4+xfs, fstab by UUID, files identical to the image`, check.ok, check.problems.join('; '))
+      const marker = check.files[PLAN_MARKER] ?? ''
+      checks.add(`${p.spec.name} followed the ${p.marker ?? '?'} plan`, marker.startsWith(`plan=${p.marker ?? '?'} node=${p.node} `) && check.files['etc/hostname'] === `${p.node}\n`, marker.trim())
+      const downloaded = Number(ev.downloaded ?? 0)
+      const fromServer = Number(ev.downloadedFromServer ?? 0)
+      rows.push([p.spec.name, p.node, times.initSeconds, times.agentStartSeconds, times.firstRequestSeconds, times.installedSeconds, o.wallSeconds, downloaded, fromServer, downloaded - fromServer, Number(ev.uploaded ?? 0)]
+        .map(v => typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(1)) : String(v ?? '-')).join('\t'))
+      if (o.code !== 0 || report?.phase !== 'installed') process.stdout.write(`---- ${p.spec.name} console (last lines) ----\n${o.console.split('\n').slice(-40).join('\n')}\n`)
+    }
+    if (vms > 1) {
+      const fromPeers = plans.map(p => { const ev = fleet.find(n => n.node === p.node)?.event ?? {}; return Number(ev.downloaded ?? 0) - Number(ev.downloadedFromServer ?? 0) })
+      checks.add('VMs exchanged pieces with each other', fromPeers.reduce((a, b) => a + b, 0) > 0, `bytes from peers per VM: ${fromPeers.join(', ')}`)
+    }
+    if (badOutcome !== undefined && badDisk !== undefined) {
+      const report = fleet.find(n => n.node === 'vm-small')
+      checks.add('a disk too small fails clearly, reported, disk untouched, VM powered off',
+        !badOutcome.timedOut && badOutcome.code === 0 && report?.phase === 'failed' && report.event.code === 'ERR_DISK_TOO_SMALL' && /too small/.test(badOutcome.console) && await isAllZero(badDisk),
+        `server: ${report?.phase ?? 'nothing'} ${String(report?.event.code ?? '')}; console: ${/si-agent: error: .*/.exec(badOutcome.console)?.[0] ?? 'no error line'}`)
+    }
+
+    process.stdout.write(`\n${label}: seconds since kernel start (TCG), bytes\n`)
+    process.stdout.write(['vm', 'node', 'init', 'agent', '1st-request', 'installed', 'wall', 'downloaded', 'from-server', 'from-peers', 'uploaded'].join('\t') + '\n' + rows.join('\n') + '\n')
+    await writeFile(join(DIST, `${label}-report.json`), JSON.stringify({ checks: checks.list, fleet, initrdBytes, uploadLimit }, null, 2))
+    const failed = checks.list.filter(c => !c.ok).length
+    process.stdout.write(`\n${label}: ${checks.list.length - failed} passed, ${failed} failed\n`)
+    return failed === 0 ? 0 : 1
+  } finally {
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+    await stopAll()
+    if (lan !== undefined) await destroyLan(lan).catch(err => log(`cleanup: ${describeError(err)}`))
+    if (args.keep === true) log(`kept ${workdir}`)
+    else await rm(workdir, { recursive: true, force: true })
+  }
+}
+
+// Imported by the tests (to type-check and test its parts), run by make.
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
+  main(process.argv.slice(2)).then(code => { process.exitCode = code }, err => {
+    process.stderr.write(`e2e: error: ${describeError(err)}\n`)
+    process.exitCode = 1
+  })
+}

@@ -1,0 +1,57 @@
+// Events of a full install: the download's own events (events.ts) plus the phases
+// around it and the final verdict. They go to the same places: the console (or JSON
+// lines) and the server's fleet view.
+import type { DeployEvent, EventSink, ProgressFigures } from './events.ts'
+import { terminalSink, jsonSink } from './progress.ts'
+import { ServerReporter } from './reporter.ts'
+
+export type InstallPhase = 'config' | 'network' | 'plan' | 'disks' | 'partition' | 'format' | 'mount' | 'overrides' | 'fstab' | 'bootloader' | 'post-install' | 'unmount' | 'finish'
+
+export type InstallEvent =
+  | DeployEvent
+  | { type: 'phase'; phase: InstallPhase; detail?: string; uptimeSeconds?: number }
+  | ({
+    type: 'installed'
+    phase: 'installed'
+    image: string
+    plan: string
+    seconds: number
+    /** since the node's kernel started: boot-to-installed */
+    uptimeSeconds?: number
+    finish: string
+  } & Partial<ProgressFigures>)
+  | { type: 'error'; phase: 'failed'; code: string; message: string; step: string; log?: string }
+
+export type InstallSink = (event: InstallEvent) => void
+
+/**
+ * The download's sinks render and send by `type`, never by `phase`, and the server
+ * stores any JSON object: install events pass through them unchanged. This is the one
+ * place where that is asserted to the type checker.
+ */
+function widen (sink: EventSink): InstallSink {
+  return sink as unknown as InstallSink
+}
+
+export interface InstallOutput {
+  emit: InstallSink
+  /** waits (bounded) until the server has the last event */
+  flush: () => Promise<void>
+}
+
+export function installOutput (opts: { json: boolean; node: string; monitor?: string; out?: NodeJS.WritableStream; err?: NodeJS.WriteStream }): InstallOutput {
+  const console = opts.json ? widen(jsonSink(opts.out ?? process.stdout, opts.node)) : widen(terminalSink(opts.err))
+  const reporter = opts.monitor !== undefined ? new ServerReporter(opts.monitor, opts.node) : undefined
+  const report = reporter !== undefined ? widen(reporter.sink()) : undefined
+  const errStream = opts.err ?? process.stderr
+  return {
+    emit: event => {
+      console(event)
+      if (!opts.json && event.type === 'installed') {
+        errStream.write(`si-agent: installed ${event.image} (plan ${event.plan}) in ${event.seconds.toFixed(1)} s${event.uptimeSeconds !== undefined ? `, ${event.uptimeSeconds.toFixed(1)} s after kernel start` : ''}; next: ${event.finish}\n`)
+      }
+      report?.(event)
+    },
+    flush: async () => { await reporter?.flush() }
+  }
+}

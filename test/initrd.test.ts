@@ -1,0 +1,132 @@
+// The initramfs builder: the newc writer (read back by cpio(1)), the contents list,
+// kernel module closure, ldd parsing, and a small build end to end; /init's syntax.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { mkdtemp, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { isSiError } from '../src/errors.ts'
+import { newcArchive } from '../initrd/lib/newc.ts'
+import { parseContents } from '../initrd/lib/contents.ts'
+import { parseModuleIndex, selectModules, indexFiles, loadModuleIndex } from '../initrd/lib/kmod.ts'
+import { parseLdd } from '../initrd/lib/libs.ts'
+import { buildInitrd, parseCompression, defaultKernelVersion, formatReport } from '../initrd/build.ts'
+
+const has = (cmd: string): boolean => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0
+
+async function tempDir (t: { after: (fn: () => Promise<void>) => void }): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'si-initrd-'))
+  t.after(() => rm(dir, { recursive: true, force: true }))
+  return dir
+}
+
+function cpioList (archive: Buffer): string[] {
+  const r = spawnSync('cpio', ['-it', '--quiet'], { input: archive, encoding: 'utf8' })
+  assert.equal(r.status, 0, r.stderr)
+  return r.stdout.trim().split('\n')
+}
+
+test('newc archives are read back by cpio, with parent directories added', { skip: !has('cpio') && 'cpio not installed' }, async t => {
+  const archive = newcArchive([
+    { type: 'file', path: '/usr/bin/tool', mode: 0o755, data: Buffer.from('#!/bin/sh\necho ok\n') },
+    { type: 'file', path: 'etc/odd-size', mode: 0o600, data: Buffer.from('abcde') },
+    { type: 'symlink', path: 'bin/sh', target: '/bin/busybox' },
+    { type: 'dir', path: 'tmp', mode: 0o1777 }
+  ], { mtime: 1_000_000_000 })
+  assert.equal(archive.length % 4, 0)
+  assert.deepEqual(cpioList(archive), ['usr', 'usr/bin', 'usr/bin/tool', 'etc', 'etc/odd-size', 'bin', 'bin/sh', 'tmp'])
+  const dir = await tempDir(t)
+  const r = spawnSync('cpio', ['-idm', '--quiet', '--no-absolute-filenames'], { input: archive, cwd: dir })
+  assert.equal(r.status, 0, String(r.stderr))
+  assert.equal(await readFile(join(dir, 'usr/bin/tool'), 'utf8'), '#!/bin/sh\necho ok\n')
+  assert.equal((await stat(join(dir, 'usr/bin/tool'))).mode & 0o7777, 0o755)
+  assert.equal((await stat(join(dir, 'etc/odd-size'))).mtimeMs, 1_000_000_000_000)
+  assert.equal(await readlink(join(dir, 'bin/sh')), '/bin/busybox')
+  assert.equal((await stat(join(dir, 'tmp'))).mode & 0o7777, 0o1777)
+  assert.throws(() => newcArchive([{ type: 'dir', path: 'a', mode: 0o755 }, { type: 'dir', path: '/a/', mode: 0o755 }], { mtime: 0 }), /given twice/)
+  assert.throws(() => newcArchive([{ type: 'dir', path: '../x', mode: 0o755 }], { mtime: 0 }), /invalid initramfs path/)
+})
+
+test('the contents list: parts, optional items, errors with file and line', () => {
+  const items = parseContents('# c\nbusybox /bin/busybox\npart tools\nexec /usr/sbin/sfdisk\n?exec /usr/sbin/kexec /sbin/kexec\nfile a b 0644\nmodule ext4 xfs\nsymlink sbin/init /init\n', 'list')
+  assert.deepEqual(items.map(i => [i.kind, i.part, i.optional]), [
+    ['busybox', 'misc', false], ['exec', 'tools', false], ['exec', 'tools', true], ['file', 'tools', false], ['module', 'tools', false], ['module', 'tools', false], ['symlink', 'tools', false]
+  ])
+  assert.deepEqual(items[2], { kind: 'exec', source: '/usr/sbin/kexec', dest: '/sbin/kexec', optional: true, part: 'tools' })
+  assert.equal(items[3].kind === 'file' && items[3].mode, 0o644)
+  assert.throws(() => parseContents('\n\ncopy a b\n', 'list'), (e: Error) => isSiError(e, 'ERR_INITRD') && /^list:3: unknown keyword "copy"/.test(e.message))
+  assert.throws(() => parseContents('file a b 999\n', 'l'), /l:1: invalid mode "999"/)
+  assert.throws(() => parseContents('exec\n', 'l'), /l:1: "exec" takes 1 to 2 argument/)
+})
+
+test('module closure follows modules.dep and softdeps through aliases; index files are filtered', () => {
+  const index = parseModuleIndex('/m', {
+    dep: 'kernel/fs/ext4/ext4.ko: kernel/fs/jbd2/jbd2.ko kernel/lib/crc16.ko\nkernel/fs/jbd2/jbd2.ko:\nkernel/lib/crc16.ko:\nkernel/crypto/crc32c_generic.ko:\nkernel/drivers/net/e1000.ko.xz:\nkernel/other.ko:\n',
+    alias: 'alias crypto-crc32c crc32c_generic\nalias fs-ext4 ext4\nalias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000\nalias other-thing other\n',
+    softdep: 'softdep ext4 pre: crypto-crc32c\n',
+    builtin: 'kernel/drivers/block/loop.ko\n'
+  })
+  const sel = selectModules(index, ['ext4', 'e1000', 'loop', 'nope'])
+  assert.deepEqual(sel.paths, ['kernel/fs/jbd2/jbd2.ko', 'kernel/lib/crc16.ko', 'kernel/fs/ext4/ext4.ko', 'kernel/crypto/crc32c_generic.ko', 'kernel/drivers/net/e1000.ko.xz'])
+  assert.deepEqual(sel.builtin, ['loop'])
+  assert.deepEqual(sel.missing, ['nope'])
+  const files = indexFiles(index, sel.paths)
+  assert.match(files.dep, /^kernel\/fs\/ext4\/ext4\.ko: kernel\/fs\/jbd2\/jbd2\.ko kernel\/lib\/crc16\.ko$/m)
+  assert.match(files.dep, /^kernel\/drivers\/net\/e1000\.ko:$/m, 'decompressed at build time')
+  assert.doesNotMatch(files.alias, /other/)
+  assert.match(files.alias, /^alias pci:v00008086d0000100Esv\*sd\*bc\*sc\*i\* e1000$/m)
+})
+
+test('ldd output: libraries and the loader, a missing library is an error', () => {
+  const out = '\tlinux-vdso.so.1 (0x00007ffd)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)\n\t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n'
+  assert.deepEqual(parseLdd(out), ['/lib/x86_64-linux-gnu/libc.so.6', '/lib64/ld-linux-x86-64.so.2'])
+  assert.throws(() => parseLdd('\tlibfoo.so.1 => not found\n'), /a library is missing: libfoo\.so\.1 => not found/)
+  assert.deepEqual(parseCompression('zstd:3').command.slice(0, 2), ['zstd', '-3'])
+  assert.ok(parseCompression('xz').command.includes('--check=crc32'), 'the kernel checks only CRC32')
+  assert.throws(() => parseCompression('lz4'), /expected zstd/)
+})
+
+const kernelVersion = await defaultKernelVersion().catch(() => undefined)
+
+test('a small build: busybox applets, an executable with its libraries, modules with their index', {
+  skip: !existsSync('/bin/busybox') ? 'busybox-static not installed' : kernelVersion === undefined ? 'no kernel in /lib/modules and /boot' : !has('cpio') ? 'cpio not installed' : false
+}, async t => {
+  const dir = await tempDir(t)
+  const list = join(dir, 'contents.txt')
+  await writeFile(list, 'part base\nbusybox /bin/busybox\nfile initrd/init /init 0755\npart tools\nexec /usr/bin/touch\npart mods\nmodule ext4\n')
+  const output = join(dir, 'initrd.img')
+  const report = await buildInitrd({ contents: [list], compression: parseCompression('none'), output, mtime: 0 })
+  assert.deepEqual(report.parts.map(p => p.name), ['base', 'tools', 'libs', 'mods'])
+  const names = new Set<string>()
+  // Concatenated archives, one per part (uncompressed here): list each in turn.
+  const data = await readFile(output)
+  let offset = 0
+  for (const part of report.parts) {
+    for (const n of cpioList(data.subarray(offset, offset + part.compressedBytes))) names.add(n)
+    offset += part.compressedBytes
+  }
+  assert.equal(offset, data.length)
+  for (const n of ['init', 'bin/busybox', 'bin/sh', 'sbin/modprobe', 'usr/bin/touch', 'lib/x86_64-linux-gnu/libc.so.6', 'lib64/ld-linux-x86-64.so.2', 'dev/console',
+    `lib/modules/${kernelVersion}/modules.dep`, `lib/modules/${kernelVersion}/kernel/fs/ext4/ext4.ko`, `lib/modules/${kernelVersion}/kernel/fs/jbd2/jbd2.ko`]) {
+    assert.ok(names.has(n), `${n} in the initramfs`)
+  }
+  assert.match(formatReport(report), /total .* budget|budget 32 MiB compressed: within/s)
+})
+
+test('/init and the udhcpc script are valid busybox shell', { skip: !existsSync('/bin/busybox') && 'busybox not installed' }, () => {
+  for (const f of ['initrd/init', 'initrd/udhcpc.script']) {
+    const r = spawnSync('/bin/busybox', ['sh', '-n', f], { encoding: 'utf8' })
+    assert.equal(r.status, 0, `${f}: ${r.stderr}`)
+  }
+})
+
+test('the kernel installed here has what the default list asks for', { skip: kernelVersion === undefined && 'no kernel installed' }, async () => {
+  const index = await loadModuleIndex(`/lib/modules/${kernelVersion as string}`)
+  const items = parseContents(await readFile('initrd/contents.txt', 'utf8'), 'initrd/contents.txt')
+  const names = items.flatMap(i => i.kind === 'module' ? [i.name] : [])
+  const sel = selectModules(index, names)
+  assert.deepEqual(sel.missing, [])
+  assert.ok(sel.paths.some(p => p.endsWith('/crc32c_generic.ko')), 'ext4 softdep crc32c resolved')
+})

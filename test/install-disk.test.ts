@@ -1,0 +1,254 @@
+// The full install against real disks: loop devices backed by sparse files, the real
+// sfdisk, mkfs, mount and chroot, an in-process si-server on loopback. Needs root and
+// the disk tools; skipped (with the reason) otherwise.
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { execFile, spawnSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { isSiError } from '../src/errors.ts'
+import { ImageServer } from '../src/server/image-server.ts'
+import { compareTrees } from '../src/image/verify.ts'
+import { install, type InstallOptions } from '../src/install/install.ts'
+import type { InstallEvent } from '../src/install/install-events.ts'
+import { resolveConfig } from '../src/install/cmdline.ts'
+import { installOutput } from '../src/install/install-events.ts'
+import { PassThrough } from 'node:stream'
+import { buildTestRoot, SRV_DIR } from '../scripts/e2e/test-image.ts'
+
+const MiB = 1024 * 1024
+const TOOLS = ['losetup', 'sfdisk', 'partx', 'mkfs.ext4', 'mkfs.xfs', 'mkswap', 'blkid', 'mount', 'chroot', 'busybox']
+const missing = TOOLS.filter(t => spawnSync('sh', ['-c', `command -v ${t}`]).status !== 0)
+const skip = process.getuid?.() !== 0 ? 'needs root (loop devices, mount)' : missing.length > 0 ? `missing tools: ${missing.join(', ')}` : false
+/** What an installed system may differ in from its image: what the install writes. */
+const INSTALL_WRITES = new Set(['.', 'etc', 'etc/fstab', 'etc/motd', 'lost+found', 'boot/efi'])
+
+let dir: string
+let server: ImageServer
+let sourceRoot: string
+const loops: string[] = []
+
+function serverPort (): number { return server.httpPort }
+
+function sh (cmd: string, args: string[]): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' })
+  assert.equal(r.status, 0, `${cmd} ${args.join(' ')}: ${r.stderr}`)
+  return r.stdout
+}
+
+async function loopDevice (name: string, bytes: number): Promise<string> {
+  const file = join(dir, `${name}.img`)
+  const fh = await open(file, 'w')
+  await fh.truncate(bytes)
+  await fh.close()
+  const dev = sh('losetup', ['--find', '--show', '--partscan', file]).trim()
+  loops.push(dev)
+  return dev
+}
+
+function layout (device: string): unknown {
+  return {
+    image: 'e2e',
+    disks: [{
+      device,
+      partitions: [
+        { name: 'swap', size: '16MiB', fs: 'swap' },
+        { name: 'root', size: '128MiB', fs: 'ext4', mount: '/', label: 'root' },
+        { name: 'srv', size: 'rest', fs: 'xfs', mount: `/${SRV_DIR}` }
+      ]
+    }],
+    postInstall: ['echo "installed $SI_NODE from $SI_IMAGE" > /etc/motd'],
+    finish: 'poweroff'
+  }
+}
+
+async function writePlan (node: string, plan: unknown): Promise<void> {
+  await mkdir(join(dir, 'plans/hosts'), { recursive: true })
+  await writeFile(join(dir, 'plans/hosts', `${node}.json`), JSON.stringify(plan))
+}
+
+async function run (node: string, extra: Partial<InstallOptions> = {}): Promise<{ events: InstallEvent[]; result?: Awaited<ReturnType<typeof install>>; error?: unknown }> {
+  const events: InstallEvent[] = []
+  const { config } = resolveConfig({ flags: { server: `http://127.0.0.1:${server.httpPort}`, seedWait: 'none' } })
+  // The agent's own outputs: JSON lines (dropped here) and reports to the server.
+  const output = installOutput({ json: true, node, monitor: config.monitor, out: new PassThrough().resume() })
+  try {
+    const result = await install({
+      config,
+      node,
+      macs: ['52:54:00:00:00:01'],
+      target: join(dir, `target-${node}`),
+      finishFile: join(dir, `finish-${node}`),
+      emit: e => { events.push(e); output.emit(e) },
+      planRetry: { attempts: 1, retryMs: 0 },
+      ...extra
+    })
+    return { events, result }
+  } catch (error) {
+    return { events, error }
+  } finally {
+    await output.flush()
+  }
+}
+
+before(async () => {
+  if (skip !== false) return
+  dir = await mkdtemp(join(tmpdir(), 'si-install-'))
+  sourceRoot = join(dir, 'source')
+  await buildTestRoot(sourceRoot, { dataBytes: 2 * MiB })
+  server = new ImageServer({ repoDir: join(dir, 'repo'), plansDir: join(dir, 'plans'), host: '127.0.0.1', port: 0, peerPort: 0 })
+  await server.repo.add('e2e', { from: sourceRoot, pieceLength: 256 * 1024 })
+  await server.start()
+})
+
+after(async () => {
+  if (skip !== false) return
+  await server?.stop()
+  for (const l of loops) spawnSync('losetup', ['-d', l])
+  await rm(dir, { recursive: true, force: true })
+})
+
+test('installs a plan onto a blank disk: GPT, ext4 + xfs + swap, fstab by UUID, post-install, finish', { skip }, async () => {
+  const disk = await loopDevice('ok', 512 * MiB)
+  await writePlan('node-ok', layout(disk))
+  const { events, result, error } = await run('node-ok')
+  assert.equal(error, undefined, String((error as Error)?.message))
+  assert.equal(result?.finish, 'poweroff')
+  assert.equal((await readFile(join(dir, 'finish-node-ok'), 'utf8')).trim(), 'poweroff')
+  assert.ok(events.some(e => e.type === 'installed'))
+
+  const table = JSON.parse(sh('sfdisk', ['--json', disk])).partitiontable
+  assert.equal(table.label, 'gpt')
+  assert.deepEqual(table.partitions.map((p: { type: string }) => p.type), ['0657FD6D-A4AB-43C4-84E5-0933C84B4F4F', '0FC63DAF-8483-4772-8E79-3D69D8477DE4', '0FC63DAF-8483-4772-8E79-3D69D8477DE4'])
+  assert.equal(table.partitions[0].start, 2048)
+  assert.equal(table.partitions[1].size, 128 * 2048)
+
+  const mnt = join(dir, 'check')
+  await mkdir(mnt, { recursive: true })
+  sh('mount', ['-o', 'ro', `${disk}p2`, mnt])
+  try {
+    sh('mount', ['-o', 'ro', `${disk}p3`, join(mnt, SRV_DIR)])
+    try {
+      // atime: the post-install steps run the image's busybox, which reads files.
+      const diffs = (await compareTrees(sourceRoot, mnt, { ignore: ['atime'] })).filter(d => !INSTALL_WRITES.has(d.path))
+      assert.deepEqual(diffs, [])
+      assert.equal(await readFile(join(mnt, 'etc/motd'), 'utf8'), 'installed node-ok from e2e\n')
+      const fstab = await readFile(join(mnt, 'etc/fstab'), 'utf8')
+      for (const [n, fs] of [[1, 'swap'], [2, 'ext4'], [3, 'xfs']] as const) {
+        const uuid = sh('blkid', ['-s', 'UUID', '-o', 'value', `${disk}p${n}`]).trim()
+        assert.equal(sh('blkid', ['-s', 'TYPE', '-o', 'value', `${disk}p${n}`]).trim(), fs)
+        assert.match(fstab, new RegExp(`^UUID=${uuid}\\s`, 'm'), `fstab names ${fs} by UUID ${uuid}`)
+      }
+      assert.match(fstab, /^proc \/proc proc/m, 'non-disk lines of the image fstab are kept')
+      assert.doesNotMatch(fstab, /\/dev\/sda1/)
+    } finally { sh('umount', [join(mnt, SRV_DIR)]) }
+  } finally { sh('umount', [mnt]) }
+  const report = server.fleet.list().find(n => n.node === 'node-ok')
+  assert.equal(report?.phase, 'installed')
+})
+
+test('a disk too small for the layout fails before anything is written', { skip }, async () => {
+  const disk = await loopDevice('small', 200 * MiB)
+  await writePlan('node-small', layout(disk))
+  const { error, events } = await run('node-small')
+  assert.ok(isSiError(error, 'ERR_DISK_TOO_SMALL'), String(error))
+  assert.match((error as Error).message, /too small.*nothing was written/)
+  const failed = events.find(e => e.type === 'error')
+  assert.equal(failed !== undefined && 'step' in failed ? failed.step : undefined, 'disks')
+  const head = Buffer.alloc(MiB)
+  const fh = await open(join(dir, 'small.img'), 'r')
+  await fh.read(head, 0, MiB, 0)
+  await fh.close()
+  assert.ok(head.every(b => b === 0), 'the disk is untouched')
+  assert.equal(server.fleet.list().find(n => n.node === 'node-small')?.phase, 'failed')
+})
+
+test('an unknown disk and a disk in use are refused with their reason', { skip }, async () => {
+  await writePlan('node-unknown', layout('/dev/si-no-such-disk'))
+  const unknown = await run('node-unknown')
+  assert.ok(isSiError(unknown.error, 'ERR_DISK_NOT_FOUND'), String(unknown.error))
+  assert.match((unknown.error as Error).message, /unknown disk \/dev\/si-no-such-disk.*disks present/)
+
+  const busy = await loopDevice('busy', 64 * MiB)
+  sh('mkfs.ext4', ['-q', '-F', busy])
+  const mnt = join(dir, 'busy-mnt')
+  await mkdir(mnt, { recursive: true })
+  sh('mount', [busy, mnt])
+  try {
+    await writePlan('node-busy', layout(busy))
+    const inUse = await run('node-busy')
+    assert.ok(isSiError(inUse.error, 'ERR_DISK_IN_USE'), String(inUse.error))
+    assert.match((inUse.error as Error).message, /is mounted on/)
+  } finally { sh('umount', [mnt]) }
+})
+
+test('an unreachable server and a node without a plan fail with a clear message', { skip }, async () => {
+  const { config } = resolveConfig({ flags: { server: 'http://127.0.0.1:1' } })
+  const unreachable = await run('node-x', { config })
+  assert.ok(isSiError(unreachable.error, 'ERR_SERVER_UNREACHABLE'), String(unreachable.error))
+  const noPlan = await run('node-without-plan')
+  assert.ok(isSiError(noPlan.error, 'ERR_PLAN_NOT_FOUND'), String(noPlan.error))
+})
+
+/** The real CLI, asynchronously: the server it talks to runs in this process. */
+async function agent (args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ status: number | null; stderr: string }> {
+  return await new Promise(resolve => {
+    execFile(process.execPath, ['--import', 'tsx', 'src/cli/si-agent.ts', 'install', '--cmdline', '/dev/null', ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 60_000 }, (err, _stdout, stderr) => {
+      resolve({ status: err === null ? 0 : typeof err.code === 'number' ? err.code : null, stderr })
+    })
+  })
+}
+
+test('si-agent install --dry-run shows the plan and partitions and writes nothing; "auto" never takes a disk in use', { skip }, async () => {
+  const disk = await loopDevice('dry', 512 * MiB)
+  await writePlan('node-dry', layout(disk))
+  const server = `http://127.0.0.1:${serverPort()}`
+  const dry = await agent(['--server', server, '--node', 'node-dry', '--dry-run', '--target', join(dir, 'target-dry')])
+  assert.equal(dry.status, 0, dry.stderr)
+  assert.match(dry.stderr, new RegExp(`disks: ${disk}: ${disk}p1 16 MiB swap, ${disk}p2 128 MiB ext4 /, ${disk}p3 \\d+ MiB xfs /srv`))
+  assert.equal(sh('sh', ['-c', `head -c 1048576 ${join(dir, 'dry.img')} | tr -d '\\0' | wc -c`]).trim(), '0')
+
+  // The host's own disks are mounted: "auto" must refuse them all rather than pick one.
+  await writePlan('node-auto', { ...(layout('auto') as object), disks: [{ device: 'auto', partitions: [{ size: 'rest', fs: 'ext4', mount: '/' }] }] })
+  const auto = await agent(['--server', server, '--node', 'node-auto', '--dry-run'])
+  assert.equal(auto.status, 1)
+  assert.match(auto.stderr, /ERR_DISK_NOT_FOUND: no disk to install on/)
+})
+
+test('an invalid kernel command line is shown on the console and reported to the server', { skip }, async () => {
+  const r = await agent(['--node', 'node-badcfg'], { SI_SERVER: `127.0.0.1:${serverPort()}`, SI_SEED_WAIT: 'sometimes' })
+  assert.equal(r.status, 1)
+  assert.match(r.stderr, /si-agent: error: ERR_CONFIG: environment SI_SEED_WAIT="sometimes": expected none, swarm/)
+  const report = server.fleet.list().find(n => n.node === 'node-badcfg')
+  assert.equal(report?.phase, 'failed')
+  assert.equal(report?.event.code, 'ERR_CONFIG')
+})
+
+test('overrides are laid over the image, in order, before fstab and post-install', { skip }, async () => {
+  const site = join(dir, 'site')
+  await mkdir(join(site, 'etc'), { recursive: true })
+  await writeFile(join(site, 'etc/motd'), 'site override\n')
+  await writeFile(join(site, 'etc/hostname'), 'from-override\n')
+  await server.repo.add('e2e-site', { from: site })
+  const disk = await loopDevice('over', 256 * MiB)
+  await writePlan('node-over', {
+    image: 'e2e',
+    overrides: ['e2e-site'],
+    disks: [{ device: disk, partitions: [{ size: 'rest', fs: 'ext4', mount: '/' }] }],
+    postInstall: ['cat /etc/hostname > /etc/hostname.seen'],
+    finish: 'reboot'
+  })
+  const { error } = await run('node-over')
+  assert.equal(error, undefined, String((error as Error)?.message))
+  const mnt = join(dir, 'check-over')
+  await mkdir(mnt, { recursive: true })
+  sh('mount', ['-o', 'ro', `${disk}p1`, mnt])
+  try {
+    assert.equal(await readFile(join(mnt, 'etc/motd'), 'utf8'), 'site override\n')
+    assert.equal(await readFile(join(mnt, 'etc/hostname.seen'), 'utf8'), 'from-override\n')
+    assert.equal(await readFile(join(mnt, 'usr/share/doc/e2e/README'), 'utf8'), 'Installed by swarmimager\'s end-to-end test.\n')
+    assert.equal(existsSync(join(mnt, '.si-incomplete')), false, 'the target is complete')
+  } finally { sh('umount', [mnt]) }
+})
