@@ -17,6 +17,41 @@ test: build typecheck ## Build, type-check, then run the test suite
 demo: build ## Build, then run scripts/demo.ts
 	$(NODE) --import tsx scripts/demo.ts
 
+# Image fidelity (issue 3): needs root and attr, acl, rsync, zstd, debootstrap (.ci/run).
+.PHONY: fidelity
+fidelity: build ## Run the fidelity suites: round trips, hostile archives, capture, compression
+	$(NODE) --import tsx --test --test-concurrency=1 test/fidelity*.test.ts test/hostile.test.ts test/capture.test.ts test/compression.test.ts test/extract.test.ts test/image.test.ts
+
+# Boot path (issue 4). INITRD_COMPRESS=zstd[:LEVEL]|xz[:LEVEL] picks the compressor.
+# The e2e runs need root (network namespace, tap devices, loop devices) and qemu.
+.PHONY: initrd e2e e2e-1vm e2e-3vm
+initrd: build ## Build dist/initrd.img (and dist/vmlinuz) from initrd/contents.txt
+	$(NODE) --import tsx initrd/build.ts
+
+e2e: initrd ## Boot qemu VMs (TCG) that install an image: one VM, then three on one LAN
+	$(NODE) --import tsx scripts/e2e/run.ts --vms 1
+	$(NODE) --import tsx scripts/e2e/run.ts --vms 3
+
+e2e-1vm: initrd ## One qemu VM installs an image onto a blank disk; the host checks it
+	$(NODE) --import tsx scripts/e2e/run.ts --vms 1
+
+e2e-3vm: initrd ## Three qemu VMs on one emulated LAN install at once, sharing pieces
+	$(NODE) --import tsx scripts/e2e/run.ts --vms 3
+
+# Benchmarks need root (network namespaces, tc). BENCH_ARGS passes options to
+# scripts/bench/run.ts, e.g. BENCH_ARGS="--sizes 1,4,8 --only scale".
+BENCH_ARGS ?=
+BENCH_SMOKE_OUT ?= $(or $(TMPDIR),/tmp)/si-bench-smoke
+.PHONY: bench bench-smoke
+
+bench: build ## Emulated cluster benchmark (root): bench/results/*.json, bench/REPORT.md
+	npx tsc --noEmit -p scripts/bench/tsconfig.json
+	$(NODE) --import tsx scripts/bench/run.ts --plan full --out bench $(BENCH_ARGS)
+
+bench-smoke: build ## N=4 benchmark that checks the harness itself (root)
+	npx tsc --noEmit -p scripts/bench/tsconfig.json
+	$(NODE) --import tsx scripts/bench/run.ts --plan smoke --out $(BENCH_SMOKE_OUT)
+
 clean: ## Remove dist/
 	rm -rf dist
 

@@ -47,7 +47,7 @@ test(`${NODES} agents deploy one image through the swarm: every target equals th
     const node = `node${String(i + 1).padStart(2, '0')}`
     const target = join(dir, 'targets', node)
     const r = await run(SI_AGENT, ['deploy', '--server', server!.url, '--image', 'golden', '--target', target,
-      '--node', node, '--json', '--seed-wait', 'swarm', '--seed-max', '30', '--poll', '1'], { timeoutMs: AGENT_TIMEOUT_MS })
+      '--node', node, '--json', '--peer-host', '127.0.0.1', '--seed-wait', 'swarm', '--seed-max', '30', '--poll', '1'], { timeoutMs: AGENT_TIMEOUT_MS })
     return { node, target, ...r }
   }))
   const seconds = (Date.now() - started) / 1000

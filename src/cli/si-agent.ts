@@ -9,11 +9,17 @@ import { parseSeedWait, DEFAULT_SEED_MAX_SECONDS, DEFAULT_POLL_SECONDS } from '.
 import { jsonSink, terminalSink } from '../install/progress.ts'
 import { ServerReporter } from '../install/reporter.ts'
 import type { DeployEvent, EventSink } from '../install/events.ts'
+import { parseTransport, deployHttp, deployAuto } from '../install/transport-http.ts'
+import { deployMulticast } from '../install/transport-multicast.ts'
+import { runInstallCommand } from '../install/install-command.ts'
+import { runVerifyCommand } from '../install/verify-target.ts'
 
 const USAGE = `usage: si-agent <command> [options]
 
 commands:
   deploy     download an image from the swarm and extract it into a target directory
+  install    install this node from its plan (partition, format, deploy, boot loader); run by the initramfs
+  verify     compare a deployed target with its image, attribute by attribute
 
 si-agent <command> --help shows the command's options; si-agent --version the version.
 `
@@ -33,6 +39,7 @@ const DEPLOY_USAGE = `usage: si-agent deploy --server URL --image NAME[@VERSION]
   --seed-max SECONDS    longest time to keep seeding (default ${DEFAULT_SEED_MAX_SECONDS})
   --poll SECONDS        how often the seed-wait policy looks (default ${DEFAULT_POLL_SECONDS})
   --peer-port PORT      TCP port for incoming peers (default: any free port)
+  --peer-host ADDRESS   address to listen on for peers (default: all addresses)
   --peer HOST:PORT      a peer to connect to at once (repeatable)
   --max-peers N         connection limit (default 80)
   --stall-seconds N     fail when no data is verified for this long (default 300)
@@ -40,6 +47,12 @@ const DEPLOY_USAGE = `usage: si-agent deploy --server URL --image NAME[@VERSION]
   --node NAME           name reported to the server (default: the host name)
   --no-report           do not report progress to the server
   --json                machine-readable events on stdout instead of the progress bar
+  --transport T         bt (the swarm, default), http (stream the image from the
+                        server's web seed URL), multicast (udpcast's udp-receiver; the
+                        server runs udp-sender), auto (the swarm, falling back to http
+                        when it verifies nothing for 30 s)
+  --mcast-interface IF  network interface for --transport multicast
+  --mcast-portbase P    udpcast port base for --transport multicast (default 9000)
 `
 
 async function main (argv: string[]): Promise<number> {
@@ -49,9 +62,11 @@ async function main (argv: string[]): Promise<number> {
     process.stdout.write(USAGE)
     return command === undefined ? 2 : 0
   }
+  if (command === 'install') return runInstallCommand(argv.slice(1))
+  if (command === 'verify') return runVerifyCommand(argv.slice(1))
   if (command !== 'deploy') throw new SiError('ERR_INVALID_ARGUMENT', `unknown command ${JSON.stringify(command)}; try si-agent --help`)
   const args = parseArgs(argv.slice(1), {
-    strings: ['server', 'image', 'torrent', 'target', 'staging', 'seed-wait', 'seed-max', 'poll', 'peer-port', 'max-peers', 'stall-seconds', 'node', 'upload-limit'],
+    strings: ['server', 'image', 'torrent', 'target', 'staging', 'seed-wait', 'seed-max', 'poll', 'peer-port', 'peer-host', 'max-peers', 'stall-seconds', 'node', 'upload-limit', 'transport', 'mcast-interface', 'mcast-portbase'],
     booleans: ['json'],
     onByDefault: ['report'],
     repeatable: ['peer']
@@ -74,6 +89,7 @@ async function runDeploy (args: ParsedArgs): Promise<number> {
   const peers = ((args.flags.peer as string[] | undefined) ?? []).map(p => parseHostPort(p, '--peer'))
   const node = stringFlag(args, 'node') ?? hostname()
   const json = args.flags.json === true
+  const transport = parseTransport(stringFlag(args, 'transport'))
 
   const sinks: EventSink[] = [json ? jsonSink(process.stdout, node) : terminalSink()]
   const reporter = server !== undefined && args.flags.report === true ? new ServerReporter(server, node) : undefined
@@ -87,7 +103,15 @@ async function runDeploy (args: ParsedArgs): Promise<number> {
   try {
     emit({ type: 'phase', phase: 'torrent', detail: torrent ?? `${image ?? ''} from ${server ?? ''}` })
     const metainfo = await loadTorrent({ server, image, torrent }, abort.signal)
-    await deploy({
+    const stallSeconds = numberFlag(args, 'stall-seconds', { min: 1, max: 86_400 })
+    const viaHttp = (): Promise<unknown> => deployHttp({ metainfo, target, emit, signal: abort.signal, stallSeconds })
+    if (transport === 'http') { await viaHttp(); return 0 }
+    if (transport === 'multicast') {
+      const portbase = numberFlag(args, 'mcast-portbase', { min: 1, max: 65534, integer: true })
+      await deployMulticast({ metainfo, target, emit, signal: abort.signal, stallSeconds, interface: stringFlag(args, 'mcast-interface'), portbase })
+      return 0
+    }
+    const viaSwarm = (stall?: number): Promise<unknown> => deploy({
       metainfo,
       target,
       staging: stringFlag(args, 'staging'),
@@ -95,13 +119,16 @@ async function runDeploy (args: ParsedArgs): Promise<number> {
       seedMaxSeconds: numberFlag(args, 'seed-max', { min: 0, max: 86_400 }),
       pollSeconds: numberFlag(args, 'poll', { min: 0.1, max: 3600 }),
       peerPort: numberFlag(args, 'peer-port', { min: 0, max: 65535, integer: true }),
+      peerHost: stringFlag(args, 'peer-host'),
       maxConnections: numberFlag(args, 'max-peers', { min: 1, max: 10_000, integer: true }),
-      stallSeconds: numberFlag(args, 'stall-seconds', { min: 1, max: 86_400 }),
+      stallSeconds: stall ?? stallSeconds,
       uploadBytesPerSecond: rateFlag(args, 'upload-limit'),
       peers,
       emit,
       signal: abort.signal
     })
+    if (transport === 'auto') await deployAuto(s => viaSwarm(Math.min(s, stallSeconds ?? s)), viaHttp, emit)
+    else await viaSwarm()
     return 0
   } catch (err) {
     emit({ type: 'error', phase: 'failed', code: err instanceof SiError ? err.code : 'ERR_INTERNAL', message: err instanceof SiError ? err.message : describeError(err) })
