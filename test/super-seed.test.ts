@@ -43,3 +43,13 @@ test('a departed peer gives its revealed pieces back', () => {
   seed.peerGone('a')
   assert.equal(seed.reveal('b', none, noCopies).length, 2)
 })
+
+test('an offer that keeps being requested does not go stale, however long the transfer takes', () => {
+  let clock = 0
+  const seed = new SuperSeed(1, { now: () => clock })
+  assert.deepEqual(seed.reveal('x', none, noCopies), [0])
+  clock = STALE_OFFER_MS - 1
+  seed.touch(0)
+  clock = STALE_OFFER_MS + 10
+  assert.deepEqual(seed.reveal('y', none, noCopies), [], 'x is still fetching piece 0')
+})

@@ -3,7 +3,8 @@
 // bitfield and reveals each peer only a few pieces at a time: pieces no peer holds and no
 // other peer is fetching from it. A piece a peer already holds is never revealed (the
 // others fetch it from that peer); one in flight to another peer is revealed again only
-// once that offer has gone stale, so a slow or silent peer cannot hold the swarm back.
+// once that offer has gone stale (no request for it for a while), so a silent peer cannot
+// hold the swarm back while a slow but busy one keeps its piece.
 export const REVEALED_PER_PEER = 2
 export const STALE_OFFER_MS = 3_000
 
@@ -49,6 +50,11 @@ export class SuperSeed {
       out.push(best)
     }
     return out
+  }
+
+  /** A peer asked for a block of the piece: its offer is alive. */
+  touch (index: number): void {
+    if (this.inFlight[index] > 0) this.offeredAt[index] = this.now()
   }
 
   /** The peer announced a piece: whatever we revealed of it is no longer in flight. */

@@ -496,6 +496,7 @@ export class Swarm extends EventEmitter {
     if (!this.store.has(index)) return `piece ${index} is not held here`
     // Standard clients may ask a super-seed for pieces it has not revealed; serving them is harmless.
     if (offset < 0 || offset + length > this.store.pieceSize(index)) return 'past the end of the piece'
+    this.superSeed?.touch(index)
     return undefined
   }
 
