@@ -1,0 +1,106 @@
+// What `make bench` and `make bench-smoke` measure. A scenario is one cluster (node count,
+// links, start pattern) and the transports run on it one after another.
+import { autoTransport, btTransport, httpTransport } from './transports/agent.ts'
+import { aria2Transport } from './transports/aria2.ts'
+import { multicastTransport } from './transports/multicast.ts'
+import { rsyncTransport } from './transports/rsync.ts'
+import type { Transport } from './transports/types.ts'
+import type { LinkSpec } from './shaping.ts'
+
+export const MIB = 1024 * 1024
+
+export interface Scenario {
+  id: string
+  /** scale | hetero | loss | stagger | leave */
+  group: string
+  title: string
+  nodes: number
+  server: LinkSpec
+  /** link of node i (0-based) */
+  nodeLink: (i: number) => LinkSpec
+  staggerSeconds: number
+  transports: Transport[]
+}
+
+export interface Plan {
+  name: string
+  imageBytes: number
+  /** torrent piece size, or undefined for si-server's choice by image size */
+  pieceLength?: number
+  rateMbit: number
+  scenarios: Scenario[]
+  /** the 1 GiB loopback race (bytes), or 0 to skip */
+  rawBytes: number
+}
+
+export interface PlanOptions {
+  rateMbit: number
+  imageMib: number
+  pieceKib?: number
+  sizes: number[]
+  /** largest N at which HTTP unicast runs, and rsync: their T grows as N (at least N·F/U_s) */
+  unicastMaxNodes: number
+  rsyncMaxNodes: number
+  staggerSeconds: number
+  rawMib: number
+}
+
+/** Heterogeneous links: every second node at a quarter of the rate. */
+export const SLOW_FRACTION = 0.25
+export const LOSS = 0.01
+
+function allTransports (n: number, o: PlanOptions): Transport[] {
+  const t = [btTransport(), multicastTransport(), aria2Transport()]
+  if (n <= o.unicastMaxNodes) t.push(httpTransport())
+  if (n <= o.rsyncMaxNodes) t.push(rsyncTransport())
+  if (n === 1) t.push(autoTransport())
+  return t
+}
+
+export function fullPlan (o: PlanOptions): Plan {
+  const link: LinkSpec = { rateMbit: o.rateMbit }
+  const uniform = (): LinkSpec => link
+  const mid = o.sizes.filter(n => n <= 16).at(-1) ?? o.sizes[0]
+  const big = o.sizes.at(-1) ?? 1
+  const scenarios: Scenario[] = o.sizes.map(n => ({
+    id: `scale-n${n}`, group: 'scale', title: `N=${n}, ${o.rateMbit} Mbit/s links`, nodes: n, server: link, nodeLink: uniform, staggerSeconds: 0,
+    transports: allTransports(n, o)
+  }))
+  scenarios.push({
+    id: `hetero-n${mid}`, group: 'hetero', title: `N=${mid}, every second node at ${SLOW_FRACTION * o.rateMbit} Mbit/s`, nodes: mid, server: link,
+    nodeLink: i => (i % 2 === 1 ? { rateMbit: o.rateMbit * SLOW_FRACTION } : link), staggerSeconds: 0,
+    transports: [btTransport(), multicastTransport(), aria2Transport()]
+  })
+  scenarios.push({
+    id: `loss-n${mid}`, group: 'loss', title: `N=${mid}, ${LOSS * 100}% packet loss on every link`, nodes: mid, server: { ...link, loss: LOSS },
+    nodeLink: () => ({ ...link, loss: LOSS }), staggerSeconds: 0,
+    transports: [btTransport(), multicastTransport(), aria2Transport()]
+  })
+  scenarios.push({
+    id: `stagger-n${mid}`, group: 'stagger', title: `N=${mid}, one node starting every ${o.staggerSeconds} s`, nodes: mid, server: link, nodeLink: uniform,
+    staggerSeconds: o.staggerSeconds, transports: [btTransport(), multicastTransport(), aria2Transport()]
+  })
+  scenarios.push({
+    id: `leave-n${big}`, group: 'leave', title: `N=${big}, one node starting every ${o.staggerSeconds} s, leave policies`, nodes: big, server: link, nodeLink: uniform,
+    staggerSeconds: o.staggerSeconds,
+    transports: [btTransport('none', 'bt-leave-none'), btTransport('upload-min=50', 'bt-leave-upload-min'), btTransport('swarm', 'bt-leave-swarm')]
+  })
+  return { name: 'full', imageBytes: o.imageMib * MIB, pieceLength: o.pieceKib === undefined ? undefined : o.pieceKib * 1024, rateMbit: o.rateMbit, scenarios, rawBytes: o.rawMib * MIB }
+}
+
+/** The harness checked end to end in well under a minute: N=4, a small image, shaped links. */
+export function smokePlan (): Plan {
+  const link: LinkSpec = { rateMbit: 40 }
+  return {
+    name: 'smoke',
+    imageBytes: 4 * MIB,
+    // 16 pieces rather than si-server's 4 of 1 MiB: enough for the swarm to swarm.
+    pieceLength: 256 * 1024,
+    rateMbit: 40,
+    rawBytes: 0,
+    scenarios: [{
+      id: 'scale-n4', group: 'scale', title: 'smoke: N=4, 40 Mbit/s links', nodes: 4, server: link, nodeLink: () => link, staggerSeconds: 0,
+      transports: [btTransport(), httpTransport()]
+    }]
+  }
+}

@@ -1,0 +1,225 @@
+// `make bench` / `make bench-smoke`: builds emulated clusters, runs every transport of
+// every scenario, writes results/*.json and REPORT.md with figures. Run as root.
+//   node --import tsx scripts/bench/run.ts [--plan full|smoke] [--out DIR] [--rate MBIT]
+//     [--image-mib N] [--piece-kib N] [--sizes 1,2,4,8,16,32] [--unicast-max N] [--rsync-max N] [--stagger S]
+//     [--raw-mib N] [--only scale,hetero,loss,stagger,leave,raw] [--transports bt,http,...]
+//     [--merge]   keep the results already in OUT/results, replacing only the trials re-run
+//     [--report-only]   rewrite OUT/REPORT.md from OUT/results, running nothing
+//     [--agent-bin FILE] [--server-bin FILE]  run these executables instead of dist/'s
+import { copyFile, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises'
+import { existsSync } from 'node:fs'
+import { cpus, release } from 'node:os'
+import { join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import minimist from 'minimist'
+import { SiError, describeError } from '../../src/errors.ts'
+import { Cluster } from './cluster.ts'
+import { hasTool, run as run_, stopAllChildren } from './exec.ts'
+import { makeImage, type BenchImage } from './image.ts'
+import { ownNamespaces, sweepStaleNamespaces, NS_PREFIX } from './netns.ts'
+import { fullPlan, smokePlan, MIB, type Plan, type Scenario } from './plans.ts'
+import { rawRace } from './raw.ts'
+import { writeReport, type RunResult, type ScenarioResult } from './report.ts'
+import { summarise, type TreeSummary } from './tree-check.ts'
+import { runTrial } from './trial.ts'
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url))
+/** Scratch space in RAM: targets, staging and the repository of every node live here. */
+const SCRATCH_BASE = '/dev/shm'
+/**
+ * The issue's setting is a 64 MiB image (1 MiB pieces) on 40 Mbit/s links. On a 2-core
+ * machine 32 agents at 40 Mbit/s saturate the CPU, so the default is that setting scaled
+ * by 1/4 in bytes: 16 MiB in 256 KiB pieces on 10 Mbit/s links. T*, the piece count and
+ * so the swarm's dynamics are the same; the CPU load is a quarter. rsync runs up to N=8
+ * only: it is unicast, so T >= N·F/U_s, and N=32 would take 7 minutes per run.
+ */
+const DEFAULTS = { rate: 10, 'image-mib': 16, 'piece-kib': 256, sizes: '1,2,4,8,16,32', 'unicast-max': 32, 'rsync-max': 8, stagger: 1, 'raw-mib': 1024 }
+
+function log (line: string): void {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}\n`)
+}
+
+export async function checkPrerequisites (): Promise<string | undefined> {
+  if (process.getuid?.() !== 0) return 'not root: network namespaces need CAP_NET_ADMIN'
+  for (const tool of ['ip', 'tc', 'curl']) if (!(await hasTool(tool))) return `${tool} is missing`
+  return undefined
+}
+
+function buildPlan (args: minimist.ParsedArgs): Plan {
+  if (args.plan === 'smoke') return smokePlan()
+  if (args.plan !== 'full') throw new SiError('ERR_INVALID_ARGUMENT', `--plan ${String(args.plan)}: expected full or smoke`)
+  const plan = fullPlan({
+    rateMbit: Number(args.rate),
+    imageMib: Number(args['image-mib']),
+    pieceKib: Number(args['piece-kib']) > 0 ? Number(args['piece-kib']) : undefined,
+    sizes: String(args.sizes).split(',').map(Number).filter(n => Number.isInteger(n) && n > 0),
+    unicastMaxNodes: Number(args['unicast-max']),
+    rsyncMaxNodes: Number(args['rsync-max']),
+    staggerSeconds: Number(args.stagger),
+    rawMib: Number(args['raw-mib'])
+  })
+  const only = args.only === undefined ? undefined : new Set(String(args.only).split(','))
+  const transports = args.transports === undefined ? undefined : new Set(String(args.transports).split(','))
+  plan.scenarios = plan.scenarios
+    .filter(s => only === undefined || only.has(s.group))
+    .map(s => ({ ...s, transports: s.transports.filter(t => transports === undefined || (transports.has(t.id) || transports.has(t.id.replace(/-.*/, '')))) }))
+    .filter(s => s.transports.length > 0)
+  if (only !== undefined && !only.has('raw')) plan.rawBytes = 0
+  return plan
+}
+
+async function runScenario (s: Scenario, index: number, env: { image: BenchImage; tree: TreeSummary; scratch: string; agentBin: string; serverBin: string; repo: string }): Promise<ScenarioResult> {
+  const result: ScenarioResult = { id: s.id, group: s.group, title: s.title, nodes: s.nodes, rateMbit: s.server.rateMbit, staggerSeconds: s.staggerSeconds, namespaces: [], trials: [] }
+  log(`${s.id}: building a cluster of ${s.nodes} nodes`)
+  const cluster = await Cluster.create({ tag: `s${index}`, server: s.server, nodes: Array.from({ length: s.nodes }, (_, i) => s.nodeLink(i)) })
+  current = cluster
+  result.namespaces = cluster.namespaces
+  try {
+    for (const transport of s.transports) {
+      const missing = await transport.unavailable()
+      if (missing !== undefined) { log(`${s.id}: skipping ${transport.id}: ${missing}`); continue }
+      log(`${s.id}: ${transport.label}`)
+      const trial = await runTrial({
+        cluster, image: env.image, imageTree: env.tree, transport, agentBin: env.agentBin, serverBin: env.serverBin, repo: env.repo,
+        workDir: join(env.scratch, 'trial'), staggerSeconds: s.staggerSeconds, log
+      })
+      result.trials.push(trial)
+      log(`${s.id}: ${transport.id}: T=${trial.T ?? 'failed'} s (T*=${trial.tStar} s), server ${(trial.serverBytes / env.image.size).toFixed(2)} x F, CPU ${Math.round(trial.cpuMean * 100)}% mean ${Math.round(trial.cpuPeak * 100)}% peak${trial.failures > 0 ? `, ${trial.failures} failed: ${trial.nodeResults.find(n => !n.ok)?.error ?? ''}` : ''}`)
+    }
+  } finally {
+    current = undefined
+    await cluster.destroy()
+  }
+  return result
+}
+
+const GROUP_ORDER = ['scale', 'hetero', 'loss', 'stagger', 'leave']
+
+async function readScenario (file: string): Promise<ScenarioResult | undefined> {
+  try { return JSON.parse(await readFile(file, 'utf8')) as ScenarioResult } catch { return undefined }
+}
+
+/** Every scenario result in the directory, in the report's order. */
+async function readAllScenarios (dir: string): Promise<ScenarioResult[]> {
+  const names = (await readdir(dir)).filter(f => f.endsWith('.json') && f !== 'run.json' && f !== 'raw.json')
+  const all = (await Promise.all(names.map(f => readScenario(join(dir, f))))).filter((s): s is ScenarioResult => s?.group !== undefined)
+  return all.sort((a, b) => GROUP_ORDER.indexOf(a.group) - GROUP_ORDER.indexOf(b.group) || a.nodes - b.nodes)
+}
+
+/** The earlier result with the trials just re-run replaced (or added). */
+function mergeTrials (old: ScenarioResult | undefined, fresh: ScenarioResult): ScenarioResult {
+  if (old === undefined) return fresh
+  const trials = old.trials.map(t => fresh.trials.find(f => f.transport === t.transport) ?? t)
+  for (const f of fresh.trials) if (!trials.includes(f)) trials.push(f)
+  return { ...fresh, trials }
+}
+
+/** REPORT.md again from the results on disk (after a --merge, or a change to the report). */
+async function reportOnly (outDir: string): Promise<number> {
+  const dir = join(outDir, 'results')
+  const meta = JSON.parse(await readFile(join(dir, 'run.json'), 'utf8')) as RunResult
+  let raw: RunResult['raw']
+  try { raw = JSON.parse(await readFile(join(dir, 'raw.json'), 'utf8')) as RunResult['raw'] } catch { raw = undefined }
+  const files = await writeReport(outDir, { ...meta, scenarios: await readAllScenarios(dir), raw })
+  log(`wrote ${files.length} files under ${outDir}`)
+  return 0
+}
+
+let current: Cluster | undefined
+let scratchDir: string | undefined
+
+/** Ctrl-C or a kill: stop every child, remove the cluster and the scratch space, then exit. */
+function installSignalCleanup (): void {
+  let cleaning = false
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (cleaning) return
+    cleaning = true
+    log(`${sig}: cleaning up`)
+    void (async () => {
+      await stopAllChildren()
+      await current?.destroy()
+      for (const ns of await ownNamespaces()) await import('./netns.ts').then(m => m.deleteNamespace(ns))
+      if (scratchDir !== undefined) await rm(scratchDir, { recursive: true, force: true })
+      process.exit(130)
+    })()
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+}
+
+export async function main (argv: string[]): Promise<number> {
+  const args = minimist(argv, { string: ['plan', 'out', 'only', 'transports', 'sizes', 'agent-bin', 'server-bin'], boolean: ['merge', 'report-only'], default: { plan: 'full', out: join(ROOT, 'bench'), ...DEFAULTS } })
+  if (args['report-only'] === true) return await reportOnly(resolve(String(args.out)))
+  const problem = await checkPrerequisites()
+  if (problem !== undefined) { log(`cannot run: ${problem}`); return 2 }
+  const plan = buildPlan(args)
+  const outDir = resolve(String(args.out))
+  installSignalCleanup()
+  const swept = await sweepStaleNamespaces()
+  if (swept.length > 0) log(`removed ${swept.length} stale namespaces of dead runs (${NS_PREFIX}*)`)
+
+  const scratch = join(SCRATCH_BASE, `sibench-${process.pid}`)
+  scratchDir = scratch
+  const startedAt = new Date().toISOString()
+  try {
+    await mkdir(join(scratch, 'bin'), { recursive: true })
+    // A snapshot: other work may rebuild dist/ while the benchmark runs.
+    const agentBin = join(scratch, 'bin', 'si-agent')
+    const serverBin = join(scratch, 'bin', 'si-server')
+    for (const [from, to] of [['si-agent', agentBin], ['si-server', serverBin]]) {
+      // --agent-bin, --server-bin: experimental builds, to measure a proposed change side by side.
+      const override = args[`${from.slice(3)}-bin`] as unknown
+      const src = typeof override === 'string' ? resolve(override) : join(ROOT, 'dist', from)
+      if (!existsSync(src)) throw new SiError('ERR_BENCH', `${src} is missing: run make build first`)
+      await copyFile(src, to)
+    }
+    const repo = join(scratch, 'repo')
+    log(`${plan.name}: making a ${plan.imageBytes / MIB} MiB image`)
+    const image = await makeImage(serverBin, repo, join(scratch, 'tree'), plan.imageBytes, plan.pieceLength)
+    const tree = await summarise(image.treeDir)
+    log(`image ${image.ref}: ${image.size} bytes, piece ${image.pieceLength}, ${image.entries} entries`)
+
+    // Which code was measured: the swarm changes often, and results must say of which version.
+    const commit = (await run_('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { allowFail: true })).trim()
+    const dirty = (await run_('git', ['-C', ROOT, 'status', '--porcelain', 'src'], { allowFail: true })).split('\n').filter(l => l !== '').length
+    const run: RunResult = {
+      plan: plan.name, startedAt, source: { commit, dirtySrcFiles: dirty, agentBin: String(args['agent-bin'] ?? 'dist/si-agent'), serverBin: String(args['server-bin'] ?? 'dist/si-server') }, host: { cpus: cpus().length, kernel: release() }, imageBytes: image.size, pieceLength: image.pieceLength,
+      rateMbit: plan.rateMbit, scenarios: [], cleanup: { namespacesLeft: [] }
+    }
+    await mkdir(join(outDir, 'results'), { recursive: true })
+    const resultsDir = join(outDir, 'results')
+    for (const [i, s] of plan.scenarios.entries()) {
+      let result = await runScenario(s, i, { image, tree, scratch, agentBin, serverBin, repo })
+      if (args.merge === true) result = mergeTrials(await readScenario(join(resultsDir, `${s.id}.json`)), result)
+      await writeFile(join(resultsDir, `${s.id}.json`), JSON.stringify(result) + '\n')
+    }
+    run.scenarios = args.merge === true ? await readAllScenarios(resultsDir) : await Promise.all(plan.scenarios.map(async s => (await readScenario(join(resultsDir, `${s.id}.json`)))!))
+    if (plan.rawBytes === 0 && args.merge === true) {
+      try { run.raw = JSON.parse(await readFile(join(resultsDir, 'raw.json'), 'utf8')) as RunResult['raw'] } catch { /* none yet */ }
+    }
+    if (plan.rawBytes > 0) {
+      log(`raw: making a ${plan.rawBytes / MIB} MiB image`)
+      const rawRepo = join(scratch, 'raw-repo')
+      const rawImage = await makeImage(serverBin, rawRepo, join(scratch, 'raw-tree'), plan.rawBytes)
+      await rm(rawImage.treeDir, { recursive: true, force: true })
+      run.raw = await rawRace(agentBin, serverBin, rawRepo, rawImage, join(scratch, 'raw'), log)
+      await writeFile(join(outDir, 'results', 'raw.json'), JSON.stringify(run.raw, null, 1) + '\n')
+      for (const r of run.raw) log(`raw: ${r.label}: ${(r.bytes / 1e6 / r.downloadSeconds).toFixed(1)} MB/s${r.error !== undefined ? ` (${r.error})` : ''}`)
+    }
+    run.cleanup.namespacesLeft = await ownNamespaces()
+    await writeFile(join(outDir, 'results', 'run.json'), JSON.stringify({ ...run, scenarios: run.scenarios.map(s => s.id) }, null, 1) + '\n')
+    const files = await writeReport(outDir, run)
+    log(`wrote ${files.length} files under ${outDir}`)
+    return run.cleanup.namespacesLeft.length === 0 ? 0 : 1
+  } finally {
+    await stopAllChildren()
+    await rm(scratch, { recursive: true, force: true })
+  }
+}
+
+if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main(process.argv.slice(2)).then(code => { process.exitCode = code }, err => {
+    log(`error: ${describeError(err)}`)
+    process.exitCode = 1
+  })
+}

@@ -1,0 +1,63 @@
+// The issue's targets, checked against one run's results: each with the measured value,
+// the goal and whether it is met (or why it cannot be judged).
+import type { ScenarioResult } from './report.ts'
+import type { RawResult } from './raw.ts'
+import type { TrialResult } from './trial.ts'
+
+export interface TargetRow { target: string; measured: string; goal: string; met: boolean | undefined }
+
+const BT = 'bt'
+
+function trial (scenarios: ScenarioResult[], group: string, n: number | undefined, transport: string): TrialResult | undefined {
+  const s = scenarios.find(x => x.group === group && (n === undefined || x.nodes === n))
+  return s?.trials.find(t => t.transport === transport)
+}
+
+function fmt (x: number | undefined | null, digits = 2): string {
+  return x === undefined || x === null || !Number.isFinite(x) ? 'not measured' : x.toFixed(digits)
+}
+
+function ratio (a: TrialResult | undefined, b: TrialResult | undefined): number | undefined {
+  return a?.T == null || b?.T == null ? undefined : a.T / b.T
+}
+
+function row (target: string, value: number | undefined, goal: string, ok: (v: number) => boolean, digits = 2): TargetRow {
+  return { target, measured: fmt(value, digits), goal, met: value === undefined ? undefined : ok(value) }
+}
+
+export function checkTargets (scenarios: ScenarioResult[], raw: RawResult[] | undefined): TargetRow[] {
+  const rows: TargetRow[] = []
+  const scale = scenarios.filter(s => s.group === 'scale')
+  const sizes = scale.map(s => s.nodes)
+  const big = Math.max(...sizes)
+  for (const n of [8, 16, 32].filter(x => sizes.includes(x))) {
+    const t = trial(scenarios, 'scale', n, BT)
+    rows.push(row(`T_bt / T* at N=${n}`, t?.T == null ? undefined : t.T / t.tStar, '<= 1.10', v => v <= 1.10))
+  }
+  if (sizes.includes(4)) rows.push(row(`T_bt(${big}) / T_bt(4)`, ratio(trial(scenarios, 'scale', big, BT), trial(scenarios, 'scale', 4, BT)), '<= 1.05', v => v <= 1.05))
+  const bigBt = trial(scenarios, 'scale', big, BT)
+  rows.push(row(`server bytes / F at N=${big}`, bigBt === undefined ? undefined : bigBt.serverBytes / bigBt.imageBytes, '<= 1.2', v => v <= 1.2))
+  for (const other of ['http', 'rsync']) {
+    const from2 = scale.filter(s => s.nodes >= 2).map(s => ratio(s.trials.find(t => t.transport === other), s.trials.find(t => t.transport === BT))).filter((x): x is number => x !== undefined)
+    rows.push(row(`T_${other} / T_bt, worst over N>=2 measured`, from2.length > 0 ? Math.min(...from2) : undefined, '> 1', v => v > 1))
+    rows.push(row(`T_${other} / T_bt at N=${big}`, ratio(trial(scenarios, 'scale', big, other), bigBt), '>= 25', v => v >= 25, 1))
+  }
+  const clean = scale.map(s => ratio(s.trials.find(t => t.transport === BT), s.trials.find(t => t.transport === 'multicast'))).filter((x): x is number => x !== undefined)
+  rows.push(row('T_bt / T_udpcast, clean links, worst over N', clean.length > 0 ? Math.max(...clean) : undefined, '<= 1.1', v => v <= 1.1))
+  rows.push(row(`T_bt / T_udpcast, clean links, N=${big}`, ratio(bigBt, trial(scenarios, 'scale', big, 'multicast')), '<= 1.1', v => v <= 1.1))
+  rows.push(row('T_bt / T_udpcast, 1% loss', ratio(trial(scenarios, 'loss', undefined, BT), trial(scenarios, 'loss', undefined, 'multicast')), '< 1', v => v < 1))
+  rows.push(row(`T_bt / T_aria2c at N=${big}`, ratio(bigBt, trial(scenarios, 'scale', big, 'aria2')), '<= 0.9', v => v <= 0.9))
+  const rawBt = raw?.find(r => r.label.includes('--transport bt'))
+  const rawAria = raw?.find(r => r.label.startsWith('aria2c'))
+  const rate = (r: RawResult | undefined): number | undefined => r === undefined || r.error !== undefined ? undefined : r.bytes / r.downloadSeconds
+  const rb = rate(rawBt)
+  const ra = rate(rawAria)
+  rows.push(row('raw loopback MB/s, agent / aria2c', rb !== undefined && ra !== undefined ? rb / ra : undefined, '>= 1', v => v >= 1))
+  const leave = scenarios.find(s => s.group === 'leave')
+  if (leave !== undefined) {
+    const byT = leave.trials.filter(t => t.T !== null).sort((a, b) => (a.T as number) - (b.T as number))
+    const best = byT[0]?.transport
+    rows.push({ target: 'lowest T among leave policies', measured: best === undefined ? 'not measured' : `${best.replace('bt-leave-', '')} (${byT.map(t => `${t.transport.replace('bt-leave-', '')} ${fmt(t.T, 1)} s`).join(', ')})`, goal: 'swarm', met: best === undefined ? undefined : best === 'bt-leave-swarm' })
+  }
+  return rows
+}

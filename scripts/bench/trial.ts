@@ -1,0 +1,259 @@
+// One trial: one transport delivering the image to every node of a cluster, timed from
+// the first node's start. T is when the slowest node holds the verified image; server
+// bytes are what crossed the server's link (interface counters, headers included).
+import type { ChildProcess } from 'node:child_process'
+import { mkdir, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { describeError } from '../../src/errors.ts'
+import type { Cluster, LinkCounters } from './cluster.ts'
+import { exitOf, sleep, spawnTracked, stopChild, tail } from './exec.ts'
+import { startImageServer, type RunningServer, type ServerStatus } from './image-server.ts'
+import type { BenchImage } from './image.ts'
+import { cpuBetween, fluidBound, readCpu, treeCpuSeconds, round, unicastBound, type CpuSample } from './metrics.ts'
+import { summarise, type TreeSummary } from './tree-check.ts'
+import type { ServerSide, Transport, TrialContext } from './transports/types.ts'
+
+export const SAMPLE_INTERVAL_MS = 1_000
+/** A trial is abandoned after this multiple of the unicast bound (plus the stagger and a margin). */
+const TIMEOUT_FACTOR = 4
+const TIMEOUT_MARGIN_S = 60
+
+export interface TrialOptions {
+  cluster: Cluster
+  image: BenchImage
+  imageTree: TreeSummary
+  transport: Transport
+  agentBin: string
+  serverBin: string
+  repo: string
+  workDir: string
+  staggerSeconds: number
+  /** extra si-server serve flags */
+  serverArgs?: string[]
+  log: (line: string) => void
+}
+
+export interface NodeResult {
+  name: string
+  rateMbit: number
+  startedAt: number
+  verifiedAt?: number
+  exitedAt?: number
+  exit?: number | string
+  ok: boolean
+  error?: string
+  /** from the agent's done event */
+  downloadedFromServer?: number
+  uploaded?: number
+  peakRssBytes?: number
+  /** CPU seconds the client used, as last sampled (within a second of its exit) */
+  cpuSeconds?: number
+  /** [seconds since trial start, cumulative bytes received] */
+  received: Array<[number, number]>
+  /** [seconds since trial start, verified bytes] from the agent's progress events, one a second */
+  verified: Array<[number, number]>
+}
+
+export interface TrialResult {
+  transport: string
+  label: string
+  nodes: number
+  imageBytes: number
+  staggerSeconds: number
+  ok: boolean
+  failures: number
+  /** seconds from the first start until the slowest node held the verified image */
+  T: number | null
+  tStar: number
+  tUnicast: number
+  /** bytes sent by the server host, from the bridge port's counters */
+  serverBytes: number
+  serverStatus?: ServerStatus
+  cpuMean: number
+  cpuPeak: number
+  /** CPU seconds used by the node clients together, and by si-server (sampled each second) */
+  clientCpuSeconds: number
+  serverCpuSeconds?: number
+  wallSeconds: number
+  nodeResults: NodeResult[]
+  cpuSeries: Array<[number, number]>
+  notes: string[]
+}
+
+interface LiveNode { result: NodeResult; child?: ChildProcess; target: string; stderr?: () => string }
+
+export async function runTrial (opts: TrialOptions): Promise<TrialResult> {
+  const { cluster, image, transport } = opts
+  const nodes = cluster.nodes
+  const tStar = fluidBound(image.size, cluster.server.link, nodes.map(n => n.link))
+  const tUnicast = unicastBound(image.size, cluster.server.link, nodes.map(n => n.link))
+  const timeoutS = TIMEOUT_FACTOR * tUnicast + opts.staggerSeconds * nodes.length + TIMEOUT_MARGIN_S
+  const notes: string[] = []
+  await rm(opts.workDir, { recursive: true, force: true })
+  await mkdir(opts.workDir, { recursive: true })
+
+  let server: RunningServer | undefined
+  let side: ServerSide | undefined
+  const live: LiveNode[] = nodes.map(n => ({
+    target: join(opts.workDir, n.name),
+    result: { name: n.name, rateMbit: n.link.rateMbit, startedAt: 0, ok: false, received: [], verified: [] }
+  }))
+  const cpuSeries: Array<[number, number]> = []
+  let serverStatus: ServerStatus | undefined
+  let t0 = 0
+  let cpu0: CpuSample = readCpu()
+  let counters0: LinkCounters = {}
+  let counters1: LinkCounters = {}
+  let stopLaunching = false
+  let serverCpu: number | undefined
+  try {
+    if (transport.needsImageServer) server = await startImageServer(opts.serverBin, cluster.server.ns, opts.repo, opts.serverArgs)
+    const ctx: TrialContext = { cluster, image, agentBin: opts.agentBin, serverBin: opts.serverBin, workDir: opts.workDir, serverUrl: server?.url ?? '' }
+    for (const n of live) await mkdir(n.target, { recursive: true })
+    side = await transport.startServerSide?.(ctx)
+
+    counters0 = await cluster.counters()
+    cpu0 = readCpu()
+    t0 = performance.now()
+    for (const n of live) n.result.received.push([0, 0])
+    const now = (): number => (performance.now() - t0) / 1000
+    const exits: Array<Promise<unknown>> = []
+    const starter = (async () => {
+      for (let i = 0; i < nodes.length && !stopLaunching; i++) {
+        const wait = i * opts.staggerSeconds * 1000 - (performance.now() - t0)
+        if (wait > 0) await sleep(wait)
+        if (stopLaunching) return
+        exits.push(launch(live[i], nodes[i].ns, transport.nodeCommand(ctx, nodes[i], live[i].target), transport, now))
+      }
+    })()
+
+    // Sample until every node has exited or the time is up.
+    let lastCpu = cpu0
+    const deadline = t0 + timeoutS * 1000
+    for (;;) {
+      await sleep(SAMPLE_INTERVAL_MS)
+      const c = await cluster.counters()
+      const cpu = readCpu()
+      const t = round(now(), 2)
+      cpuSeries.push([t, round(cpuBetween(lastCpu, cpu), 3)])
+      lastCpu = cpu
+      const pids = [server?.pid, ...live.map(n => n.child?.pid)].filter((p): p is number => p !== undefined)
+      const used = treeCpuSeconds(pids)
+      serverCpu = (server?.pid !== undefined ? used.get(server.pid) : undefined) ?? serverCpu
+      for (const n of live) n.result.cpuSeconds = (n.child?.pid !== undefined ? used.get(n.child.pid) : undefined) ?? n.result.cpuSeconds
+      for (let i = 0; i < nodes.length; i++) {
+        live[i].result.received.push([t, c[nodes[i].name].received - (counters0[nodes[i].name]?.received ?? 0)])
+      }
+      const allStarted = live.every(n => n.child !== undefined) || stopLaunching
+      if (allStarted && live.every(n => n.result.exitedAt !== undefined)) break
+      if (transport.verifiedMarker !== undefined && allStarted && live.every(n => n.result.verifiedAt !== undefined)) break
+      if (performance.now() > deadline) {
+        stopLaunching = true
+        notes.push(`timed out after ${Math.round(timeoutS)} s; nodes still running were stopped`)
+        break
+      }
+    }
+    await starter
+    counters1 = await cluster.counters()
+    if (server !== undefined) serverStatus = await server.status().catch(() => undefined)
+    await Promise.all(live.map(n => n.child !== undefined ? stopChild(n.child) : undefined))
+    await Promise.all(exits)
+  } finally {
+    stopLaunching = true
+    await Promise.all(live.map(n => n.child !== undefined ? stopChild(n.child) : undefined))
+    await side?.stop().catch(err => notes.push(`server side: ${describeError(err)}`))
+    await server?.stop()
+  }
+  const cpu1 = readCpu()
+  const wallSeconds = (performance.now() - t0) / 1000
+
+  for (const n of live) {
+    const r = n.result
+    // A seeding client stopped by the harness after it verified has done its job.
+    if (transport.verifiedMarker !== undefined && r.verifiedAt !== undefined) r.exit = 0
+    if (r.exit !== 0 && r.error === undefined) r.error = `exit ${String(r.exit)}: ${(n.stderr?.() ?? '').trim().slice(-300)}`
+    if (r.exit === 0 && r.verifiedAt === undefined) r.verifiedAt = r.exitedAt
+    if (r.exit === 0) {
+      try {
+        const got = await summarise(n.target)
+        if (got.digest !== opts.imageTree.digest) r.error = `target differs from the image: ${got.entries} entries, ${got.bytes} bytes (image: ${opts.imageTree.entries}, ${opts.imageTree.bytes})`
+      } catch (err) {
+        r.error = `cannot read target: ${describeError(err)}`
+      }
+    }
+    r.ok = r.exit === 0 && r.error === undefined && r.verifiedAt !== undefined
+  }
+  await rm(opts.workDir, { recursive: true, force: true })
+
+  const failures = live.filter(n => !n.result.ok).length
+  const verified = live.map(n => n.result.verifiedAt ?? Infinity)
+  const T = failures === 0 ? round(Math.max(...verified), 2) : null
+  const serverName = cluster.server.name
+  const serverBytes = (counters1[serverName]?.sent ?? 0) - (counters0[serverName]?.sent ?? 0)
+  const cpuSamples = cpuSeries.map(s => s[1])
+  return {
+    transport: transport.id,
+    label: transport.label,
+    nodes: nodes.length,
+    imageBytes: image.size,
+    staggerSeconds: opts.staggerSeconds,
+    ok: failures === 0,
+    failures,
+    T,
+    tStar: round(tStar, 2),
+    tUnicast: round(tUnicast, 2),
+    serverBytes,
+    serverStatus,
+    cpuMean: round(cpuBetween(cpu0, cpu1), 3),
+    cpuPeak: cpuSamples.length > 0 ? Math.max(...cpuSamples) : 0,
+    clientCpuSeconds: round(live.reduce((a, n) => a + (n.result.cpuSeconds ?? 0), 0), 2),
+    serverCpuSeconds: serverCpu,
+    wallSeconds: round(wallSeconds, 2),
+    nodeResults: live.map(n => n.result),
+    cpuSeries,
+    notes
+  }
+}
+
+/** Starts one node's client and follows it; resolves when it has exited. */
+function launch (node: LiveNode, ns: string, command: string[], transport: Transport, now: () => number): Promise<void> {
+  const [cmd, ...args] = command
+  const child = spawnTracked('ip', ['netns', 'exec', ns, cmd, ...args])
+  node.child = child
+  node.result.startedAt = round(now(), 3)
+  node.stderr = tail(child.stderr)
+  if (child.stdout !== null) {
+    const marker = transport.verifiedMarker
+    if (transport.agentEvents) {
+      createInterface({ input: child.stdout }).on('line', line => onAgentEvent(node.result, line, now))
+    } else if (marker !== undefined) {
+      createInterface({ input: child.stdout }).on('line', line => { if (line.trim() === marker) node.result.verifiedAt ??= round(now(), 3) })
+    } else {
+      child.stdout.resume()
+    }
+  }
+  return exitOf(child).then(code => {
+    node.result.exit = code
+    node.result.exitedAt = round(now(), 3)
+  })
+}
+
+function onAgentEvent (r: NodeResult, line: string, now: () => number): void {
+  let ev: Record<string, unknown>
+  try { ev = JSON.parse(line) as Record<string, unknown> } catch { return }
+  // The image is verified and extracted when the agent starts seeding (bt) or is done.
+  if ((ev.type === 'phase' && ev.phase === 'seeding') || ev.type === 'done') r.verifiedAt ??= round(now(), 3)
+  if (ev.type === 'progress' && typeof ev.verifiedBytes === 'number') {
+    const t = round(now(), 2)
+    const last = r.verified.at(-1)
+    // One sample a second is enough to see stalls; keep the final one too.
+    if (last === undefined || t - last[0] >= 1 || ev.verifiedBytes === ev.length) r.verified.push([t, ev.verifiedBytes])
+  }
+  if (ev.type === 'done') {
+    r.downloadedFromServer = ev.downloadedFromServer as number
+    r.uploaded = ev.uploaded as number
+    r.peakRssBytes = ev.peakRssBytes as number
+  }
+  if (ev.type === 'error') r.error = `${String(ev.code)}: ${String(ev.message)}`
+}

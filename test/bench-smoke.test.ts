@@ -1,0 +1,65 @@
+// The benchmark harness checked end to end on a small cluster: namespaces made and
+// removed, links shaped, every node verified, results and figures written. Needs root
+// and `ip netns`; skipped with the reason otherwise.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url))
+const SMOKE_TIMEOUT_MS = 150_000
+/** The smoke plan's links and nodes (scripts/bench/plans.ts smokePlan). */
+const NODES = 4
+const RATE_BYTES_PER_S = 40e6 / 8
+/** Unicast over a shaped link cannot beat the link: a little slack for counting. */
+const SHAPING_SLACK = 0.9
+
+function skipReason (): string | undefined {
+  if (process.getuid?.() !== 0) return 'not root: the benchmark harness needs network namespaces'
+  const ip = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+  if (ip.error !== undefined || ip.status !== 0) return `ip netns is unavailable: ${ip.error?.message ?? ip.stderr.trim()}`
+  return undefined
+}
+
+interface Trial { transport: string; ok: boolean; T: number | null; imageBytes: number; serverBytes: number; nodeResults: Array<{ ok: boolean; received: unknown[] }> }
+
+test('bench smoke: N=4 cluster on shaped links, every transport verified, figures written, namespaces removed', { timeout: SMOKE_TIMEOUT_MS + 10_000 }, t => {
+  const reason = skipReason()
+  if (reason !== undefined) { t.skip(reason); return }
+  const out = mkdtempSync(join(tmpdir(), 'si-bench-smoke-'))
+  try {
+    const run = spawnSync(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts/bench/run.ts'), '--plan', 'smoke', '--out', out], {
+      cwd: ROOT, encoding: 'utf8', timeout: SMOKE_TIMEOUT_MS, killSignal: 'SIGINT'
+    })
+    assert.equal(run.status, 0, `run.ts failed (${run.status ?? run.signal}):\n${run.stderr}`)
+
+    const scenario = JSON.parse(readFileSync(join(out, 'results', 'scale-n4.json'), 'utf8')) as { namespaces: string[]; trials: Trial[] }
+    assert.equal(scenario.namespaces.length, NODES + 2, 'a bridge namespace, a server and 4 nodes')
+    const left = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout
+    for (const ns of scenario.namespaces) assert.ok(!left.includes(ns), `namespace ${ns} was left behind`)
+
+    assert.deepEqual(scenario.trials.map(x => x.transport).sort(), ['bt', 'http'])
+    for (const trial of scenario.trials) {
+      assert.ok(trial.ok && trial.T !== null, `${trial.transport}: not every node verified`)
+      assert.equal(trial.nodeResults.length, NODES)
+      for (const n of trial.nodeResults) assert.ok(n.ok && n.received.length > 0)
+      assert.ok(trial.serverBytes >= trial.imageBytes, `${trial.transport}: the server sent less than one image`)
+    }
+    const http = scenario.trials.find(x => x.transport === 'http')!
+    const unicastFloor = NODES * http.imageBytes / RATE_BYTES_PER_S
+    assert.ok(http.T! >= SHAPING_SLACK * unicastFloor, `HTTP to ${NODES} nodes took ${http.T} s, faster than the shaped server link allows (${unicastFloor.toFixed(1)} s): links are not shaped`)
+
+    const report = readFileSync(join(out, 'REPORT.md'), 'utf8')
+    assert.match(report, /\| transport \| N \| T \(s\)/)
+    const figures = readdirSync(join(out, 'figures'))
+    assert.ok(figures.includes('time-vs-n.svg'), `figures: ${figures.join(', ')}`)
+    assert.ok(figures.some(f => f.includes('-bt.svg')) && figures.some(f => f.includes('-http.svg')))
+    for (const f of figures) assert.match(readFileSync(join(out, 'figures', f), 'utf8'), /^<svg [^>]*>[\s\S]*<polyline/)
+    assert.ok(existsSync(join(out, 'results', 'run.json')))
+  } finally {
+    rmSync(out, { recursive: true, force: true })
+  }
+})
