@@ -154,3 +154,15 @@ test('verified bytes count the short last piece exactly', () => {
   assert.equal(p.isComplete, true)
   assert.equal(p.verifiedBytes, 2 * PIECE + 1000)
 })
+
+test('a peer with nothing new to offer does not start endgame while other blocks are still unrequested', () => {
+  clock = 0
+  const p = picker(2)
+  p.peerHasPiece(0)
+  p.peerHasPiece(1)
+  p.pick('a', i => i === 0, 10)
+  clock = 10_000
+  assert.equal(p.pick('b', i => i === 0, 10).length, 0, 'piece 1 is still unrequested: no duplicate of piece 0')
+  p.pick('c', i => i === 1, 10)
+  assert.equal(p.pick('b', i => i === 0, 10).length, 4, 'now everything is requested: endgame')
+})

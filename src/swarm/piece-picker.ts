@@ -111,8 +111,27 @@ export class PiecePicker {
       this.partial.set(index, this.newPartial(index, this.suspect.has(index) ? peer : undefined))
       this.takeBlocks(peer, index, max, out, false)
     }
-    if (out.length === 0) this.pickFromPartials(peer, peerHas, max, out, true)
+    if (out.length === 0 && this.everythingRequested()) this.pickFromPartials(peer, peerHas, max, out, true)
     return out
+  }
+
+  /**
+   * Endgame starts only when no block anywhere is left unrequested (of pieces some peer
+   * can give): a peer that merely has nothing new to offer must not trigger duplicates.
+   */
+  private everythingRequested (): boolean {
+    for (let i = 0; i < this.pieceCount; i++) {
+      if (this.have[i] === 1) continue
+      const piece = this.partial.get(i)
+      if (piece === undefined) {
+        if (this.availability[i] > 0) return false
+        continue
+      }
+      for (let b = 0; b < piece.blockCount; b++) {
+        if (piece.received[b] === 0 && (piece.requesters[b]?.size ?? 0) === 0) return false
+      }
+    }
+    return true
   }
 
   /** Records a block's arrival. Returns undefined when the block was not expected at all. */

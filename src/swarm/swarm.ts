@@ -372,6 +372,8 @@ export class Swarm extends EventEmitter {
     this.peers.delete(peer.id)
     for (const index of this.picker.peerGone(peer.id)) this.store.discard(index)
     this.superSeed?.peerGone(peer.id)
+    // Pieces only the departed peer held may now be revealed to those still waiting for them.
+    if (this.superSeeding) for (const other of this.peers.values()) this.revealMore(other)
     for (let i = 0; i < this.picker.pieceCount; i++) if (state.held[i] === 1) this.picker.peerLostPiece(i)
     if (peer.listenPort !== undefined) {
       for (const other of this.peers.values()) other.peer.wire.ut_pex?.dropPeer(`${peer.remoteHost}:${peer.listenPort}`)
