@@ -64,6 +64,20 @@ function timeVsNChart (scale: ScenarioResult[]): string {
   return lineChart([...byTransport.values(), bound], { title: 'Deployment time against N', xLabel: 'nodes (N)', yLabel: 'T: slowest node verified (s)', logX: true, markers: true })
 }
 
+/** T/T* against N: the swarm transports close up, unicast clipped at the top. */
+function ratioVsNChart (scale: ScenarioResult[]): string {
+  const byTransport = new Map<string, Series>()
+  for (const s of scale) {
+    for (const t of s.trials) {
+      if (t.T === null) continue
+      const series = byTransport.get(t.label) ?? { name: t.label.replace(/ \(.*\)$/, ''), points: [] }
+      series.points.push([s.nodes, t.T / t.tStar])
+      byTransport.set(t.label, series)
+    }
+  }
+  return lineChart([...byTransport.values()], { title: 'T / T* against N (clipped at 6)', xLabel: 'nodes (N)', yLabel: 'T / T*', logX: true, markers: true, yMax: 6 })
+}
+
 /** Per-node download rate over time for one trial (the paper's Figures 2–5). */
 function rateChart (t: TrialResult): string {
   const series: Series[] = t.nodeResults.map((n, i) => ({
@@ -104,6 +118,7 @@ export async function writeReport (outDir: string, run: RunResult): Promise<stri
   if (scale.length > 0) {
     md.push('## Deployment time against N', '')
     md.push(`![T against N](${await save('time-vs-n.svg', timeVsNChart(scale))})`, '')
+    md.push(`![T/T* against N](${await save('ratio-vs-n.svg', ratioVsNChart(scale))})`, '')
   }
   for (const s of run.scenarios) {
     md.push(`## ${s.title}`, '', TRIAL_HEADER)

@@ -16,7 +16,7 @@ export interface ChartOptions {
 }
 
 const PALETTE = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf']
-const MARGIN = { left: 64, right: 180, top: 36, bottom: 48 }
+const MARGIN = { left: 64, right: 240, top: 36, bottom: 48 }
 const TICKS = 5
 
 export function colorAt (i: number): string { return PALETTE[i % PALETTE.length] }
@@ -37,7 +37,7 @@ function fmt (v: number): string {
 }
 
 export function lineChart (series: Series[], opts: ChartOptions): string {
-  const width = opts.width ?? 720
+  const width = opts.width ?? 780
   const height = opts.height ?? 400
   const plotW = width - MARGIN.left - MARGIN.right
   const plotH = height - MARGIN.top - MARGIN.bottom
