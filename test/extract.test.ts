@@ -9,6 +9,7 @@ import {
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
+import { makeJail } from './helpers/jail.ts'
 import * as tar from 'tar-stream'
 import { isSiError } from '../src/errors.ts'
 import { packDirectory } from '../src/image/pack.ts'
@@ -210,14 +211,7 @@ const HOSTILE: Array<{ what: string; entries: (outside: string) => Array<{ heade
 
 for (const c of HOSTILE) {
   test(`hostile archive rejected: ${c.what}`, async t => {
-    const base = await tempDir(t, 'si-hostile-')
-    const target = join(base, 'target')
-    const outside = join(base, 'outside')
-    const victim = join(base, 'victim')
-    await mkdir(target)
-    await mkdir(outside)
-    await mkdir(victim)
-    await writeFile(join(victim, 'file'), 'victim')
+    const { base, target, outside, victim } = await makeJail(t)
     const archive = await craft(c.entries(outside))
     await assert.rejects(extractTar(Readable.from([archive]), target), (err: unknown) => {
       assert.ok(isSiError(err, 'ERR_UNSAFE_ARCHIVE'), `expected ERR_UNSAFE_ARCHIVE, got ${String(err)}`)

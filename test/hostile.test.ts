@@ -6,10 +6,10 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
-import { lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { lstat, readdir, readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
+import { makeJail } from './helpers/jail.ts'
 import { isSiError, type SiErrorCode } from '../src/errors.ts'
 import { BLOCK, encodeHeader, encodeSparseMap, padding, type TarEntry } from '../src/image/tar-format.ts'
 import { INCOMPLETE_MARKER, extractTar } from '../src/install/extract.ts'
@@ -17,7 +17,6 @@ import { INCOMPLETE_MARKER, extractTar } from '../src/install/extract.ts'
 const IS_ROOT = process.getuid?.() === 0
 const WHEN = 1_600_000_000_000_000_000n
 
-type After = { after(fn: () => Promise<void>): void }
 interface Member { entry: Omit<Partial<TarEntry>, 'path'> & { path: string | Buffer }; data?: Buffer; raw?: Buffer }
 
 function member (path: string | Buffer, more: Omit<Partial<TarEntry>, 'path'> = {}, data?: string): Member {
@@ -53,18 +52,7 @@ function gnuLongName (name: string, then: TarEntry): Buffer {
   return Buffer.concat([h.subarray(0, BLOCK), value, Buffer.alloc(padding(value.length)), encodeHeader(then)])
 }
 
-async function setup (t: After): Promise<{ base: string; target: string; outside: string; victim: string }> {
-  const base = await mkdtemp(join(tmpdir(), 'si-hostile-'))
-  t.after(() => rm(base, { recursive: true, force: true }))
-  const target = join(base, 'target')
-  const outside = join(base, 'outside')
-  const victim = join(base, 'victim')
-  await mkdir(target)
-  await mkdir(outside)
-  await mkdir(victim)
-  await writeFile(join(victim, 'file'), 'victim')
-  return { base, target, outside, victim }
-}
+const setup = makeJail
 
 interface Case {
   what: string

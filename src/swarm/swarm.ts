@@ -32,6 +32,7 @@ export const MAX_PIPELINE = 256
 export const LOW_PEER_COUNT = 8
 /** Peer ids of the image server's seeder start with this, so nodes can tell server bytes from peer bytes. */
 export const SERVER_PEER_ID_PREFIX = '-SS'
+const SERVER_PEER_ID_PREFIX_HEX = Buffer.from(SERVER_PEER_ID_PREFIX).toString('hex')
 
 export interface SwarmOptions {
   infoHash: Buffer
@@ -317,10 +318,11 @@ export class Swarm extends EventEmitter {
     wire.on('interested', () => this.maybeUnchoke(state))
     wire.on('uninterested', () => { if (!wire.amChoking) { wire.choke(); peer.waitingSince = Date.now() } })
     wire.on('timeout', () => peer.destroy(new SiError('ERR_PEER_PROTOCOL', `peer ${peer.key} left requests unanswered for ${REQUEST_TIMEOUT_MS / 1000} s`)))
+    const fromServer = peer.id.startsWith(SERVER_PEER_ID_PREFIX_HEX)
     wire.on('download', (n: number) => {
       this.downloaded += n
       this.downloadRate.add(n)
-      if (peer.id.startsWith(Buffer.from(SERVER_PEER_ID_PREFIX).toString('hex'))) this.downloadedFromServer += n
+      if (fromServer) this.downloadedFromServer += n
     })
     wire.on('upload', (n: number) => { this.uploaded += n; this.uploadRate.add(n) })
     wire.on('extended', (ext: string) => {
