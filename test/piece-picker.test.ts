@@ -76,6 +76,23 @@ test('a block is never requested twice outside endgame, and endgame allows a bou
   assert.equal(p.pick('a', all, 10).length, 0, 'a peer is never asked twice for one block')
 })
 
+test('endgame waits longer before duplicating a block held by a peer with a long queue', () => {
+  clock = 0
+  const waits: Record<string, number> = { slow: 8000, quick: 1000 }
+  const p = new PiecePicker({
+    pieceCount: 2, pieceLength: PIECE, totalLength: 2 * PIECE, random: seededRandom(3), now: () => clock,
+    endgameAfterMs: requesters => Math.max(...[...requesters].map(id => waits[id] ?? 1000))
+  })
+  const fromSlow = p.pick('slow', i => i === 0, 10)
+  const fromQuick = p.pick('quick', i => i === 1, 10)
+  assert.equal(fromSlow.length + fromQuick.length, 8)
+  clock = 2000
+  const dup = p.pick('other', all, 10)
+  assert.ok(dup.length > 0 && dup.every(r => r.index === 1), `only blocks held by the quick peer are stale after 2 s: got ${JSON.stringify(dup)}`)
+  clock = 9000
+  assert.ok(p.pick('third', all, 10).some(r => r.index === 0), 'the blocks held by the slow peer are stale at last')
+})
+
 test('an arrived block is cancelled at the other peers asked for it in endgame', () => {
   clock = 0
   const p = picker(1)

@@ -1,55 +1,94 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { SuperSeed, REVEALED_PER_PEER, STALE_OFFER_MS } from '../src/swarm/super-seed.ts'
+import { SuperSeed, REVEALED_PER_PEER, STALE_OFFER_MS, type Offer, type SeedCandidate } from '../src/swarm/super-seed.ts'
 
 const none = (): boolean => false
 const noCopies = (): number => 0
+const UNLIMITED = 1_000
+
+function peers (count: number, has: (index: number) => boolean = none): SeedCandidate[] {
+  return Array.from({ length: count }, (_, i) => ({ id: `p${i}`, has }))
+}
+
+function piecesOf (offers: Offer[], peer: string): number[] {
+  return offers.filter(o => o.peer === peer).map(o => o.index)
+}
 
 test('each peer is shown a few pieces, and no piece is shown to two peers while it is in flight', () => {
   const seed = new SuperSeed(40, { now: () => 0 })
+  const offers = seed.allocate(peers(10), noCopies, 10 * REVEALED_PER_PEER)
   const shown = new Set<number>()
-  for (let peer = 0; peer < 10; peer++) {
-    const pieces = seed.reveal(`p${peer}`, none, noCopies)
+  for (let p = 0; p < 10; p++) {
+    const pieces = piecesOf(offers, `p${p}`)
     assert.equal(pieces.length, REVEALED_PER_PEER)
-    for (const p of pieces) {
-      assert.ok(!shown.has(p), `piece ${p} shown twice`)
-      shown.add(p)
+    for (const piece of pieces) {
+      assert.ok(!shown.has(piece), `piece ${piece} shown twice`)
+      shown.add(piece)
     }
   }
-  assert.deepEqual(seed.reveal('p0', none, noCopies), [], 'nothing more until p0 announces one')
+  assert.deepEqual(seed.allocate(peers(10), noCopies, 10 * REVEALED_PER_PEER), [], 'nothing more until a peer announces one')
+})
+
+test('only `capacity` offers are alive at once, and the slots go round the peers one each', () => {
+  const seed = new SuperSeed(100, { now: () => 0 })
+  const first = seed.allocate(peers(8), noCopies, 3)
+  assert.equal(first.length, 3)
+  assert.equal(new Set(first.map(o => o.peer)).size, 3, 'three different peers get the three slots')
+  assert.deepEqual(seed.allocate(peers(8), noCopies, 3), [], 'no slot is free')
+  // One of them announces its piece: the freed slot goes to a peer that has had none.
+  const done = first[0]
+  const candidates = peers(8).map(c => (c.id === done.peer ? { id: c.id, has: (i: number) => i === done.index } : c))
+  const next = seed.allocate(candidates, noCopies, 3)
+  assert.equal(next.length, 1)
+  assert.ok(!first.some(o => o.peer === next[0].peer), `${next[0].peer} already had a piece`)
+})
+
+test('a lone peer may take all the slots: capacity is shared among those who ask', () => {
+  const seed = new SuperSeed(100, { now: () => 0 })
+  assert.equal(seed.allocate(peers(1), noCopies, 8).length, 8)
+})
+
+test('stale offers free their slot: a peer that stopped asking does not hold the seed back', () => {
+  let clock = 0
+  const seed = new SuperSeed(100, { now: () => clock })
+  assert.equal(seed.allocate(peers(4), noCopies, 2).length, 2)
+  assert.equal(seed.allocate(peers(4), noCopies, 2).length, 0)
+  clock = STALE_OFFER_MS + 1
+  assert.equal(seed.allocate(peers(4), noCopies, 2).length, 2)
 })
 
 test('announcing a revealed piece frees a slot for the next one', () => {
   const seed = new SuperSeed(10, { now: () => 0 })
-  const [first] = seed.reveal('a', none, noCopies)
-  const next = seed.reveal('a', i => i === first, noCopies)
+  const [first] = seed.allocate([{ id: 'a', has: none }], noCopies, 1)
+  const next = seed.allocate([{ id: 'a', has: i => i === first.index }], noCopies, 1)
   assert.equal(next.length, 1)
-  assert.notEqual(next[0], first)
+  assert.notEqual(next[0].index, first.index)
 })
 
 test('a piece another peer holds is never revealed; one in flight elsewhere only once the offer is stale', () => {
   let clock = 0
   const seed = new SuperSeed(3, { now: () => clock })
-  assert.deepEqual(seed.reveal('x', none, i => (i === 2 ? 0 : 1)), [2])
-  assert.deepEqual(seed.reveal('y', none, i => (i === 2 ? 0 : 1)), [], 'piece 2 is in flight to x')
+  const copies = (i: number): number => (i === 2 ? 0 : 1)
+  assert.deepEqual(seed.allocate([{ id: 'x', has: none }], copies, UNLIMITED).map(o => o.index), [2])
+  assert.deepEqual(seed.allocate([{ id: 'y', has: none }], copies, UNLIMITED), [], 'piece 2 is in flight to x')
   clock = STALE_OFFER_MS + 1
-  assert.deepEqual(seed.reveal('y', none, i => (i === 2 ? 0 : 1)), [2], 'x was too slow')
+  assert.deepEqual(seed.allocate([{ id: 'y', has: none }], copies, UNLIMITED).map(o => o.index), [2], 'x was too slow')
 })
 
 test('a departed peer gives its revealed pieces back', () => {
   const seed = new SuperSeed(2, { now: () => 0 })
-  assert.equal(seed.reveal('a', none, noCopies).length, 2)
-  assert.deepEqual(seed.reveal('b', none, noCopies), [])
+  assert.equal(seed.allocate([{ id: 'a', has: none }], noCopies, UNLIMITED).length, 2)
+  assert.deepEqual(seed.allocate([{ id: 'b', has: none }], noCopies, UNLIMITED), [])
   seed.peerGone('a')
-  assert.equal(seed.reveal('b', none, noCopies).length, 2)
+  assert.equal(seed.allocate([{ id: 'b', has: none }], noCopies, UNLIMITED).length, 2)
 })
 
 test('an offer that keeps being requested does not go stale, however long the transfer takes', () => {
   let clock = 0
   const seed = new SuperSeed(1, { now: () => clock })
-  assert.deepEqual(seed.reveal('x', none, noCopies), [0])
+  assert.deepEqual(seed.allocate([{ id: 'x', has: none }], noCopies, UNLIMITED).map(o => o.index), [0])
   clock = STALE_OFFER_MS - 1
   seed.touch(0)
   clock = STALE_OFFER_MS + 10
-  assert.deepEqual(seed.reveal('y', none, noCopies), [], 'x is still fetching piece 0')
+  assert.deepEqual(seed.allocate([{ id: 'y', has: none }], noCopies, UNLIMITED), [], 'x is still fetching piece 0')
 })

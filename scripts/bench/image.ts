@@ -46,6 +46,11 @@ async function makeTree (dir: string, bytes: number): Promise<void> {
 /** Makes a tree of about `bytes` bytes in treeDir and adds it to the repository. */
 export async function makeImage (serverBin: string, repo: string, treeDir: string, bytes: number, pieceLength?: number): Promise<BenchImage> {
   await makeTree(treeDir, bytes)
+  return await addImage(serverBin, repo, treeDir, pieceLength)
+}
+
+/** Packs an existing tree (the same bytes) into another repository, e.g. with another piece length. */
+export async function addImage (serverBin: string, repo: string, treeDir: string, pieceLength?: number): Promise<BenchImage> {
   const extra = pieceLength === undefined ? [] : ['--piece-length', String(pieceLength)]
   const ref = (await run(serverBin, ['image', 'add', IMAGE_NAME, '--from', treeDir, '--repo', repo, ...extra], { timeoutMs: PACK_TIMEOUT_MS })).trim()
   const list = JSON.parse(await run(serverBin, ['image', 'list', '--repo', repo, '--json'])) as Array<{ name: string; version: number; tarPath: string; size: number; pieceLength: number; entries: number }>

@@ -20,6 +20,8 @@ export interface Scenario {
   nodeLink: (i: number) => LinkSpec
   staggerSeconds: number
   transports: Transport[]
+  /** torrent piece size for this scenario, when it differs from the plan's */
+  pieceLength?: number
 }
 
 export interface Plan {
@@ -48,6 +50,13 @@ export interface PlanOptions {
 /** Heterogeneous links: every second node at a quarter of the rate. */
 export const SLOW_FRACTION = 0.25
 export const LOSS = 0.01
+/**
+ * The largest N again with links at a quarter of the rate and pieces a quarter the size
+ * (same time per piece on the wire, so the same swarm dynamics) at a quarter of the CPU
+ * load: on this 2-core machine N=32 agents at the full rate saturate the CPU, and such a
+ * run measures the CPU rather than the protocol (DESIGN.md).
+ */
+export const CPU_FAIR_SCALE = 0.25
 
 function allTransports (n: number, o: PlanOptions): Transport[] {
   const t = [btTransport(), multicastTransport(), aria2Transport()]
@@ -80,6 +89,14 @@ export function fullPlan (o: PlanOptions): Plan {
     id: `stagger-n${mid}`, group: 'stagger', title: `N=${mid}, one node starting every ${o.staggerSeconds} s`, nodes: mid, server: link, nodeLink: uniform,
     staggerSeconds: o.staggerSeconds, transports: [btTransport(), multicastTransport(), aria2Transport()]
   })
+  if (o.pieceKib !== undefined) {
+    const slow: LinkSpec = { rateMbit: o.rateMbit * CPU_FAIR_SCALE }
+    const pieceKib = Math.max(16, o.pieceKib * CPU_FAIR_SCALE)
+    scenarios.push({
+      id: `cpufair-n${big}`, group: 'cpufair', title: `N=${big}, ${slow.rateMbit} Mbit/s links, ${pieceKib} KiB pieces (a quarter of the CPU load)`, nodes: big, server: slow, nodeLink: () => slow,
+      staggerSeconds: 0, pieceLength: pieceKib * 1024, transports: [btTransport(), multicastTransport(), aria2Transport()]
+    })
+  }
   scenarios.push({
     id: `leave-n${big}`, group: 'leave', title: `N=${big}, one node starting every ${o.staggerSeconds} s, leave policies`, nodes: big, server: link, nodeLink: uniform,
     staggerSeconds: o.staggerSeconds,

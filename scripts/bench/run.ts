@@ -2,7 +2,7 @@
 // every scenario, writes results/*.json and REPORT.md with figures. Run as root.
 //   node --import tsx scripts/bench/run.ts [--plan full|smoke] [--out DIR] [--rate MBIT]
 //     [--image-mib N] [--piece-kib N] [--sizes 1,2,4,8,16,32] [--unicast-max N] [--rsync-max N] [--stagger S]
-//     [--raw-mib N] [--only scale,hetero,loss,stagger,leave,raw] [--transports bt,http,...]
+//     [--raw-mib N] [--only scale,cpufair,hetero,loss,stagger,leave,raw] [--transports bt,http,...]
 //     [--merge]   keep the results already in OUT/results, replacing only the trials re-run
 //     [--report-only]   rewrite OUT/REPORT.md from OUT/results, running nothing
 //     [--agent-bin FILE] [--server-bin FILE]  run these executables instead of dist/'s
@@ -15,7 +15,7 @@ import minimist from 'minimist'
 import { SiError, describeError } from '../../src/errors.ts'
 import { Cluster } from './cluster.ts'
 import { hasTool, run as run_, stopAllChildren } from './exec.ts'
-import { makeImage, type BenchImage } from './image.ts'
+import { addImage, makeImage, type BenchImage } from './image.ts'
 import { ownNamespaces, sweepStaleNamespaces, NS_PREFIX } from './netns.ts'
 import { fullPlan, smokePlan, MIB, type Plan, type Scenario } from './plans.ts'
 import { rawRace } from './raw.ts'
@@ -68,8 +68,21 @@ function buildPlan (args: minimist.ParsedArgs): Plan {
   return plan
 }
 
-async function runScenario (s: Scenario, index: number, env: { image: BenchImage; tree: TreeSummary; scratch: string; agentBin: string; serverBin: string; repo: string }): Promise<ScenarioResult> {
-  const result: ScenarioResult = { id: s.id, group: s.group, title: s.title, nodes: s.nodes, rateMbit: s.server.rateMbit, staggerSeconds: s.staggerSeconds, namespaces: [], trials: [] }
+interface BenchEnv { image: BenchImage; tree: TreeSummary; scratch: string; agentBin: string; serverBin: string; repo: string }
+
+/** The plan's image, or the same tree packed with the scenario's own piece length (in a repository of its own). */
+async function imageFor (s: Scenario, env: BenchEnv): Promise<{ image: BenchImage; repo: string }> {
+  if (s.pieceLength === undefined || s.pieceLength === env.image.pieceLength) return { image: env.image, repo: env.repo }
+  const repo = `${env.repo}-piece${s.pieceLength}`
+  const made = imagesByPiece.get(s.pieceLength) ?? await addImage(env.serverBin, repo, env.image.treeDir, s.pieceLength)
+  imagesByPiece.set(s.pieceLength, made)
+  return { image: made, repo }
+}
+const imagesByPiece = new Map<number, BenchImage>()
+
+async function runScenario (s: Scenario, index: number, env: BenchEnv): Promise<ScenarioResult> {
+  const { image, repo } = await imageFor(s, env)
+  const result: ScenarioResult = { id: s.id, group: s.group, title: s.title, nodes: s.nodes, rateMbit: s.server.rateMbit, staggerSeconds: s.staggerSeconds, pieceLength: image.pieceLength, namespaces: [], trials: [] }
   log(`${s.id}: building a cluster of ${s.nodes} nodes`)
   const cluster = await Cluster.create({ tag: `s${index}`, server: s.server, nodes: Array.from({ length: s.nodes }, (_, i) => s.nodeLink(i)) })
   current = cluster
@@ -80,11 +93,11 @@ async function runScenario (s: Scenario, index: number, env: { image: BenchImage
       if (missing !== undefined) { log(`${s.id}: skipping ${transport.id}: ${missing}`); continue }
       log(`${s.id}: ${transport.label}`)
       const trial = await runTrial({
-        cluster, image: env.image, imageTree: env.tree, transport, agentBin: env.agentBin, serverBin: env.serverBin, repo: env.repo,
+        cluster, image, imageTree: env.tree, transport, agentBin: env.agentBin, serverBin: env.serverBin, repo,
         workDir: join(env.scratch, 'trial'), staggerSeconds: s.staggerSeconds, log
       })
       result.trials.push(trial)
-      log(`${s.id}: ${transport.id}: T=${trial.T ?? 'failed'} s (T*=${trial.tStar} s), server ${(trial.serverBytes / env.image.size).toFixed(2)} x F, CPU ${Math.round(trial.cpuMean * 100)}% mean ${Math.round(trial.cpuPeak * 100)}% peak${trial.failures > 0 ? `, ${trial.failures} failed: ${trial.nodeResults.find(n => !n.ok)?.error ?? ''}` : ''}`)
+      log(`${s.id}: ${transport.id}: T=${trial.T ?? 'failed'} s (T*=${trial.tStar} s), server ${(trial.serverBytes / image.size).toFixed(2)} x F, CPU ${Math.round(trial.cpuMean * 100)}% mean ${Math.round(trial.cpuPeak * 100)}% peak${trial.failures > 0 ? `, ${trial.failures} failed: ${trial.nodeResults.find(n => !n.ok)?.error ?? ''}` : ''}`)
     }
   } finally {
     current = undefined
@@ -93,7 +106,7 @@ async function runScenario (s: Scenario, index: number, env: { image: BenchImage
   return result
 }
 
-const GROUP_ORDER = ['scale', 'hetero', 'loss', 'stagger', 'leave']
+const GROUP_ORDER = ['scale', 'cpufair', 'hetero', 'loss', 'stagger', 'leave']
 
 async function readScenario (file: string): Promise<ScenarioResult | undefined> {
   try { return JSON.parse(await readFile(file, 'utf8')) as ScenarioResult } catch { return undefined }

@@ -45,6 +45,8 @@ export interface NodeResult {
   error?: string
   /** from the agent's done event */
   downloadedFromServer?: number
+  /** payload bytes received, duplicates included */
+  downloaded?: number
   uploaded?: number
   peakRssBytes?: number
   /** CPU seconds the client used, as last sampled (within a second of its exit) */
@@ -69,6 +71,8 @@ export interface TrialResult {
   tUnicast: number
   /** bytes sent by the server host, from the bridge port's counters */
   serverBytes: number
+  /** [seconds since trial start, cumulative bytes the server host sent] */
+  serverSent: Array<[number, number]>
   serverStatus?: ServerStatus
   cpuMean: number
   cpuPeak: number
@@ -100,6 +104,8 @@ export async function runTrial (opts: TrialOptions): Promise<TrialResult> {
     result: { name: n.name, rateMbit: n.link.rateMbit, startedAt: 0, ok: false, received: [], verified: [] }
   }))
   const cpuSeries: Array<[number, number]> = []
+  const serverSent: Array<[number, number]> = [[0, 0]]
+  const serverName = cluster.server.name
   let serverStatus: ServerStatus | undefined
   let t0 = 0
   let cpu0: CpuSample = readCpu()
@@ -145,6 +151,7 @@ export async function runTrial (opts: TrialOptions): Promise<TrialResult> {
       for (let i = 0; i < nodes.length; i++) {
         live[i].result.received.push([t, c[nodes[i].name].received - (counters0[nodes[i].name]?.received ?? 0)])
       }
+      serverSent.push([t, (c[serverName]?.sent ?? 0) - (counters0[serverName]?.sent ?? 0)])
       const allStarted = live.every(n => n.child !== undefined) || stopLaunching
       if (allStarted && live.every(n => n.result.exitedAt !== undefined)) break
       if (transport.verifiedMarker !== undefined && allStarted && live.every(n => n.result.verifiedAt !== undefined)) break
@@ -189,7 +196,6 @@ export async function runTrial (opts: TrialOptions): Promise<TrialResult> {
   const failures = live.filter(n => !n.result.ok).length
   const verified = live.map(n => n.result.verifiedAt ?? Infinity)
   const T = failures === 0 ? round(Math.max(...verified), 2) : null
-  const serverName = cluster.server.name
   const serverBytes = (counters1[serverName]?.sent ?? 0) - (counters0[serverName]?.sent ?? 0)
   const cpuSamples = cpuSeries.map(s => s[1])
   return {
@@ -204,6 +210,7 @@ export async function runTrial (opts: TrialOptions): Promise<TrialResult> {
     tStar: round(tStar, 2),
     tUnicast: round(tUnicast, 2),
     serverBytes,
+    serverSent,
     serverStatus,
     cpuMean: round(cpuBetween(cpu0, cpu1), 3),
     cpuPeak: cpuSamples.length > 0 ? Math.max(...cpuSamples) : 0,
@@ -252,6 +259,7 @@ function onAgentEvent (r: NodeResult, line: string, now: () => number): void {
   }
   if (ev.type === 'done') {
     r.downloadedFromServer = ev.downloadedFromServer as number
+    r.downloaded = ev.downloaded as number
     r.uploaded = ev.uploaded as number
     r.peakRssBytes = ev.peakRssBytes as number
   }

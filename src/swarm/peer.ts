@@ -66,6 +66,8 @@ export class Peer extends EventEmitter {
     this.wire.on('download', (n: number) => this.downloadRate.add(n))
     this.wire.on('upload', (n: number) => this.uploadRate.add(n))
     this.wire.on('request', (index: number, offset: number, length: number, respond: Respond) => this.onRequest(index, offset, length, respond))
+    // A cancelled block is not read from disk at all (the Wire would drop the answer anyway).
+    this.wire.on('cancel', (index: number, offset: number, length: number) => this.dropQueued(index, offset, length))
     this.wire.on('extended', (ext: string) => {
       if (ext !== 'handshake') return
       const p = this.wire.peerExtendedHandshake.p
@@ -129,6 +131,11 @@ export class Peer extends EventEmitter {
     }
     this.uploads.push({ index, offset, length, respond })
     this.pump()
+  }
+
+  private dropQueued (index: number, offset: number, length: number): void {
+    const at = this.uploads.findIndex(r => r.index === index && r.offset === offset && r.length === length)
+    if (at >= 0) this.uploads.splice(at, 1)
   }
 
   /** Answers queued requests while the socket keeps up. */

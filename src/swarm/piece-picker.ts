@@ -11,8 +11,9 @@ export const BLOCK_SIZE = 16 * 1024
 export const RANDOM_FIRST_PIECES = 4
 export const ENDGAME_REQUESTS_PER_BLOCK = 2
 /**
- * In endgame a block is asked of a second peer only once its first request is this old:
- * deep request queues on a LAN would otherwise duplicate most of the last pieces.
+ * In endgame a block is asked of a second peer only once its first request is this old
+ * (at least; the swarm stretches it for a peer whose queue is long for its rate): deep
+ * request queues on a LAN would otherwise duplicate most of the last pieces.
  */
 export const ENDGAME_AFTER_MS = 2_000
 
@@ -51,9 +52,13 @@ export class PiecePicker {
   private haveCount = 0
   private readonly random: () => number
   private readonly now: () => number
-  private readonly endgameAfterMs: number
+  private readonly endgameAfterMs: (requesters: Set<string>) => number
 
-  constructor (opts: { pieceCount: number; pieceLength: number; totalLength: number; random?: () => number; now?: () => number; endgameAfterMs?: number }) {
+  /**
+   * `endgameAfterMs` tells how long the peers already asked for a block may take before a
+   * second peer is asked too: a busy peer's queue takes longer to drain than an idle one's.
+   */
+  constructor (opts: { pieceCount: number; pieceLength: number; totalLength: number; random?: () => number; now?: () => number; endgameAfterMs?: number | ((requesters: Set<string>) => number) }) {
     this.pieceCount = opts.pieceCount
     this.pieceLength = opts.pieceLength
     this.totalLength = opts.totalLength
@@ -61,7 +66,8 @@ export class PiecePicker {
     this.availability = new Uint32Array(opts.pieceCount)
     this.random = opts.random ?? Math.random
     this.now = opts.now ?? (() => performance.now())
-    this.endgameAfterMs = opts.endgameAfterMs ?? ENDGAME_AFTER_MS
+    const after = opts.endgameAfterMs ?? ENDGAME_AFTER_MS
+    this.endgameAfterMs = typeof after === 'number' ? () => after : after
   }
 
   get completed (): number { return this.haveCount }
@@ -229,7 +235,8 @@ export class PiecePicker {
       const requesters = piece.requesters[block]
       const count = requesters?.size ?? 0
       if (endgame
-        ? (count >= ENDGAME_REQUESTS_PER_BLOCK || requesters?.has(peer) === true || now - piece.requestedAt[block] < this.endgameAfterMs)
+        ? (count >= ENDGAME_REQUESTS_PER_BLOCK || requesters?.has(peer) === true ||
+            (requesters !== undefined && count > 0 && now - piece.requestedAt[block] < this.endgameAfterMs(requesters)))
         : count > 0) continue
       const set = requesters ?? new Set<string>()
       set.add(peer)

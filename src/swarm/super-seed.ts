@@ -1,17 +1,36 @@
 // The first seed's upload is the scarcest resource of a deployment: every byte it sends
 // twice is a byte the swarm had to wait for. Like BEP 16 super-seeding, the seed hides its
-// bitfield and reveals each peer only a few pieces at a time: pieces no peer holds and no
-// other peer is fetching from it. A piece a peer already holds is never revealed (the
-// others fetch it from that peer); one in flight to another peer is revealed again only
-// once that offer has gone stale (no request for it for a while), so a silent peer cannot
-// hold the swarm back while a slow but busy one keeps its piece.
+// bitfield and reveals pieces a few at a time: pieces no peer holds and no other peer is
+// fetching from it. A piece a peer already holds is never revealed (the others fetch it
+// from that peer); one in flight to another peer is revealed again only once that offer
+// has gone stale (no request for it for a while), so a silent peer cannot hold the swarm
+// back while a slow but busy one keeps its piece.
+//
+// Beyond BEP 16, the seed keeps only as many offers alive at once as its link can serve in
+// a moment (`capacity`), and gives each freed slot to the peer that has had the fewest.
+// Showing every peer a piece at once would split the seed's link N ways: each first piece
+// would take N times longer to arrive, and nobody could pass anything on meanwhile.
 export const REVEALED_PER_PEER = 2
 export const STALE_OFFER_MS = 3_000
+
+export interface SeedCandidate {
+  id: string
+  has: (index: number) => boolean
+}
+
+export interface Offer { peer: string; index: number }
+
+interface PeerRecord {
+  pending: Set<number>
+  /** pieces revealed to this peer so far */
+  revealed: number
+  lastOfferAt: number
+}
 
 export class SuperSeed {
   private readonly inFlight: Uint16Array
   private readonly offeredAt: Float64Array
-  private readonly pending = new Map<string, Set<number>>()
+  private readonly records = new Map<string, PeerRecord>()
   private readonly random: () => number
   private readonly now: () => number
 
@@ -23,31 +42,35 @@ export class SuperSeed {
   }
 
   /**
-   * Pieces to reveal now to `peer`, which holds `peerHas`; `copies` counts the peers
-   * holding a piece. The pieces count as in flight to the peer until it announces them.
+   * Offers to make now. At most `capacity` offers stay alive at once; slots go first to
+   * the candidates that have been shown the fewest pieces, one each per round. `copies`
+   * counts the connected peers holding a piece.
    */
-  reveal (peer: string, peerHas: (index: number) => boolean, copies: (index: number) => number): number[] {
-    const mine = this.pending.get(peer) ?? new Set<number>()
-    this.pending.set(peer, mine)
-    for (const i of mine) if (peerHas(i)) this.release(peer, i)
-    const out: number[] = []
-    const n = this.inFlight.length
+  allocate (candidates: SeedCandidate[], copies: (index: number) => number, capacity: number): Offer[] {
     const now = this.now()
-    while (mine.size < REVEALED_PER_PEER) {
-      const start = Math.floor(this.random() * n)
-      let best = -1
-      for (let k = 0; k < n; k++) {
-        const i = (start + k) % n
-        if (peerHas(i) || mine.has(i) || copies(i) > 0) continue
-        if (this.inFlight[i] > 0 && now - this.offeredAt[i] < STALE_OFFER_MS) continue
-        if (best < 0 || this.inFlight[i] < this.inFlight[best]) best = i
-        if (this.inFlight[best] === 0) break
+    const entries = candidates.map(c => ({ c, r: this.record(c.id) }))
+    for (const { c, r } of entries) for (const i of r.pending) if (c.has(i)) this.release(c.id, i)
+    let live = this.liveOffers(now)
+    const perPeer = Math.max(REVEALED_PER_PEER, Math.floor(capacity / Math.max(1, candidates.length)))
+    entries.sort((a, b) => a.r.revealed - b.r.revealed || a.r.lastOfferAt - b.r.lastOfferAt)
+    const out: Offer[] = []
+    let progress = true
+    while (progress && live < capacity) {
+      progress = false
+      for (const { c, r } of entries) {
+        if (live >= capacity) break
+        if (r.pending.size >= perPeer) continue
+        const index = this.choosePiece(c, r, copies, now)
+        if (index < 0) continue
+        this.inFlight[index]++
+        this.offeredAt[index] = now
+        r.pending.add(index)
+        r.revealed++
+        r.lastOfferAt = now
+        out.push({ peer: c.id, index })
+        live++
+        progress = true
       }
-      if (best < 0) break
-      this.inFlight[best]++
-      this.offeredAt[best] = now
-      mine.add(best)
-      out.push(best)
     }
     return out
   }
@@ -59,12 +82,44 @@ export class SuperSeed {
 
   /** The peer announced a piece: whatever we revealed of it is no longer in flight. */
   release (peer: string, index: number): void {
-    const mine = this.pending.get(peer)
-    if (mine?.delete(index) === true && this.inFlight[index] > 0) this.inFlight[index]--
+    const record = this.records.get(peer)
+    if (record?.pending.delete(index) === true && this.inFlight[index] > 0) this.inFlight[index]--
   }
 
   peerGone (peer: string): void {
-    for (const i of this.pending.get(peer) ?? []) this.release(peer, i)
-    this.pending.delete(peer)
+    for (const i of this.records.get(peer)?.pending ?? []) this.release(peer, i)
+    this.records.delete(peer)
+  }
+
+  private record (peer: string): PeerRecord {
+    let record = this.records.get(peer)
+    if (record === undefined) {
+      record = { pending: new Set(), revealed: 0, lastOfferAt: -Infinity }
+      this.records.set(peer, record)
+    }
+    return record
+  }
+
+  private liveOffers (now: number): number {
+    let live = 0
+    for (const { pending } of this.records.values()) {
+      for (const i of pending) if (now - this.offeredAt[i] < STALE_OFFER_MS) live++
+    }
+    return live
+  }
+
+  /** A piece nobody holds, preferring one not in flight at all, else one whose offer went stale. */
+  private choosePiece (c: SeedCandidate, r: PeerRecord, copies: (index: number) => number, now: number): number {
+    const n = this.inFlight.length
+    const start = Math.floor(this.random() * n)
+    let best = -1
+    for (let k = 0; k < n; k++) {
+      const i = (start + k) % n
+      if (c.has(i) || r.pending.has(i) || copies(i) > 0) continue
+      if (this.inFlight[i] > 0 && now - this.offeredAt[i] < STALE_OFFER_MS) continue
+      if (best < 0 || this.inFlight[i] < this.inFlight[best]) best = i
+      if (this.inFlight[best] === 0) break
+    }
+    return best
   }
 }

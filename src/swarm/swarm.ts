@@ -8,7 +8,7 @@ import { SiError, describeError } from '../errors.ts'
 import { Peer, MAX_QUEUED_REQUESTS } from './peer.ts'
 import { VERSION } from '../version.ts'
 import type { PeerListener } from './peer-listener.ts'
-import { PiecePicker, BLOCK_SIZE } from './piece-picker.ts'
+import { PiecePicker, BLOCK_SIZE, ENDGAME_AFTER_MS } from './piece-picker.ts'
 import { selectUnchoked, DEFAULT_UPLOAD_SLOTS } from './choker.ts'
 import type { PieceStore } from './piece-store.ts'
 import { TrackerClient, type PeerAddress } from './tracker-client.ts'
@@ -26,8 +26,23 @@ export const REQUEST_TICK_MS = 1_000
 export const REQUEST_TIMEOUT_MS = 20_000
 /** Requests kept in flight per peer: enough to cover this much time at the peer's current rate. */
 export const REQUEST_QUEUE_SECONDS = 1
-export const MIN_PIPELINE = 16
+/**
+ * What a peer of unknown speed is asked for at once. Small, because on a deployment LAN
+ * every node asks every other: 32 peers each holding 16 of our requests would queue half
+ * a 16 MiB image ahead of us, seconds of latency that endgame then mistakes for stalls.
+ */
+export const MIN_PIPELINE = 4
 export const MAX_PIPELINE = 256
+/** A peer's queue is topped up once this share of it has drained. */
+export const REQUEST_BATCH_FRACTION = 0.25
+/** Endgame asks a second peer for a block once the first has had this many times its expected delivery time. */
+export const ENDGAME_LATENCY_FACTOR = 3
+/** ... but never waits longer than this for a peer that has gone quiet. */
+export const ENDGAME_MAX_WAIT_MS = 10_000
+/** The super-seed keeps offers alive for this much of its best upload rate ... */
+export const SEED_OFFER_SECONDS = 2
+/** ... and at least this many, whatever the rate. */
+export const MIN_SEED_OFFERS = 2
 /** Below this many peers we ask the tracker for more before the next interval. */
 export const LOW_PEER_COUNT = 8
 /** Peer ids of the image server's seeder start with this, so nodes can tell server bytes from peer bytes. */
@@ -97,6 +112,7 @@ export class Swarm extends EventEmitter {
   private readonly smartBan = new SmartBan()
   private readonly downloadRate = new RateMeter()
   private readonly uploadRate = new RateMeter()
+  private peakUploadRate = 0
   private chokeTimer: NodeJS.Timeout | undefined
   private requestTimer: NodeJS.Timeout | undefined
   private downloaded = 0
@@ -119,7 +135,12 @@ export class Swarm extends EventEmitter {
     this.uploadLimit = opts.uploadLimit
     this.superSeed = opts.superSeed === true ? new SuperSeed(opts.store.layout.pieceCount) : undefined
     const { layout } = opts.store
-    this.picker = new PiecePicker({ pieceCount: layout.pieceCount, pieceLength: layout.pieceLength, totalLength: layout.length })
+    this.picker = new PiecePicker({
+      pieceCount: layout.pieceCount,
+      pieceLength: layout.pieceLength,
+      totalLength: layout.length,
+      endgameAfterMs: requesters => this.endgameWait(requesters)
+    })
     for (let i = 0; i < layout.pieceCount; i++) if (opts.store.has(i)) this.picker.verified(i)
     if (opts.announceUrls.length > 0) {
       this.tracker = new TrackerClient({
@@ -145,7 +166,11 @@ export class Swarm extends EventEmitter {
     this.tracker?.start()
     this.chokeTimer = setInterval(() => this.rechoke(), CHOKE_INTERVAL_MS)
     this.chokeTimer.unref()
-    this.requestTimer = setInterval(() => { for (const state of this.peers.values()) this.request(state) }, REQUEST_TICK_MS)
+    this.requestTimer = setInterval(() => {
+      for (const state of this.peers.values()) this.request(state)
+      // Offers go stale and the measured rate grows: both free slots for new ones.
+      this.revealToWaiting()
+    }, REQUEST_TICK_MS)
     this.requestTimer.unref()
   }
 
@@ -279,7 +304,7 @@ export class Swarm extends EventEmitter {
       this.connectMore()
     })
     this.listen(state)
-    if (this.superSeeding) this.revealMore(state)
+    if (this.superSeeding) this.revealToWaiting()
     else if (this.picker.completed > 0) peer.wire.bitfield(this.store.bitfield())
     this.introduceViaPex(state)
     peer.wire.setTimeout(REQUEST_TIMEOUT_MS, true)
@@ -350,15 +375,23 @@ export class Swarm extends EventEmitter {
     return this.superSeed !== undefined && this.picker.isComplete
   }
 
-  private revealMore (state: PeerState): void {
-    if (this.superSeed === undefined || state.peer.isClosed) return
-    const wire = state.peer.wire
-    for (const index of this.superSeed.reveal(state.peer.id, i => wire.peerPieces.get(i), i => this.picker.copies(i))) wire.have(index)
+  /** Super-seeding: hands the free offer slots to the peers waiting longest for one. */
+  private revealToWaiting (): void {
+    if (!this.superSeeding || this.superSeed === undefined) return
+    const rate = this.uploadRate.rate()
+    this.peakUploadRate = Math.max(this.peakUploadRate, rate)
+    const capacity = Math.max(MIN_SEED_OFFERS, Math.ceil(this.peakUploadRate * SEED_OFFER_SECONDS / this.store.layout.pieceLength))
+    const candidates = [...this.peers.values()]
+      .filter(s => !s.peer.isClosed)
+      .map(s => ({ id: s.peer.id, has: (i: number) => s.peer.wire.peerPieces.get(i) }))
+    for (const { peer, index } of this.superSeed.allocate(candidates, i => this.picker.copies(i), capacity)) {
+      this.peers.get(peer)?.peer.wire.have(index)
+    }
   }
 
   private afterPeerPieces (state: PeerState): void {
     const { peer } = state
-    if (this.superSeeding) this.revealMore(state)
+    this.revealToWaiting()
     if (this.picker.isComplete && state.haveCount === this.picker.pieceCount) {
       // Two seeds have nothing to say to each other.
       peer.destroy()
@@ -374,9 +407,9 @@ export class Swarm extends EventEmitter {
     this.peers.delete(peer.id)
     for (const index of this.picker.peerGone(peer.id)) this.store.discard(index)
     this.superSeed?.peerGone(peer.id)
-    // Pieces only the departed peer held may now be revealed to those still waiting for them.
-    if (this.superSeeding) for (const other of this.peers.values()) this.revealMore(other)
     for (let i = 0; i < this.picker.pieceCount; i++) if (state.held[i] === 1) this.picker.peerLostPiece(i)
+    // Pieces only the departed peer held may now be revealed to those still waiting for them.
+    this.revealToWaiting()
     if (peer.listenPort !== undefined) {
       for (const other of this.peers.values()) other.peer.wire.ut_pex?.dropPeer(`${peer.remoteHost}:${peer.listenPort}`)
     }
@@ -393,6 +426,19 @@ export class Swarm extends EventEmitter {
     }
   }
 
+  /** How long the peers holding a block's request may take before endgame asks another. */
+  private endgameWait (requesters: Set<string>): number {
+    let wait = ENDGAME_AFTER_MS
+    for (const id of requesters) {
+      const peer = this.peers.get(id)?.peer
+      if (peer === undefined) continue
+      const rate = peer.downloadRate.rate()
+      const expected = rate > 0 ? (peer.outstanding * BLOCK_SIZE / rate) * 1000 * ENDGAME_LATENCY_FACTOR : ENDGAME_MAX_WAIT_MS
+      wait = Math.max(wait, Math.min(ENDGAME_MAX_WAIT_MS, expected))
+    }
+    return wait
+  }
+
   private pipelineDepth (peer: Peer): number {
     const byRate = Math.ceil(peer.downloadRate.rate() * REQUEST_QUEUE_SECONDS / BLOCK_SIZE)
     return Math.max(MIN_PIPELINE, Math.min(MAX_PIPELINE, byRate))
@@ -402,8 +448,10 @@ export class Swarm extends EventEmitter {
     const { peer } = state
     const wire = peer.wire
     if (peer.isClosed || this.stopped || wire.peerChoking || this.picker.isComplete) return
-    const want = this.pipelineDepth(peer) - peer.outstanding
-    if (want <= 0) return
+    const depth = this.pipelineDepth(peer)
+    const want = depth - peer.outstanding
+    // Topped up in batches: a pick per arriving block costs CPU that 32 peers make visible.
+    if (want <= 0 || want < Math.ceil(depth * REQUEST_BATCH_FRACTION)) return
     const blocks = this.picker.pick(peer.id, i => wire.peerPieces.get(i), want)
     if (blocks.length === 0) {
       if (peer.outstanding === 0 && wire.amInterested && !this.picker.wants(i => wire.peerPieces.get(i))) wire.uninterested()
