@@ -20,6 +20,8 @@ export interface Scenario {
   nodeLink: (i: number) => LinkSpec
   staggerSeconds: number
   transports: Transport[]
+  /** when node i starts, in seconds (default: i · staggerSeconds) */
+  startAt?: (i: number) => number
   /** torrent piece size for this scenario, when it differs from the plan's */
   pieceLength?: number
 }
@@ -57,6 +59,8 @@ export const LOSS = 0.01
  * run measures the CPU rather than the protocol (DESIGN.md).
  */
 export const CPU_FAIR_SCALE = 0.25
+/** The leave-policy scenario's second wave starts this many T* after the first. */
+export const LEAVE_WAVE_GAP_TSTAR = 1
 
 function allTransports (n: number, o: PlanOptions): Transport[] {
   const t = [btTransport(), multicastTransport(), aria2Transport()]
@@ -89,17 +93,25 @@ export function fullPlan (o: PlanOptions): Plan {
     id: `stagger-n${mid}`, group: 'stagger', title: `N=${mid}, one node starting every ${o.staggerSeconds} s`, nodes: mid, server: link, nodeLink: uniform,
     staggerSeconds: o.staggerSeconds, transports: [btTransport(), multicastTransport(), aria2Transport()]
   })
-  if (o.pieceKib !== undefined) {
-    const slow: LinkSpec = { rateMbit: o.rateMbit * CPU_FAIR_SCALE }
-    const pieceKib = Math.max(16, o.pieceKib * CPU_FAIR_SCALE)
-    scenarios.push({
-      id: `cpufair-n${big}`, group: 'cpufair', title: `N=${big}, ${slow.rateMbit} Mbit/s links, ${pieceKib} KiB pieces (a quarter of the CPU load)`, nodes: big, server: slow, nodeLink: () => slow,
-      staggerSeconds: 0, pieceLength: pieceKib * 1024, transports: [btTransport(), multicastTransport(), aria2Transport()]
-    })
-  }
+  // The largest N again with links at a quarter of the rate and pieces a quarter the size.
+  const slow: LinkSpec = { rateMbit: o.rateMbit * CPU_FAIR_SCALE }
+  const fairPieceKib = o.pieceKib === undefined ? undefined : Math.max(16, o.pieceKib * CPU_FAIR_SCALE)
+  const fairTitle = `${slow.rateMbit} Mbit/s links${fairPieceKib === undefined ? '' : `, ${fairPieceKib} KiB pieces`}`
+  const fairPiece = fairPieceKib === undefined ? undefined : fairPieceKib * 1024
   scenarios.push({
-    id: `leave-n${big}`, group: 'leave', title: `N=${big}, one node starting every ${o.staggerSeconds} s, leave policies`, nodes: big, server: link, nodeLink: uniform,
-    staggerSeconds: o.staggerSeconds,
+    id: `cpufair-n${big}`, group: 'cpufair', title: `N=${big}, ${fairTitle} (a quarter of the CPU load)`, nodes: big, server: slow, nodeLink: () => slow,
+    staggerSeconds: 0, pieceLength: fairPiece, transports: [btTransport(), multicastTransport(), aria2Transport()]
+  })
+  // Leaving matters when late nodes would be left with few sources: half the nodes start
+  // at once, the other half together one T* later, when the first half is well under way.
+  // Under the swarm-aware policy the first wave stays to seed the second; under the others
+  // it leaves as it finishes. At the CPU-fair rate: seeding agents must not slow the others
+  // down by taking the machine's CPU, which no real cluster shares.
+  const waveGap = Math.ceil(LEAVE_WAVE_GAP_TSTAR * o.imageMib * MIB * 8 / (slow.rateMbit * 1e6))
+  const firstWave = Math.ceil(big / 2)
+  scenarios.push({
+    id: `leave-n${big}`, group: 'leave', title: `N=${big}, ${fairTitle}, in two waves: ${firstWave} nodes at 0 s, ${big - firstWave} at ${waveGap} s, leave policies`,
+    nodes: big, server: slow, nodeLink: () => slow, staggerSeconds: 0, startAt: i => (i < firstWave ? 0 : waveGap), pieceLength: fairPiece,
     transports: [btTransport('none', 'bt-leave-none'), btTransport('upload-min=50', 'bt-leave-upload-min'), btTransport('swarm', 'bt-leave-swarm')]
   })
   return { name: 'full', imageBytes: o.imageMib * MIB, pieceLength: o.pieceKib === undefined ? undefined : o.pieceKib * 1024, rateMbit: o.rateMbit, scenarios, rawBytes: o.rawMib * MIB }

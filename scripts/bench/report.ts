@@ -125,7 +125,7 @@ export async function writeReport (outDir: string, run: RunResult): Promise<stri
 
   md.push('## Targets', '', '| target | measured | goal | met |', '|---|---|---|---|')
   for (const t of checkTargets(run.scenarios, run.raw)) md.push(`| ${t.target} | ${t.measured} | ${t.goal} | ${t.met === undefined ? '—' : t.met ? 'yes' : 'no'} |`)
-  md.push('')
+  md.push('', 'Each change made to the swarm while tuning it, with its measured effect: [docs/BENCHMARKS.md, Tuning](../docs/BENCHMARKS.md#tuning).', '')
   const scale = run.scenarios.filter(s => s.group === 'scale')
   if (scale.length > 0) {
     md.push('## Deployment time against N', '')

@@ -29,6 +29,8 @@ export interface TrialOptions {
   repo: string
   workDir: string
   staggerSeconds: number
+  /** when node i starts, in seconds after the first (default: i · staggerSeconds) */
+  startAt?: (i: number) => number
   /** extra si-server serve flags */
   serverArgs?: string[]
   log: (line: string) => void
@@ -92,7 +94,8 @@ export async function runTrial (opts: TrialOptions): Promise<TrialResult> {
   const nodes = cluster.nodes
   const tStar = fluidBound(image.size, cluster.server.link, nodes.map(n => n.link))
   const tUnicast = unicastBound(image.size, cluster.server.link, nodes.map(n => n.link))
-  const timeoutS = TIMEOUT_FACTOR * tUnicast + opts.staggerSeconds * nodes.length + TIMEOUT_MARGIN_S
+  const startAt = opts.startAt ?? ((i: number) => i * opts.staggerSeconds)
+  const timeoutS = TIMEOUT_FACTOR * tUnicast + Math.max(...nodes.map((_, i) => startAt(i))) + TIMEOUT_MARGIN_S
   const notes: string[] = []
   await rm(opts.workDir, { recursive: true, force: true })
   await mkdir(opts.workDir, { recursive: true })
@@ -127,7 +130,7 @@ export async function runTrial (opts: TrialOptions): Promise<TrialResult> {
     const exits: Array<Promise<unknown>> = []
     const starter = (async () => {
       for (let i = 0; i < nodes.length && !stopLaunching; i++) {
-        const wait = i * opts.staggerSeconds * 1000 - (performance.now() - t0)
+        const wait = startAt(i) * 1000 - (performance.now() - t0)
         if (wait > 0) await sleep(wait)
         if (stopLaunching) return
         exits.push(launch(live[i], nodes[i].ns, transport.nodeCommand(ctx, nodes[i], live[i].target), transport, now))

@@ -38,7 +38,7 @@ export const REQUEST_BATCH_FRACTION = 0.25
 /** Endgame asks a second peer for a block once the first has had this many times its expected delivery time. */
 export const ENDGAME_LATENCY_FACTOR = 3
 /** ... but never waits longer than this for a peer that has gone quiet. */
-export const ENDGAME_MAX_WAIT_MS = 10_000
+export const ENDGAME_MAX_WAIT_MS = 5_000
 /** The super-seed keeps offers alive for this much of its best upload rate ... */
 export const SEED_OFFER_SECONDS = 2
 /** ... and at least this many, whatever the rate. */
@@ -433,7 +433,9 @@ export class Swarm extends EventEmitter {
       const peer = this.peers.get(id)?.peer
       if (peer === undefined) continue
       const rate = peer.downloadRate.rate()
-      const expected = rate > 0 ? (peer.outstanding * BLOCK_SIZE / rate) * 1000 * ENDGAME_LATENCY_FACTOR : ENDGAME_MAX_WAIT_MS
+      // A peer that has sent nothing yet has shown no queue to wait for: the base wait applies.
+      if (rate <= 0) continue
+      const expected = (peer.outstanding * BLOCK_SIZE / rate) * 1000 * ENDGAME_LATENCY_FACTOR
       wait = Math.max(wait, Math.min(ENDGAME_MAX_WAIT_MS, expected))
     }
     return wait
