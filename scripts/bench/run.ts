@@ -97,7 +97,7 @@ async function runScenario (s: Scenario, index: number, env: BenchEnv): Promise<
         workDir: join(env.scratch, 'trial'), staggerSeconds: s.staggerSeconds, startAt: s.startAt, log
       })
       result.trials.push(trial)
-      log(`${s.id}: ${transport.id}: T=${trial.T ?? 'failed'} s (T*=${trial.tStar} s), server ${(trial.serverBytes / image.size).toFixed(2)} x F, CPU ${Math.round(trial.cpuMean * 100)}% mean ${Math.round(trial.cpuPeak * 100)}% peak${trial.failures > 0 ? `, ${trial.failures} failed: ${trial.nodeResults.find(n => !n.ok)?.error ?? ''}` : ''}`)
+      log(`${s.id}: ${transport.id}: T=${trial.T ?? 'failed'} s (T*=${trial.tStar} s), server ${(trial.serverBytes / image.size).toFixed(2)} x F, CPU ${Math.round(trial.cpuMean * 100)}% mean ${Math.round(trial.cpuPeak * 100)}% peak${trial.failures > 0 ? `, ${trial.failures} failed: ${trial.nodeResults.find(n => !n.ok)?.error ?? ''}` : ''}${trial.notes.length > 0 ? `; ${trial.notes.join('; ')}` : ''}`)
     }
   } finally {
     current = undefined

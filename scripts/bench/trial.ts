@@ -17,6 +17,13 @@ import type { ServerSide, Transport, TrialContext } from './transports/types.ts'
 export const SAMPLE_INTERVAL_MS = 1_000
 /** A trial is abandoned after this multiple of the unicast bound (plus the stagger and a margin). */
 const TIMEOUT_FACTOR = 4
+/**
+ * A trial starts on a quiet network: new namespaces chatter for several seconds (IPv6
+ * router solicitations and address checks: 7 s at N=32) and a trial before may leave
+ * queues draining, which the first transport of a scenario would otherwise pay for.
+ */
+const QUIET_BYTES_PER_S = 2_000
+const QUIET_MAX_WAIT_MS = 20_000
 const TIMEOUT_MARGIN_S = 60
 
 export interface TrialOptions {
@@ -117,6 +124,8 @@ export async function runTrial (opts: TrialOptions): Promise<TrialResult> {
   let stopLaunching = false
   let serverCpu: number | undefined
   try {
+    const settled = await waitForQuiet(cluster)
+    if (settled.seconds > 1) notes.push(`waited ${settled.seconds} s for the links to go quiet (${settled.bytesPerSecond} B/s last)`)
     if (transport.needsImageServer) server = await startImageServer(opts.serverBin, cluster.server.ns, opts.repo, opts.serverArgs)
     const ctx: TrialContext = { cluster, image, agentBin: opts.agentBin, serverBin: opts.serverBin, workDir: opts.workDir, serverUrl: server?.url ?? '' }
     for (const n of live) await mkdir(n.target, { recursive: true })
@@ -223,6 +232,21 @@ export async function runTrial (opts: TrialOptions): Promise<TrialResult> {
     nodeResults: live.map(n => n.result),
     cpuSeries,
     notes
+  }
+}
+
+/** Waits until all links together carry less than QUIET_BYTES_PER_S (at most QUIET_MAX_WAIT_MS). */
+async function waitForQuiet (cluster: Cluster): Promise<{ seconds: number, bytesPerSecond: number }> {
+  const total = (c: LinkCounters): number => Object.values(c).reduce((a, l) => a + l.sent + l.received, 0)
+  const start = performance.now()
+  let last = total(await cluster.counters())
+  for (;;) {
+    await sleep(SAMPLE_INTERVAL_MS)
+    const now = total(await cluster.counters())
+    const rate = (now - last) * 1000 / SAMPLE_INTERVAL_MS
+    last = now
+    const seconds = round((performance.now() - start) / 1000, 1)
+    if (rate < QUIET_BYTES_PER_S || performance.now() - start > QUIET_MAX_WAIT_MS) return { seconds, bytesPerSecond: Math.round(rate) }
   }
 }
 

@@ -17,6 +17,14 @@ export const SENDER_RATE_FRACTION = 0.95
  * joins delays the others instead of failing them all.
  */
 const SENDER_MAX_WAIT_S = 60
+/**
+ * udpcast's negotiation is one connect request per receiver and one HELLO per sender,
+ * unrepeated: when those were lost (seen at N=32 right after a bt trial, cause not
+ * found), sender and receivers waited for each other until the receivers' start
+ * timeout. The HELLO repeated each second lets late or
+ * unlucky receivers ask again, as udp-sender's manual advises for lossy networks.
+ */
+const SENDER_HELLO_INTERVAL_MS = 1000
 
 function oneLine (text: string): string {
   return text.split(/[\r\n]+/).map(l => l.trim()).filter(l => l !== '' && !l.startsWith('bytes=')).join(' / ')
@@ -37,6 +45,7 @@ export function multicastTransport (): Transport {
         '--portbase', String(MCAST_PORTBASE),
         '--min-receivers', String(ctx.cluster.nodes.length),
         '--max-wait', String(SENDER_MAX_WAIT_S),
+        '--rexmit-hello-interval', String(SENDER_HELLO_INTERVAL_MS),
         '--max-bitrate', `${rate}k`,
         '--nokbd', '--no-progress'
       ])
