@@ -92,3 +92,19 @@ test('an offer that keeps being requested does not go stale, however long the tr
   clock = STALE_OFFER_MS + 10
   assert.deepEqual(seed.allocate([{ id: 'y', has: none }], noCopies, UNLIMITED), [], 'x is still fetching piece 0')
 })
+
+test('a lone peer that never announces what it got still gets new offers once the old ones go stale', () => {
+  // aria2c does not send `have` to the peer a piece came from.
+  let clock = 0
+  const seed = new SuperSeed(100, { now: () => clock })
+  const shown = new Set<number>()
+  for (let round = 0; round < 5; round++) {
+    const offers = seed.allocate(peers(1), noCopies, 4)
+    assert.equal(offers.length, 4, `round ${round}: four new offers`)
+    for (const o of offers) {
+      assert.ok(!shown.has(o.index), `piece ${o.index} shown again to the same peer`)
+      shown.add(o.index)
+    }
+    clock += STALE_OFFER_MS + 1
+  }
+})

@@ -10,6 +10,11 @@
 // a moment (`capacity`), and gives each freed slot to the peer that has had the fewest.
 // Showing every peer a piece at once would split the seed's link N ways: each first piece
 // would take N times longer to arrive, and nobody could pass anything on meanwhile.
+//
+// A slot is freed when the peer announces the piece or when the offer goes stale; only
+// live offers count against a peer's share. Standard clients (aria2c) do not announce a
+// piece to the peer they got it from: when stale offers still counted, a lone aria2c
+// filled its share with pieces it already had and the seed stopped revealing.
 export const REVEALED_PER_PEER = 2
 export const STALE_OFFER_MS = 3_000
 
@@ -59,7 +64,7 @@ export class SuperSeed {
       progress = false
       for (const { c, r } of entries) {
         if (live >= capacity) break
-        if (r.pending.size >= perPeer) continue
+        if (this.livePending(r, now) >= perPeer) continue
         const index = this.choosePiece(c, r, copies, now)
         if (index < 0) continue
         this.inFlight[index]++
@@ -102,9 +107,13 @@ export class SuperSeed {
 
   private liveOffers (now: number): number {
     let live = 0
-    for (const { pending } of this.records.values()) {
-      for (const i of pending) if (now - this.offeredAt[i] < STALE_OFFER_MS) live++
-    }
+    for (const record of this.records.values()) live += this.livePending(record, now)
+    return live
+  }
+
+  private livePending (record: PeerRecord, now: number): number {
+    let live = 0
+    for (const i of record.pending) if (now - this.offeredAt[i] < STALE_OFFER_MS) live++
     return live
   }
 
