@@ -17,6 +17,7 @@ import type { ServerSide, Transport, TrialContext } from './transports/types.ts'
 export const SAMPLE_INTERVAL_MS = 1_000
 /** A trial is abandoned after this multiple of the unicast bound (plus the stagger and a margin). */
 const TIMEOUT_FACTOR = 4
+const TIMEOUT_MARGIN_S = 60
 /**
  * A trial starts on a quiet network: new namespaces chatter for several seconds (IPv6
  * router solicitations and address checks: 7 s at N=32) and a trial before may leave
@@ -24,7 +25,6 @@ const TIMEOUT_FACTOR = 4
  */
 const QUIET_BYTES_PER_S = 2_000
 const QUIET_MAX_WAIT_MS = 20_000
-const TIMEOUT_MARGIN_S = 60
 
 export interface TrialOptions {
   cluster: Cluster

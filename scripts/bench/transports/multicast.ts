@@ -21,8 +21,8 @@ const SENDER_MAX_WAIT_S = 60
  * udpcast's negotiation is one connect request per receiver and one HELLO per sender,
  * unrepeated: when those were lost (seen at N=32 right after a bt trial, cause not
  * found), sender and receivers waited for each other until the receivers' start
- * timeout. The HELLO repeated each second lets late or
- * unlucky receivers ask again, as udp-sender's manual advises for lossy networks.
+ * timeout. The HELLO repeated each second lets late or unlucky receivers ask again, as
+ * udp-sender's manual advises for lossy networks.
  */
 const SENDER_HELLO_INTERVAL_MS = 1000
 
