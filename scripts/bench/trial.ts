@@ -262,7 +262,7 @@ function launch (node: LiveNode, ns: string, command: string[], transport: Trans
     if (transport.agentEvents) {
       createInterface({ input: child.stdout }).on('line', line => onAgentEvent(node.result, line, now))
     } else if (marker !== undefined) {
-      createInterface({ input: child.stdout }).on('line', line => { if (line.trim() === marker) node.result.verifiedAt ??= round(now(), 3) })
+      createInterface({ input: child.stdout }).on('line', line => { if (line.includes(marker)) node.result.verifiedAt ??= round(now(), 3) })
     } else {
       child.stdout.resume()
     }

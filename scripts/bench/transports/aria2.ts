@@ -33,13 +33,16 @@ export function aria2Transport (): Transport {
       await chmod(hook, 0o755)
       return { stop: async () => {} }
     },
-    nodeCommand: (ctx, _node, target) => [
+    nodeCommand: (ctx, node, target) => [
       'env', `SIBENCH_TARGET=${target}`,
       'aria2c', `--dir=${target}.staging`, `--seed-time=${SEED_MINUTES}`, '--enable-dht=false', '--enable-dht6=false',
       '--bt-enable-lpd=false', '--enable-peer-exchange=true', '--file-allocation=none',
-      '--summary-interval=0', '--console-log-level=error', '--download-result=hide',
+      // No progress readout: aria2c flushes it in 4 KiB blocks, which can split a line
+      // around the hook's marker (slow nodes then looked stalled until aria2c exited).
+      '--summary-interval=0', '--show-console-readout=false', '--console-log-level=error', '--download-result=hide',
       `--bt-stop-timeout=${STOP_TIMEOUT_S}`, '--allow-overwrite=true', '--auto-file-renaming=false',
       `--on-bt-download-complete=${join(ctx.workDir, HOOK_FILE)}`,
+      ...(process.env.SI_ARIA2_LOGS !== undefined ? [`--log=${process.env.SI_ARIA2_LOGS}/${node.name}.log`, '--log-level=info'] : []),
       join(ctx.workDir, TORRENT_FILE)
     ]
   }
