@@ -6,6 +6,7 @@ import { parseHostPort, parseRate, parseArgs } from '../src/cli/args.ts'
 import { parseSeedWait, waitToLeave } from '../src/install/seed-policy.ts'
 import { chooseStaging, RAM_HEADROOM_BYTES } from '../src/install/staging.ts'
 import { TokenBucket } from '../src/swarm/token-bucket.ts'
+import { RateMeter, RATE_WINDOW_SECONDS, MIN_RATE_SPAN_SECONDS } from '../src/swarm/rate-meter.ts'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -95,4 +96,23 @@ test('the token bucket lets a burst through, then paces to its rate', () => {
   assert.equal(bucket.tryTake(50_000), false)
   const wait = bucket.msUntil(50_000)
   assert.ok(wait >= 45 && wait <= 51, `waits ${wait} ms for 50 kB at 1 MB/s`)
+})
+
+test('a rate meter reads a steady flow right from its first second, and over its window later', () => {
+  let clock = 10_000
+  const meter = new RateMeter(() => clock)
+  const perSecond = 1_000_000
+  const step = 100
+  const run = (ms: number): void => {
+    for (let t = 0; t < ms; t += step) { clock += step; meter.add(perSecond * step / 1000) }
+  }
+  run(1_000)
+  assert.ok(Math.abs(meter.rate() - perSecond) / perSecond < 0.15, `after 1 s: ${meter.rate()}`)
+  run(9_000)
+  assert.ok(Math.abs(meter.rate() - perSecond) / perSecond < 0.15, `after 10 s: ${meter.rate()}`)
+  clock += RATE_WINDOW_SECONDS * 1000
+  assert.equal(meter.rate(), 0, 'an idle window reads zero')
+  const young = new RateMeter(() => clock)
+  young.add(16_384)
+  assert.equal(young.rate(), 16_384 / MIN_RATE_SPAN_SECONDS, 'one early block is not read as a burst')
 })

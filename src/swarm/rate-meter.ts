@@ -1,15 +1,23 @@
 // Bytes per second over a short sliding window, in one-second buckets.
 export const RATE_WINDOW_SECONDS = 5
+/**
+ * A meter younger than its window divides by its age, not by the whole window (which
+ * would understate a new peer's rate, and so its request pipeline, for five seconds); but
+ * by no less than this, so that one early block does not read as a burst.
+ */
+export const MIN_RATE_SPAN_SECONDS = 0.5
 
 export class RateMeter {
   private readonly buckets = new Float64Array(RATE_WINDOW_SECONDS)
   private lastSecond: number
+  private readonly createdAt: number
   private readonly now: () => number
   total = 0
 
   constructor (now: () => number = Date.now) {
     this.now = now
-    this.lastSecond = Math.floor(now() / 1000)
+    this.createdAt = now()
+    this.lastSecond = Math.floor(this.createdAt / 1000)
   }
 
   add (bytes: number): void {
@@ -23,8 +31,11 @@ export class RateMeter {
     this.advance()
     let sum = 0
     for (const b of this.buckets) sum += b
-    const intoSecond = (this.now() % 1000) / 1000
-    return sum / (RATE_WINDOW_SECONDS - 1 + Math.max(intoSecond, 0.001))
+    const now = this.now()
+    const intoSecond = (now % 1000) / 1000
+    const window = RATE_WINDOW_SECONDS - 1 + Math.max(intoSecond, 0.001)
+    const age = (now - this.createdAt) / 1000
+    return sum / Math.min(window, Math.max(age, MIN_RATE_SPAN_SECONDS))
   }
 
   private advance (): void {
