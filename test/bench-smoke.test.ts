@@ -8,6 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { lateStartSeconds, LATE_START_SECONDS } from '../scripts/bench/metrics.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const SMOKE_TIMEOUT_MS = 150_000
@@ -62,4 +63,23 @@ test('bench smoke: N=4 cluster on shaped links, every transport verified, figure
   } finally {
     rmSync(out, { recursive: true, force: true })
   }
+})
+
+test('bench: --help prints the options and runs nothing; an unknown option is refused', () => {
+  const run = (args: string[]): ReturnType<typeof spawnSync> =>
+    spawnSync(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts/bench/run.ts'), ...args], { encoding: 'utf8', timeout: 30_000 })
+  const help = run(['--help'])
+  assert.equal(help.status, 0)
+  assert.match(String(help.stdout), /--transports IDS/)
+  assert.doesNotMatch(String(help.stderr), /building a cluster|making a/)
+  const bad = run(['--sizse', '8'])
+  assert.equal(bad.status, 2)
+  assert.match(String(bad.stderr), /unknown argument --sizse/)
+})
+
+test('bench: a transfer that began only after its negotiation was retried counts as a late start', () => {
+  const F = 1_000_000
+  assert.equal(lateStartSeconds([[0, 0], [1, 5_000], [2, 400_000]], F), undefined, 'began at 2 s: on time')
+  assert.equal(lateStartSeconds([[0, 0], [2, 100], [LATE_START_SECONDS + 7, 200_000]], F), LATE_START_SECONDS + 7)
+  assert.equal(lateStartSeconds([[0, 0], [5, 0]], F), undefined, 'never began: not a late start')
 })

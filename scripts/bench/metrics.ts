@@ -104,3 +104,21 @@ export function percentile (values: number[], p: number): number {
   const sorted = [...values].sort((a, b) => a - b)
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))]
 }
+
+/** Share of the image the server must have sent for its transfer to count as begun. */
+export const TRANSFER_BEGUN_FRACTION = 0.01
+/**
+ * A transfer that begins later than this after the first client started began late:
+ * every transport's start-up takes up to ~3.5 s here (32 processes starting on 2 cores),
+ * udpcast's repeated negotiation after a lost first exchange 10 s and more.
+ */
+export const LATE_START_SECONDS = 8
+
+/**
+ * When the server's transfer began late (udpcast's lost first exchange), the second it
+ * did; otherwise undefined. Such a trial times its transport's negotiation, not its transfer.
+ */
+export function lateStartSeconds (serverSent: Array<[number, number]>, imageBytes: number): number | undefined {
+  const begun = serverSent.find(([, bytes]) => bytes >= imageBytes * TRANSFER_BEGUN_FRACTION)
+  return begun !== undefined && begun[0] > LATE_START_SECONDS ? begun[0] : undefined
+}

@@ -2,7 +2,7 @@
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { lineChart, type Series } from './svg.ts'
-import { ratesFrom, round } from './metrics.ts'
+import { lateStartSeconds, ratesFrom, round, TRANSFER_BEGUN_FRACTION } from './metrics.ts'
 import type { TrialResult } from './trial.ts'
 import type { RawResult } from './raw.ts'
 import { checkTargets } from './targets.ts'
@@ -53,6 +53,13 @@ function trialRow (t: TrialResult): string {
 }
 
 /** Payload a node received over what it needed (the agent reports it; duplicates push it above 1). */
+function lateStartNote (t: TrialResult): string[] {
+  // With staggered starts udpcast waits for its last receiver by design.
+  if (t.staggerSeconds > 0) return []
+  const late = lateStartSeconds(t.serverSent, t.imageBytes)
+  return late === undefined ? [] : [`${t.label}: the server had sent ${TRANSFER_BEGUN_FRACTION * 100} % of the image only at ${late.toFixed(1)} s: its T counts a late start, not the transfer`]
+}
+
 function payloadPerNode (t: TrialResult): number | null {
   const got = t.nodeResults.map(n => n.downloaded).filter((b): b is number => typeof b === 'number')
   if (got.length === 0) return null
@@ -138,6 +145,7 @@ export async function writeReport (outDir: string, run: RunResult): Promise<stri
     md.push('')
     const notes = s.trials.flatMap(t => [
       ...t.notes.map(n => `${t.label}: ${n}`),
+      ...lateStartNote(t),
       ...t.nodeResults.filter(n => !n.ok).slice(0, 3).map(n => `${t.label}: ${n.name}: ${n.error ?? 'not verified'}`)
     ])
     if (notes.length > 0) md.push(...notes.map(n => `- ${n}`), '')

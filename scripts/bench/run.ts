@@ -35,6 +35,31 @@ const SCRATCH_BASE = '/dev/shm'
  */
 const DEFAULTS = { rate: 10, 'image-mib': 16, 'piece-kib': 256, sizes: '1,2,4,8,16,32', 'unicast-max': 32, 'rsync-max': 8, stagger: 1, 'raw-mib': 1024 }
 
+const USAGE = `usage: node --import tsx scripts/bench/run.ts [options]   (as root; make bench runs it)
+
+Builds emulated clusters, runs every transport of every scenario, and writes
+OUT/results/*.json and OUT/REPORT.md with SVG figures.
+
+  --plan full|smoke       the whole plan (default) or the 4-node harness check
+  --out DIR               where results and the report go (default bench/)
+  --rate MBIT             each link's rate, both ways (default ${DEFAULTS.rate})
+  --image-mib N           image size (default ${DEFAULTS['image-mib']})
+  --piece-kib N           piece size; 0: si-server's choice by size (default ${DEFAULTS['piece-kib']})
+  --sizes 1,2,4,...       node counts of the scale scenarios (default ${DEFAULTS.sizes})
+  --unicast-max N         largest N for HTTP unicast (default ${DEFAULTS['unicast-max']})
+  --rsync-max N           largest N for rsync (default ${DEFAULTS['rsync-max']})
+  --stagger S             seconds between node starts in the staggered scenario (default ${DEFAULTS.stagger})
+  --raw-mib N             image of the loopback race, 0 to skip (default ${DEFAULTS['raw-mib']})
+  --only GROUPS           scale,cpufair,hetero,loss,stagger,leave,raw
+  --transports IDS        bt,http,multicast,aria2,rsync,auto
+  --merge                 keep earlier results in OUT, replacing only the trials re-run
+  --report-only           rewrite OUT/REPORT.md from OUT/results, running nothing
+  --agent-bin FILE        run this si-agent instead of dist/si-agent
+  --server-bin FILE       run this si-server instead of dist/si-server
+  --help                  this text`
+const STRING_FLAGS = ['plan', 'out', 'only', 'transports', 'sizes', 'agent-bin', 'server-bin']
+const BOOLEAN_FLAGS = ['merge', 'report-only', 'help']
+
 function log (line: string): void {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}\n`)
 }
@@ -161,7 +186,16 @@ function installSignalCleanup (): void {
 }
 
 export async function main (argv: string[]): Promise<number> {
-  const args = minimist(argv, { string: ['plan', 'out', 'only', 'transports', 'sizes', 'agent-bin', 'server-bin'], boolean: ['merge', 'report-only'], default: { plan: 'full', out: join(ROOT, 'bench'), ...DEFAULTS } })
+  const known = new Set([...STRING_FLAGS, ...BOOLEAN_FLAGS, ...Object.keys(DEFAULTS)])
+  const unknown: string[] = []
+  const args = minimist(argv, {
+    string: STRING_FLAGS,
+    boolean: BOOLEAN_FLAGS,
+    default: { plan: 'full', out: join(ROOT, 'bench'), ...DEFAULTS },
+    unknown: arg => { if (!known.has(arg.replace(/^--?/, '').replace(/=.*/, ''))) unknown.push(arg); return true }
+  })
+  if (args.help === true) { process.stdout.write(`${USAGE}\n`); return 0 }
+  if (unknown.length > 0) { log(`unknown argument ${unknown[0]} (--help lists the options)`); return 2 }
   if (args['report-only'] === true) return await reportOnly(resolve(String(args.out)))
   const problem = await checkPrerequisites()
   if (problem !== undefined) { log(`cannot run: ${problem}`); return 2 }
