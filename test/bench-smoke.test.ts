@@ -78,8 +78,12 @@ test('bench: --help prints the options and runs nothing; an unknown option is re
 })
 
 test('bench: a transfer that began only after its negotiation was retried counts as a late start', () => {
-  const F = 1_000_000
-  assert.equal(lateStartSeconds([[0, 0], [1, 5_000], [2, 400_000]], F), undefined, 'began at 2 s: on time')
-  assert.equal(lateStartSeconds([[0, 0], [2, 100], [LATE_START_SECONDS + 7, 200_000]], F), LATE_START_SECONDS + 7)
-  assert.equal(lateStartSeconds([[0, 0], [5, 0]], F), undefined, 'never began: not a late start')
+  const imageBytes = 1_000_000
+  const trial = (serverSent: Array<[number, number]>, staggerSeconds = 0): { serverSent: Array<[number, number]>; imageBytes: number; staggerSeconds: number } =>
+    ({ serverSent, imageBytes, staggerSeconds })
+  const late: Array<[number, number]> = [[0, 0], [2, 100], [LATE_START_SECONDS + 7, 200_000]]
+  assert.equal(lateStartSeconds(trial([[0, 0], [1, 5_000], [2, 400_000]])), undefined, 'began at 2 s: on time')
+  assert.equal(lateStartSeconds(trial(late)), LATE_START_SECONDS + 7)
+  assert.equal(lateStartSeconds(trial([[0, 0], [5, 0]])), undefined, 'never began: not a late start')
+  assert.equal(lateStartSeconds(trial(late, 1)), undefined, 'staggered starts: waiting for the last receiver is by design')
 })

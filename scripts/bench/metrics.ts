@@ -116,9 +116,11 @@ export const LATE_START_SECONDS = 8
 
 /**
  * When the server's transfer began late (udpcast's lost first exchange), the second it
- * did; otherwise undefined. Such a trial times its transport's negotiation, not its transfer.
+ * did; otherwise undefined. Such a trial times its transport's negotiation, not its
+ * transfer. Staggered starts are exempt: there udpcast waits for its last receiver by design.
  */
-export function lateStartSeconds (serverSent: Array<[number, number]>, imageBytes: number): number | undefined {
-  const begun = serverSent.find(([, bytes]) => bytes >= imageBytes * TRANSFER_BEGUN_FRACTION)
+export function lateStartSeconds (trial: { serverSent: Array<[number, number]>; imageBytes: number; staggerSeconds: number }): number | undefined {
+  if (trial.staggerSeconds > 0) return undefined
+  const begun = trial.serverSent.find(([, bytes]) => bytes >= trial.imageBytes * TRANSFER_BEGUN_FRACTION)
   return begun !== undefined && begun[0] > LATE_START_SECONDS ? begun[0] : undefined
 }

@@ -52,14 +52,12 @@ function trialRow (t: TrialResult): string {
   return `| ${t.label} | ${t.nodes} | ${n2(t.T, 1)}${fails} | ${n2(t.tStar, 1)} | ${n2(ratio)} | ${n2(t.serverBytes / t.imageBytes)} | ${n2(payloadPerNode(t))} | ${pct(t.cpuMean)} / ${pct(t.cpuPeak)}${t.cpuMean > CPU_SATURATED ? ' (saturated)' : ''} | ${n2((t.clientCpuSeconds ?? NaN) / t.nodes)} |`
 }
 
-/** Payload a node received over what it needed (the agent reports it; duplicates push it above 1). */
 function lateStartNote (t: TrialResult): string[] {
-  // With staggered starts udpcast waits for its last receiver by design.
-  if (t.staggerSeconds > 0) return []
-  const late = lateStartSeconds(t.serverSent, t.imageBytes)
+  const late = lateStartSeconds(t)
   return late === undefined ? [] : [`${t.label}: the server had sent ${TRANSFER_BEGUN_FRACTION * 100} % of the image only at ${late.toFixed(1)} s: its T counts a late start, not the transfer`]
 }
 
+/** Payload a node received over what it needed (the agent reports it; duplicates push it above 1). */
 function payloadPerNode (t: TrialResult): number | null {
   const got = t.nodeResults.map(n => n.downloaded).filter((b): b is number => typeof b === 'number')
   if (got.length === 0) return null

@@ -28,7 +28,7 @@ function row (target: string, value: number | undefined, goal: string, ok: (v: n
 
 /** A comparison with a trial whose transfer began late cannot be judged: it says so. */
 function against (r: TargetRow, other: TrialResult | undefined): TargetRow {
-  const late = other === undefined ? undefined : lateStartSeconds(other.serverSent, other.imageBytes)
+  const late = other === undefined ? undefined : lateStartSeconds(other)
   if (late === undefined) return r
   return { ...r, measured: `${r.measured} (${other!.transport} began sending only at ${late.toFixed(1)} s)`, met: undefined }
 }
@@ -60,7 +60,7 @@ export function checkTargets (scenarios: ScenarioResult[], raw: RawResult[] | un
   // The worst case over N leaves out trials whose udpcast began late: they time its negotiation.
   const clean = scale.flatMap(s => {
     const udp = s.trials.find(t => t.transport === 'multicast')
-    if (udp === undefined || lateStartSeconds(udp.serverSent, udp.imageBytes) !== undefined) return []
+    if (udp === undefined || lateStartSeconds(udp) !== undefined) return []
     const r = ratio(s.trials.find(t => t.transport === BT), udp)
     return r === undefined ? [] : [r]
   })
