@@ -25,7 +25,8 @@ function skipReason (): string | undefined {
   return undefined
 }
 
-interface Trial { transport: string; ok: boolean; T: number | null; imageBytes: number; serverBytes: number; nodeResults: Array<{ ok: boolean; received: unknown[] }> }
+interface Health { tcpSegmentsOut: number; tcpRetransmitted: number; uploadDrops: number; downloadDrops: number }
+interface Trial { transport: string; ok: boolean; T: number | null; imageBytes: number; serverBytes: number; health?: { server: Health; nodes: Health }; nodeResults: Array<{ ok: boolean; received: unknown[] }> }
 
 test('bench smoke: N=4 cluster on shaped links, every transport verified, figures written, namespaces removed', { timeout: SMOKE_TIMEOUT_MS + 10_000 }, t => {
   const reason = skipReason()
@@ -37,7 +38,10 @@ test('bench smoke: N=4 cluster on shaped links, every transport verified, figure
     })
     assert.equal(run.status, 0, `run.ts failed (${run.status ?? run.signal}):\n${run.stderr}`)
 
-    const scenario = JSON.parse(readFileSync(join(out, 'results', 'scale-n4.json'), 'utf8')) as { namespaces: string[]; trials: Trial[] }
+    const scenario = JSON.parse(readFileSync(join(out, 'results', 'scale-n4.json'), 'utf8')) as { namespaces: string[]; tcpCongestion?: string; trials: Trial[] }
+    const runInfo = JSON.parse(readFileSync(join(out, 'results', 'run.json'), 'utf8')) as { host: { tcpCongestion?: string } }
+    assert.match(runInfo.host.tcpCongestion ?? '', /^[a-z0-9_]+$/, 'the hosts\' TCP congestion control is recorded')
+    assert.equal(scenario.tcpCongestion, runInfo.host.tcpCongestion)
     assert.equal(scenario.namespaces.length, NODES + 2, 'a bridge namespace, a server and 4 nodes')
     const left = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout
     for (const ns of scenario.namespaces) assert.ok(!left.includes(ns), `namespace ${ns} was left behind`)
@@ -48,6 +52,9 @@ test('bench smoke: N=4 cluster on shaped links, every transport verified, figure
       assert.equal(trial.nodeResults.length, NODES)
       for (const n of trial.nodeResults) assert.ok(n.ok && n.received.length > 0)
       assert.ok(trial.serverBytes >= trial.imageBytes, `${trial.transport}: the server sent less than one image`)
+      // The server's kernel sent at least one TCP segment per full frame of the image.
+      assert.ok(trial.health !== undefined && trial.health.server.tcpSegmentsOut >= trial.imageBytes / 1500, `${trial.transport}: server TCP counters ${JSON.stringify(trial.health?.server)}`)
+      assert.ok(trial.health.nodes.tcpRetransmitted >= 0 && trial.health.server.uploadDrops >= 0)
     }
     const http = scenario.trials.find(x => x.transport === 'http')!
     const unicastFloor = NODES * http.imageBytes / RATE_BYTES_PER_S
@@ -75,6 +82,13 @@ test('bench: --help prints the options and runs nothing; an unknown option is re
   const bad = run(['--sizse', '8'])
   assert.equal(bad.status, 2)
   assert.match(String(bad.stderr), /unknown argument --sizse/)
+  if (process.getuid?.() === 0) {
+    // Checked before anything is built: a misspelt algorithm must not cost a half-hour run.
+    const cc = run(['--tcp-cc', 'nosuchcc', '--out', join(tmpdir(), 'si-bench-never')])
+    assert.equal(cc.status, 2)
+    assert.match(String(cc.stderr), /--tcp-cc nosuchcc: this kernel offers /)
+    assert.doesNotMatch(String(cc.stderr), /making a/)
+  }
 })
 
 test('bench: a transfer that began only after its negotiation was retried counts as a late start', () => {

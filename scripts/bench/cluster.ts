@@ -30,10 +30,20 @@ export interface ClusterSpec {
   tag: string
   server: LinkSpec
   nodes: LinkSpec[]
+  /** TCP congestion control in every namespace (a new namespace would inherit the machine's) */
+  tcpCongestion: string
 }
 
 /** Bytes through each host's link since the namespace was made, as the bridge saw them. */
 export interface LinkCounters { [host: string]: { sent: number; received: number } }
+
+/**
+ * Why a link carries less than its rate: each host's TCP segments sent and sent again
+ * (its own kernel's count), and the packets its shaped queues dropped (upload: the host's
+ * egress; download: the bridge port's egress towards it). Since the namespace was made.
+ */
+export interface HostHealth { tcpSegmentsOut: number; tcpRetransmitted: number; uploadDrops: number; downloadDrops: number }
+export interface LinkHealth { [host: string]: HostHealth }
 
 export class Cluster {
   readonly bridgeNs: string
@@ -76,6 +86,7 @@ export class Cluster {
   private async addHost (host: Host, realFramesEverywhere: boolean): Promise<void> {
     const br = this.bridgeNs
     await this.addNamespace(host.ns)
+    await run('ip', ['netns', 'exec', host.ns, 'sysctl', '-qw', `net.ipv4.tcp_congestion_control=${this.spec.tcpCongestion}`])
     await run('ip', ['link', 'add', HOST_DEV, 'netns', host.ns, 'type', 'veth', 'peer', 'name', host.port, 'netns', br])
     await run('ip', ['-n', br, 'link', 'set', host.port, 'master', BRIDGE_DEV, 'up'])
     // udpcast finds its peers by broadcast: the address needs its broadcast set.
@@ -103,6 +114,20 @@ export class Cluster {
 
   get namespaces (): string[] { return [...this.created] }
 
+  async health (): Promise<LinkHealth> {
+    const downloadDrops = qdiscDrops(await run('tc', ['-n', this.bridgeNs, '-s', '-j', 'qdisc', 'show']))
+    const result: LinkHealth = {}
+    await Promise.all(this.hosts.map(async h => {
+      const [snmp, qdiscs] = await Promise.all([
+        run('ip', ['netns', 'exec', h.ns, 'cat', '/proc/net/snmp']),
+        run('tc', ['-n', h.ns, '-s', '-j', 'qdisc', 'show', 'dev', HOST_DEV])
+      ])
+      const tcp = tcpCounters(snmp)
+      result[h.name] = { tcpSegmentsOut: tcp.OutSegs ?? 0, tcpRetransmitted: tcp.RetransSegs ?? 0, uploadDrops: qdiscDrops(qdiscs).get(HOST_DEV) ?? 0, downloadDrops: downloadDrops.get(h.port) ?? 0 }
+    }))
+    return result
+  }
+
   async counters (): Promise<LinkCounters> {
     const out = await run('ip', ['-n', this.bridgeNs, '-s', '-j', 'link', 'show'])
     const links = JSON.parse(out) as Array<{ ifname: string; stats64?: { rx: { bytes: number }; tx: { bytes: number } } }>
@@ -115,4 +140,25 @@ export class Cluster {
     }
     return result
   }
+}
+
+/** The Tcp: counters of /proc/net/snmp, by name. */
+function tcpCounters (snmp: string): Record<string, number> {
+  const [names, values] = snmp.split('\n').filter(l => l.startsWith('Tcp:')).map(l => l.trim().split(/\s+/).slice(1))
+  const out: Record<string, number> = {}
+  if (names === undefined || values === undefined) return out
+  names.forEach((n, i) => { out[n] = Number(values[i]) })
+  return out
+}
+
+/** Packets dropped by the leaf queues of each device in `tc -s -j qdisc show` output. */
+function qdiscDrops (json: string): Map<string, number> {
+  const drops = new Map<string, number>()
+  for (const q of JSON.parse(json) as Array<{ kind: string; dev?: string; drops?: number }>) {
+    // The byte FIFO under the HTB class is where a full link drops; the HTB root only passes them on.
+    if (q.kind !== 'bfifo' && q.kind !== 'netem') continue
+    const dev = q.dev ?? HOST_DEV
+    drops.set(dev, (drops.get(dev) ?? 0) + (q.drops ?? 0))
+  }
+  return drops
 }

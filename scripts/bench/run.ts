@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url'
 import minimist from 'minimist'
 import { SiError, describeError } from '../../src/errors.ts'
 import { Cluster } from './cluster.ts'
+import { AUTO, PREFERRED_CONGESTION_CONTROL, chooseCongestionControl } from './congestion.ts'
 import { hasTool, run as run_, stopAllChildren } from './exec.ts'
 import { addImage, makeImage, type BenchImage } from './image.ts'
 import { ownNamespaces, sweepStaleNamespaces, NS_PREFIX } from './netns.ts'
@@ -33,7 +34,7 @@ const SCRATCH_BASE = '/dev/shm'
  * so the swarm's dynamics are the same; the CPU load is a quarter. rsync runs up to N=8
  * only: it is unicast, so T >= N·F/U_s, and N=32 would take 7 minutes per run.
  */
-const DEFAULTS = { rate: 10, 'image-mib': 16, 'piece-kib': 256, sizes: '1,2,4,8,16,32', 'unicast-max': 32, 'rsync-max': 8, stagger: 1, 'raw-mib': 1024 }
+const DEFAULTS = { rate: 10, 'image-mib': 16, 'piece-kib': 256, sizes: '1,2,4,8,16,32', 'unicast-max': 32, 'rsync-max': 8, stagger: 1, 'raw-mib': 1024, 'tcp-cc': AUTO }
 
 const USAGE = `usage: node --import tsx scripts/bench/run.ts [options]   (as root; make bench runs it)
 
@@ -50,6 +51,8 @@ OUT/results/*.json and OUT/REPORT.md with SVG figures.
   --rsync-max N           largest N for rsync (default ${DEFAULTS['rsync-max']})
   --stagger S             seconds between node starts in the staggered scenario (default ${DEFAULTS.stagger})
   --raw-mib N             image of the loopback race, 0 to skip (default ${DEFAULTS['raw-mib']})
+  --tcp-cc NAME|auto      TCP congestion control on every emulated host; auto (default):
+                          ${PREFERRED_CONGESTION_CONTROL} where allowed, else the machine's own
   --only GROUPS           scale,cpufair,hetero,loss,stagger,leave,raw
   --transports IDS        bt,http,multicast,aria2,rsync,auto
   --merge                 keep earlier results in OUT, replacing only the trials re-run
@@ -57,7 +60,7 @@ OUT/results/*.json and OUT/REPORT.md with SVG figures.
   --agent-bin FILE        run this si-agent instead of dist/si-agent
   --server-bin FILE       run this si-server instead of dist/si-server
   --help                  this text`
-const STRING_FLAGS = ['plan', 'out', 'only', 'transports', 'sizes', 'agent-bin', 'server-bin']
+const STRING_FLAGS = ['plan', 'out', 'only', 'transports', 'sizes', 'agent-bin', 'server-bin', 'tcp-cc']
 const BOOLEAN_FLAGS = ['merge', 'report-only', 'help']
 
 function log (line: string): void {
@@ -93,7 +96,7 @@ function buildPlan (args: minimist.ParsedArgs): Plan {
   return plan
 }
 
-interface BenchEnv { image: BenchImage; tree: TreeSummary; scratch: string; agentBin: string; serverBin: string; repo: string }
+interface BenchEnv { image: BenchImage; tree: TreeSummary; scratch: string; agentBin: string; serverBin: string; repo: string; tcpCongestion: string }
 
 /** The plan's image, or the same tree packed with the scenario's own piece length (in a repository of its own). */
 async function imageFor (s: Scenario, env: BenchEnv): Promise<{ image: BenchImage; repo: string }> {
@@ -107,9 +110,9 @@ const imagesByPiece = new Map<number, BenchImage>()
 
 async function runScenario (s: Scenario, index: number, env: BenchEnv): Promise<ScenarioResult> {
   const { image, repo } = await imageFor(s, env)
-  const result: ScenarioResult = { id: s.id, group: s.group, title: s.title, nodes: s.nodes, rateMbit: s.server.rateMbit, staggerSeconds: s.staggerSeconds, pieceLength: image.pieceLength, namespaces: [], trials: [] }
+  const result: ScenarioResult = { id: s.id, group: s.group, title: s.title, nodes: s.nodes, rateMbit: s.server.rateMbit, staggerSeconds: s.staggerSeconds, pieceLength: image.pieceLength, tcpCongestion: env.tcpCongestion, namespaces: [], trials: [] }
   log(`${s.id}: building a cluster of ${s.nodes} nodes`)
-  const cluster = await Cluster.create({ tag: `s${index}`, server: s.server, nodes: Array.from({ length: s.nodes }, (_, i) => s.nodeLink(i)) })
+  const cluster = await Cluster.create({ tag: `s${index}`, server: s.server, nodes: Array.from({ length: s.nodes }, (_, i) => s.nodeLink(i)), tcpCongestion: env.tcpCongestion })
   current = cluster
   result.namespaces = cluster.namespaces
   try {
@@ -199,6 +202,10 @@ export async function main (argv: string[]): Promise<number> {
   if (args['report-only'] === true) return await reportOnly(resolve(String(args.out)))
   const problem = await checkPrerequisites()
   if (problem !== undefined) { log(`cannot run: ${problem}`); return 2 }
+  const congestion = await chooseCongestionControl(String(args['tcp-cc']))
+  if ('problem' in congestion) { log(`cannot run: ${congestion.problem}`); return 2 }
+  if (congestion.note !== undefined) log(congestion.note)
+  const tcpCongestion = congestion.name
   const plan = buildPlan(args)
   const outDir = resolve(String(args.out))
   installSignalCleanup()
@@ -230,13 +237,13 @@ export async function main (argv: string[]): Promise<number> {
     const commit = (await run_('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { allowFail: true })).trim()
     const dirty = (await run_('git', ['-C', ROOT, 'status', '--porcelain', 'src'], { allowFail: true })).split('\n').filter(l => l !== '').length
     const run: RunResult = {
-      plan: plan.name, startedAt, source: { commit, dirtySrcFiles: dirty, agentBin: String(args['agent-bin'] ?? 'dist/si-agent'), serverBin: String(args['server-bin'] ?? 'dist/si-server') }, host: { cpus: cpus().length, kernel: release() }, imageBytes: image.size, pieceLength: image.pieceLength,
+      plan: plan.name, startedAt, source: { commit, dirtySrcFiles: dirty, agentBin: String(args['agent-bin'] ?? 'dist/si-agent'), serverBin: String(args['server-bin'] ?? 'dist/si-server') }, host: { cpus: cpus().length, kernel: release(), tcpCongestion }, imageBytes: image.size, pieceLength: image.pieceLength,
       rateMbit: plan.rateMbit, scenarios: [], cleanup: { namespacesLeft: [] }
     }
     await mkdir(join(outDir, 'results'), { recursive: true })
     const resultsDir = join(outDir, 'results')
     for (const [i, s] of plan.scenarios.entries()) {
-      let result = await runScenario(s, i, { image, tree, scratch, agentBin, serverBin, repo })
+      let result = await runScenario(s, i, { image, tree, scratch, agentBin, serverBin, repo, tcpCongestion })
       if (args.merge === true) result = mergeTrials(await readScenario(join(resultsDir, `${s.id}.json`)), result)
       await writeFile(join(resultsDir, `${s.id}.json`), JSON.stringify(result) + '\n')
     }

@@ -6,7 +6,7 @@ import { mkdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { describeError } from '../../src/errors.ts'
-import type { Cluster, LinkCounters } from './cluster.ts'
+import type { Cluster, HostHealth, LinkCounters, LinkHealth } from './cluster.ts'
 import { exitOf, sleep, spawnTracked, stopChild, tail } from './exec.ts'
 import { startImageServer, type RunningServer, type ServerStatus } from './image-server.ts'
 import type { BenchImage } from './image.ts'
@@ -83,6 +83,8 @@ export interface TrialResult {
   /** [seconds since trial start, cumulative bytes the server host sent] */
   serverSent: Array<[number, number]>
   serverStatus?: ServerStatus
+  /** during the trial: the server's TCP retransmissions and queue drops, and the nodes' together */
+  health?: { server: HostHealth; nodes: HostHealth }
   cpuMean: number
   cpuPeak: number
   /** CPU seconds used by the node clients together, and by si-server (sampled each second) */
@@ -121,6 +123,8 @@ export async function runTrial (opts: TrialOptions): Promise<TrialResult> {
   let cpu0: CpuSample = readCpu()
   let counters0: LinkCounters = {}
   let counters1: LinkCounters = {}
+  let health0: LinkHealth = {}
+  let health1: LinkHealth = {}
   let stopLaunching = false
   let serverCpu: number | undefined
   try {
@@ -131,6 +135,7 @@ export async function runTrial (opts: TrialOptions): Promise<TrialResult> {
     for (const n of live) await mkdir(n.target, { recursive: true })
     side = await transport.startServerSide?.(ctx)
 
+    health0 = await cluster.health()
     counters0 = await cluster.counters()
     cpu0 = readCpu()
     t0 = performance.now()
@@ -175,6 +180,7 @@ export async function runTrial (opts: TrialOptions): Promise<TrialResult> {
     }
     await starter
     counters1 = await cluster.counters()
+    health1 = await cluster.health()
     if (server !== undefined) serverStatus = await server.status().catch(() => undefined)
     await Promise.all(live.map(n => n.child !== undefined ? stopChild(n.child) : undefined))
     await Promise.all(exits)
@@ -224,6 +230,7 @@ export async function runTrial (opts: TrialOptions): Promise<TrialResult> {
     serverBytes,
     serverSent,
     serverStatus,
+    health: healthDuring(health0, health1, serverName),
     cpuMean: round(cpuBetween(cpu0, cpu1), 3),
     cpuPeak: cpuSamples.length > 0 ? Math.max(...cpuSamples) : 0,
     clientCpuSeconds: round(live.reduce((a, n) => a + (n.result.cpuSeconds ?? 0), 0), 2),
@@ -233,6 +240,18 @@ export async function runTrial (opts: TrialOptions): Promise<TrialResult> {
     cpuSeries,
     notes
   }
+}
+
+function healthDuring (before: LinkHealth, after: LinkHealth, serverName: string): TrialResult['health'] {
+  if (after[serverName] === undefined) return undefined
+  const zero = (): HostHealth => ({ tcpSegmentsOut: 0, tcpRetransmitted: 0, uploadDrops: 0, downloadDrops: 0 })
+  const delta = (name: string, into: HostHealth): void => {
+    for (const k of Object.keys(into) as Array<keyof HostHealth>) into[k] += (after[name]?.[k] ?? 0) - (before[name]?.[k] ?? 0)
+  }
+  const server = zero()
+  const nodes = zero()
+  for (const name of Object.keys(after)) delta(name, name === serverName ? server : nodes)
+  return { server, nodes }
 }
 
 /** Waits until all links together carry less than QUIET_BYTES_PER_S (at most QUIET_MAX_WAIT_MS). */
