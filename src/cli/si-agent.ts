@@ -48,9 +48,10 @@ const DEPLOY_USAGE = `usage: si-agent deploy --server URL --image NAME[@VERSION]
   --no-report           do not report progress to the server
   --json                machine-readable events on stdout instead of the progress bar
   --transport T         bt (the swarm, default), http (stream the image from the
-                        server's web seed URL), multicast (udpcast's udp-receiver; the
-                        server runs udp-sender), auto (the swarm, falling back to http
-                        when it verifies nothing for 30 s)
+                        server's web seed URL; a connection that drops or goes quiet
+                        for 15 s is resumed where it stopped), multicast (udpcast's
+                        udp-receiver; the server runs udp-sender), auto (the swarm,
+                        falling back to http when it verifies nothing for 30 s)
   --mcast-interface IF  network interface for --transport multicast
   --mcast-portbase P    udpcast port base for --transport multicast (default 9000)
 `
