@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createTorrent, parseTorrent, type Metainfo } from '../src/torrent/metainfo.ts'
 import { parseRange } from '../src/server/range.ts'
-import { deployHttp } from '../src/install/transport-http.ts'
+import { deployHttp, MAX_HTTP_RESUMES } from '../src/install/transport-http.ts'
 import type { DeployEvent } from '../src/install/events.ts'
 import { isSiError } from '../src/errors.ts'
 
@@ -19,6 +19,7 @@ const PIECE_LENGTH = 16 * 1024
 const FILE_BYTES = 300 * 1024
 /** Short, so that a starved connection is given up on within the test's time. */
 const TEST_CONNECTION_STALL_MS = 500
+const TEST_RESUME_DELAY_MS = 50
 
 type Misbehaviour = (req: http.IncomingMessage, res: http.ServerResponse, payload: Buffer, requestNumber: number) => boolean
 
@@ -68,7 +69,7 @@ function serve (req: http.IncomingMessage, res: http.ServerResponse, payload: Bu
 async function deploy (f: Fixture): Promise<{ events: DeployEvent[]; target: string }> {
   const events: DeployEvent[] = []
   const target = join(f.dir, 'target')
-  await deployHttp({ metainfo: f.meta, target, emit: e => { events.push(e) }, connectionStallMs: TEST_CONNECTION_STALL_MS })
+  await deployHttp({ metainfo: f.meta, target, emit: e => { events.push(e) }, connectionStallMs: TEST_CONNECTION_STALL_MS, resumeDelayMs: TEST_RESUME_DELAY_MS })
   return { events, target }
 }
 
@@ -134,6 +135,32 @@ test('http transport: a server that answers a resume with the whole file again i
   try {
     await assert.rejects(deploy(f), err => isSiError(err, 'ERR_HTTP_STATUS') && /answered 200 to a request for bytes \d+- \(a resume needs 206\)/.test(err.message))
     assert.equal(f.ranges.length, 2, 'no endless retrying of a server that cannot resume')
+  } finally {
+    await f.close()
+  }
+})
+
+test('http transport: a connection closed before any answer (a kept-alive one the server just timed out) is tried again', async () => {
+  const f = await fixture((req, _res, _payload, n) => {
+    if (n !== 1) return false
+    req.socket.destroy()
+    return true
+  })
+  try {
+    const { events, target } = await deploy(f)
+    assert.deepEqual(f.ranges, [undefined, undefined], 'the whole file asked for twice, no range')
+    assert.equal(statSync(join(target, 'big.bin')).size, FILE_BYTES)
+    assert.match(warnings(events).join('\n'), /cannot reach http:\/\/127\.0\.0\.1:\d+\/image\.tar: .*; trying again \(attempt 1 of/)
+  } finally {
+    await f.close()
+  }
+})
+
+test('http transport: a server that never answers fails with ERR_SERVER_UNREACHABLE after a bounded number of tries', async () => {
+  const f = await fixture((req) => { req.socket.destroy(); return true })
+  try {
+    await assert.rejects(deploy(f), err => isSiError(err, 'ERR_SERVER_UNREACHABLE'))
+    assert.equal(f.ranges.length, MAX_HTTP_RESUMES + 1)
   } finally {
     await f.close()
   }

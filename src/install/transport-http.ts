@@ -199,24 +199,31 @@ export function payloadUrl (meta: Metainfo): string {
   return url.endsWith('/') ? `${url}${encodeURIComponent(meta.name)}` : url
 }
 
-export async function deployHttp (opts: Omit<StreamDeployOptions, 'transport'> & { connectionStallMs?: number }): Promise<StreamDeployResult> {
+export async function deployHttp (opts: Omit<StreamDeployOptions, 'transport'> & { connectionStallMs?: number; resumeDelayMs?: number }): Promise<StreamDeployResult> {
   const url = payloadUrl(opts.metainfo)
   const length = opts.metainfo.length
   return await deployFromStream({ ...opts, transport: 'http' }, async signal => {
-    // The first answer decides whether the server is there at all; later failures resume.
     const stallMs = opts.connectionStallMs ?? HTTP_CONNECTION_STALL_MS
-    const conn = new Connection(signal, stallMs)
-    let first: { res: Response; conn: Connection }
-    try {
-      first = { res: await fetchPayload(url, 0, length, conn.signal), conn }
-    } catch (err) {
-      conn.close()
-      throw err
+    const delayMs = opts.resumeDelayMs ?? HTTP_RESUME_DELAY_MS
+    // A connection closed before the answer (a kept-alive one the server just timed out,
+    // or a SYN lost in a full queue) is tried again; a server that stays unreachable or
+    // answers with an error fails the transfer.
+    let first: { res: Response; conn: Connection } | undefined
+    for (let attempt = 0; first === undefined; attempt++) {
+      const conn = new Connection(signal, stallMs)
+      try {
+        first = { res: await fetchPayload(url, 0, length, conn.signal), conn }
+      } catch (err) {
+        conn.close()
+        if (signal.aborted || !isSiError(err, 'ERR_SERVER_UNREACHABLE') || attempt >= MAX_HTTP_RESUMES) throw err
+        opts.emit({ type: 'warning', message: `${err.message}; trying again (attempt ${attempt + 1} of ${MAX_HTTP_RESUMES})` })
+        await sleepUnlessAborted(delayMs, signal)
+      }
     }
     const onResume = (offset: number, why: string, attempt: number): void => {
       opts.emit({ type: 'warning', message: `${url}: connection lost after ${offset} of ${length} bytes (${why}); resuming from there (attempt ${attempt} of ${MAX_HTTP_RESUMES})` })
     }
-    const stream = Readable.from(resumingBody(url, length, first, signal, stallMs, onResume), { objectMode: false })
+    const stream = Readable.from(resumingBody(url, length, first, signal, { stallMs, delayMs }, onResume), { objectMode: false })
     return { stream, label: url, close: () => { stream.destroy() } }
   })
 }
@@ -277,7 +284,7 @@ class Connection {
  * connection out of many does not cost a node its install. Bytes already passed on are
  * never asked again.
  */
-async function * resumingBody (url: string, length: number, first: { res: Response; conn: Connection }, signal: AbortSignal, stallMs: number, onResume: (offset: number, why: string, attempt: number) => void): AsyncGenerator<Buffer> {
+async function * resumingBody (url: string, length: number, first: { res: Response; conn: Connection }, signal: AbortSignal, timing: { stallMs: number; delayMs: number }, onResume: (offset: number, why: string, attempt: number) => void): AsyncGenerator<Buffer> {
   let offset = 0
   let current: { res: Response; conn: Connection } | undefined = first
   let attempts = 0
@@ -307,8 +314,8 @@ async function * resumingBody (url: string, length: number, first: { res: Respon
       attempts++
       if (attempts > MAX_HTTP_RESUMES) throw new SiError('ERR_TRANSFER_INCOMPLETE', `${url}: ${MAX_HTTP_RESUMES} resumes in a row delivered nothing, stopped at ${offset} of ${length} bytes (${why})`)
       onResume(offset, why, attempts)
-      await sleepUnlessAborted(HTTP_RESUME_DELAY_MS, signal)
-      const conn = new Connection(signal, stallMs)
+      await sleepUnlessAborted(timing.delayMs, signal)
+      const conn = new Connection(signal, timing.stallMs)
       try {
         current = { res: await fetchPayload(url, offset, length, conn.signal), conn }
       } catch (err) {
