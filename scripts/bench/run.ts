@@ -249,7 +249,8 @@ export async function main (argv: string[]): Promise<number> {
     const dirty = (await run_('git', ['-C', ROOT, 'status', '--porcelain', 'src'], { allowFail: true })).split('\n').filter(l => l !== '').length
     const run: RunResult = {
       plan: plan.name, startedAt, source: { commit, dirtySrcFiles: dirty, agentBin: String(args['agent-bin'] ?? 'dist/si-agent'), serverBin: String(args['server-bin'] ?? 'dist/si-server') }, host: { cpus: cpus().length, kernel: release(), tcpCongestion }, imageBytes: image.size, pieceLength: image.pieceLength,
-      rateMbit: plan.rateMbit, scenarios: [], cleanup: { namespacesLeft: [] }
+      rateMbit: plan.rateMbit, scenarios: [], cleanup: { namespacesLeft: [] },
+      rerun: args.merge === true ? plan.scenarios.map(s => `${s.id} (${s.transports.map(t => t.id).join(', ')})`) : undefined
     }
     await mkdir(join(outDir, 'results'), { recursive: true })
     const resultsDir = join(outDir, 'results')
