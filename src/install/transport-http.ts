@@ -1,5 +1,6 @@
 // Unicast transport: the agent streams the image tarball from the server's payload URL
-// (the torrent's web seed) straight into extraction. Each piece's SHA-1 from the torrent
+// (the torrent's web seed) straight into extraction, resuming a connection that drops or
+// starves with a range request. Each piece's SHA-1 from the torrent
 // is checked before its bytes reach the extractor, so the target only ever receives
 // verified data, exactly as with the swarm. Also home of the streaming runner that the
 // multicast transport shares, and of `auto` (swarm first, unicast when the swarm stalls).
@@ -19,6 +20,15 @@ export const DEFAULT_STREAM_STALL_SECONDS = 60
 const HELPER_EXIT_GRACE_MS = 1_000
 /** `auto` falls back to HTTP when the swarm verifies no piece for this long. */
 export const AUTO_SWARM_STALL_SECONDS = 30
+/** A dropped connection is picked up again this many times in a row without a byte in between. */
+export const MAX_HTTP_RESUMES = 5
+export const HTTP_RESUME_DELAY_MS = 1_000
+/**
+ * One connection that delivers nothing this long is dropped and the rest asked for anew:
+ * of many TCP flows through one full queue, a few can be starved for a minute while a
+ * new connection is served at once (measured with 32 nodes on one 10 Mbit/s server link).
+ */
+export const HTTP_CONNECTION_STALL_MS = 15_000
 
 export type TransportName = 'bt' | 'http' | 'multicast' | 'auto'
 export const TRANSPORTS: readonly TransportName[] = ['bt', 'http', 'multicast', 'auto']
@@ -227,16 +237,6 @@ export async function deployHttp (opts: Omit<StreamDeployOptions, 'transport'> &
     return { stream, label: url, close: () => { stream.destroy() } }
   })
 }
-
-/** A dropped connection is picked up again this many times in a row without a byte in between. */
-export const MAX_HTTP_RESUMES = 5
-export const HTTP_RESUME_DELAY_MS = 1_000
-/**
- * One connection that delivers nothing this long is dropped and the rest asked for anew:
- * of many TCP flows through one full queue, a few can be starved for a minute while a
- * new connection is served at once (measured with 32 nodes on one 10 Mbit/s server link).
- */
-export const HTTP_CONNECTION_STALL_MS = 15_000
 
 /** GET of the payload from `offset` on: the whole body (200) at 0, else the rest as one range (206). */
 async function fetchPayload (url: string, offset: number, length: number, signal: AbortSignal): Promise<Response> {
