@@ -2,6 +2,7 @@
 // every MAC address it has, so the server can match either (or a group, or its default).
 import { networkInterfaces } from 'node:os'
 import { SiError, isSiError } from '../errors.ts'
+import { abortableSleep } from './abortable-sleep.ts'
 import { httpGet } from './http-get.ts'
 import { validatePlan, type Plan } from './plan.ts'
 
@@ -39,7 +40,7 @@ export async function fetchPlan (server: string, node: string, macs: string[], o
         if (isSiError(err, 'ERR_SERVER_UNREACHABLE')) throw new SiError('ERR_SERVER_UNREACHABLE', `${err.message} (${attempts} attempts; check si.server and that si-server runs and is reachable from this network)`, { cause: err })
         throw err
       }
-      await sleep(opts.retryMs ?? PLAN_RETRY_MS, opts.signal)
+      await abortableSleep(opts.retryMs ?? PLAN_RETRY_MS, opts.signal, 'plan request')
     }
   }
   let doc: { plan?: unknown; source?: unknown }
@@ -50,10 +51,3 @@ export async function fetchPlan (server: string, node: string, macs: string[], o
   return { plan: validatePlan(doc.plan, `plan ${source} from ${server}`), source }
 }
 
-function sleep (ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onAbort = (): void => { clearTimeout(timer); reject(new SiError('ERR_ABORTED', 'plan request aborted')) }
-    const timer = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve() }, ms)
-    if (signal?.aborted === true) onAbort(); else signal?.addEventListener('abort', onAbort, { once: true })
-  })
-}

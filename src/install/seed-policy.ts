@@ -1,6 +1,7 @@
 // When a node that holds the whole image leaves the swarm. Leaving too early costs the
 // others their uploader (the paper's 150-node run); staying forever delays the reboot.
 import { SiError } from '../errors.ts'
+import { abortableSleep } from './abortable-sleep.ts'
 
 export const DEFAULT_UPLOAD_MIN_KIB = 50
 export const DEFAULT_POLL_SECONDS = 2
@@ -36,7 +37,7 @@ export async function waitToLeave (policy: SeedWait, probe: SeedProbe, opts: { p
   const deadline = Date.now() + (opts.maxSeconds ?? DEFAULT_SEED_MAX_SECONDS) * 1000
   let emptyAnswers = 0
   while (Date.now() < deadline) {
-    await sleep(Math.min(pollMs, Math.max(0, deadline - Date.now())), opts.signal)
+    await abortableSleep(Math.min(pollMs, Math.max(0, deadline - Date.now())), opts.signal, 'seeding')
     if (policy.kind === 'upload-min') {
       const kib = probe.uploadRate() / 1024
       if (kib < policy.kibPerSecond) return `upload ${kib.toFixed(1)} KiB/s fell under ${policy.kibPerSecond} KiB/s`
@@ -49,11 +50,3 @@ export async function waitToLeave (policy: SeedWait, probe: SeedProbe, opts: { p
   return `seeded for the maximum of ${opts.maxSeconds ?? DEFAULT_SEED_MAX_SECONDS} s`
 }
 
-function sleep (ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted === true) { reject(new SiError('ERR_ABORTED', 'aborted')); return }
-    const timer = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve() }, ms)
-    const onAbort = (): void => { clearTimeout(timer); reject(new SiError('ERR_ABORTED', 'aborted')) }
-    signal?.addEventListener('abort', onAbort, { once: true })
-  })
-}

@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto'
 import { mkdir } from 'node:fs/promises'
 import { Readable, Transform, type TransformCallback } from 'node:stream'
 import { SiError, isSiError, describeError } from '../errors.ts'
+import { abortableSleep } from './abortable-sleep.ts'
 import { pieceSize, type Metainfo } from '../torrent/metainfo.ts'
 import { RateMeter } from '../swarm/rate-meter.ts'
 import { extractTar } from './extract.ts'
@@ -227,7 +228,7 @@ export async function deployHttp (opts: Omit<StreamDeployOptions, 'transport'> &
         conn.close()
         if (signal.aborted || !isSiError(err, 'ERR_SERVER_UNREACHABLE') || attempt >= MAX_HTTP_RESUMES) throw err
         opts.emit({ type: 'warning', message: `${err.message}; trying again (attempt ${attempt + 1} of ${MAX_HTTP_RESUMES})` })
-        await sleepUnlessAborted(delayMs, signal)
+        await abortableSleep(delayMs, signal, 'download')
       }
     }
     const onResume = (offset: number, why: string, attempt: number): void => {
@@ -314,7 +315,7 @@ async function * resumingBody (url: string, length: number, first: { res: Respon
       attempts++
       if (attempts > MAX_HTTP_RESUMES) throw new SiError('ERR_TRANSFER_INCOMPLETE', `${url}: ${MAX_HTTP_RESUMES} resumes in a row delivered nothing, stopped at ${offset} of ${length} bytes (${why})`)
       onResume(offset, why, attempts)
-      await sleepUnlessAborted(timing.delayMs, signal)
+      await abortableSleep(timing.delayMs, signal, 'download')
       const conn = new Connection(signal, timing.stallMs)
       try {
         current = { res: await fetchPayload(url, offset, length, conn.signal), conn }
@@ -330,14 +331,6 @@ async function * resumingBody (url: string, length: number, first: { res: Respon
   } finally {
     current?.conn.close()
   }
-}
-
-async function sleepUnlessAborted (ms: number, signal: AbortSignal): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => { signal.removeEventListener('abort', onAbort); resolve() }, ms)
-    const onAbort = (): void => { clearTimeout(timer); reject(signal.reason) }
-    signal.addEventListener('abort', onAbort, { once: true })
-  })
 }
 
 /**
