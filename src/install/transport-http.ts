@@ -219,13 +219,11 @@ export async function deployHttp (opts: Omit<StreamDeployOptions, 'transport'> &
     // A connection closed before the answer (a kept-alive one the server just timed out,
     // or a SYN lost in a full queue) is tried again; a server that stays unreachable or
     // answers with an error fails the transfer.
-    let first: { res: Response; conn: Connection } | undefined
+    let first: OpenConnection | undefined
     for (let attempt = 0; first === undefined; attempt++) {
-      const conn = new Connection(signal, stallMs)
       try {
-        first = { res: await fetchPayload(url, 0, length, conn.signal), conn }
+        first = await openConnection(url, 0, length, signal, stallMs)
       } catch (err) {
-        conn.close()
         if (signal.aborted || !isSiError(err, 'ERR_SERVER_UNREACHABLE') || attempt >= MAX_HTTP_RESUMES) throw err
         opts.emit({ type: 'warning', message: `${err.message}; trying again (attempt ${attempt + 1} of ${MAX_HTTP_RESUMES})` })
         await abortableSleep(delayMs, signal, 'download')
@@ -262,7 +260,7 @@ async function fetchPayload (url: string, offset: number, length: number, signal
 
 /** One connection: its own abort, fired by the caller's or by HTTP_CONNECTION_STALL_MS without data. */
 class Connection {
-  readonly controller = new AbortController()
+  private readonly controller = new AbortController()
   readonly signal: AbortSignal
   private timer: NodeJS.Timeout | undefined
 
@@ -279,15 +277,28 @@ class Connection {
   close (): void { clearTimeout(this.timer); this.controller.abort() }
 }
 
+interface OpenConnection { res: Response; conn: Connection }
+
+/** A connection answering for the payload from `offset` on; nothing is left open if it fails. */
+async function openConnection (url: string, offset: number, length: number, signal: AbortSignal, stallMs: number): Promise<OpenConnection> {
+  const conn = new Connection(signal, stallMs)
+  try {
+    return { res: await fetchPayload(url, offset, length, conn.signal), conn }
+  } catch (err) {
+    conn.close()
+    throw err
+  }
+}
+
 /**
  * The payload's bytes in order, across dropped and starved connections: when a body ends
  * short, fails or goes quiet, the rest is asked for with a range request, so one bad
  * connection out of many does not cost a node its install. Bytes already passed on are
  * never asked again.
  */
-async function * resumingBody (url: string, length: number, first: { res: Response; conn: Connection }, signal: AbortSignal, timing: { stallMs: number; delayMs: number }, onResume: (offset: number, why: string, attempt: number) => void): AsyncGenerator<Buffer> {
+async function * resumingBody (url: string, length: number, first: OpenConnection, signal: AbortSignal, timing: { stallMs: number; delayMs: number }, onResume: (offset: number, why: string, attempt: number) => void): AsyncGenerator<Buffer> {
   let offset = 0
-  let current: { res: Response; conn: Connection } | undefined = first
+  let current: OpenConnection | undefined = first
   let attempts = 0
   let why = ''
   try {
@@ -316,11 +327,9 @@ async function * resumingBody (url: string, length: number, first: { res: Respon
       if (attempts > MAX_HTTP_RESUMES) throw new SiError('ERR_TRANSFER_INCOMPLETE', `${url}: ${MAX_HTTP_RESUMES} resumes in a row delivered nothing, stopped at ${offset} of ${length} bytes (${why})`)
       onResume(offset, why, attempts)
       await abortableSleep(timing.delayMs, signal, 'download')
-      const conn = new Connection(signal, timing.stallMs)
       try {
-        current = { res: await fetchPayload(url, offset, length, conn.signal), conn }
+        current = await openConnection(url, offset, length, signal, timing.stallMs)
       } catch (err) {
-        conn.close()
         if (signal.aborted) throw err
         // A server that cannot serve ranges will not learn to: that failure is final.
         if (isSiError(err, 'ERR_HTTP_STATUS')) throw err
