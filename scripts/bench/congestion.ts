@@ -27,9 +27,12 @@ export async function chooseCongestionControl (requested: string): Promise<Conge
   const wanted = requested === AUTO ? PREFERRED_CONGESTION_CONTROL : requested
   if (!/^[a-z0-9_]+$/.test(wanted)) return { problem: `--tcp-cc ${requested}: not a congestion control name` }
   if (wanted === machine) return { name: wanted }
-  // Loading the module makes it available; namespaces still need it allowed.
-  if (!(await readList('tcp_available_congestion_control')).includes(wanted)) await run('modprobe', [`tcp_${wanted}`], { allowFail: true })
-  const available = await readList('tcp_available_congestion_control')
+  let available = await readList('tcp_available_congestion_control')
+  if (!available.includes(wanted)) {
+    // Loading the module makes it available; namespaces still need it allowed.
+    await run('modprobe', [`tcp_${wanted}`], { allowFail: true })
+    available = await readList('tcp_available_congestion_control')
+  }
   const allowed = await readList('tcp_allowed_congestion_control')
   if (available.includes(wanted) && allowed.includes(wanted)) return { name: wanted }
   const why = !available.includes(wanted)

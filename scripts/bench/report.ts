@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { lineChart, type Series } from './svg.ts'
 import { lateStartSeconds, ratesFrom, round, TRANSFER_BEGUN_FRACTION } from './metrics.ts'
 import type { TrialResult } from './trial.ts'
+import type { HostHealth } from './cluster.ts'
 import type { RawResult } from './raw.ts'
 import { checkTargets } from './targets.ts'
 
@@ -60,7 +61,7 @@ function trialRow (t: TrialResult): string {
 function resentShare (t: TrialResult): string {
   const h = t.health
   if (h === undefined) return '—'
-  const share = (x: { tcpSegmentsOut: number; tcpRetransmitted: number }): string => x.tcpSegmentsOut > 0 ? `${(100 * x.tcpRetransmitted / x.tcpSegmentsOut).toFixed(1)}%` : '—'
+  const share = (x: HostHealth): string => x.tcpSegmentsOut > 0 ? `${(100 * x.tcpRetransmitted / x.tcpSegmentsOut).toFixed(1)}%` : '—'
   return `${share(h.server)} / ${share(h.nodes)}`
 }
 
