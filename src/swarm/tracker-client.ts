@@ -4,11 +4,10 @@ import https from 'node:https'
 import { performance } from 'node:perf_hooks'
 import bencode from 'bencode'
 import { SiError } from '../errors.ts'
+import { decodeCompactPeers, type PeerAddress } from '../torrent/compact-peers.ts'
 
 const HASH_LENGTH = 20
 const MAX_PORT = 65535
-const COMPACT_IPV4_LENGTH = 6
-const COMPACT_IPV6_LENGTH = 18
 // Bounded so a confused or hostile server cannot hold the agent's memory: 200 peers in
 // the dictionary form are about 20 KiB.
 const MAX_REPLY_BYTES = 256 * 1024
@@ -36,7 +35,7 @@ export interface AnnounceParams {
   numwant?: number
 }
 
-export interface PeerAddress { host: string; port: number }
+export type { PeerAddress }
 
 export interface AnnounceResult {
   interval: number
@@ -428,25 +427,9 @@ function parseAnnounceReply (reply: Dict, url: string): AnnounceResult {
 function peerList (value: unknown, family: 4 | 6, url: string): PeerAddress[] {
   const field = family === 4 ? 'peers' : 'peers6'
   if (value === undefined) return []
-  if (value instanceof Uint8Array) return compactPeers(value, family, url)
+  if (value instanceof Uint8Array) return decodeCompactPeers(value, family, field, problem => { throw replyError(url, problem) })
   if (family === 4 && Array.isArray(value)) return value.map((entry) => dictPeer(entry, url))
   throw replyError(url, `${field} is neither a compact string nor a list`)
-}
-
-function compactPeers (bytes: Uint8Array, family: 4 | 6, url: string): PeerAddress[] {
-  const size = family === 4 ? COMPACT_IPV4_LENGTH : COMPACT_IPV6_LENGTH
-  if (bytes.length % size !== 0) {
-    throw replyError(url, `compact ${family === 4 ? 'peers' : 'peers6'} length ${bytes.length} is not a multiple of ${size}`)
-  }
-  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length)
-  const peers: PeerAddress[] = []
-  for (let offset = 0; offset < buf.length; offset += size) {
-    const host = family === 4
-      ? [...buf.subarray(offset, offset + 4)].join('.')
-      : Array.from({ length: 8 }, (_, g) => buf.readUInt16BE(offset + g * 2).toString(16)).join(':')
-    peers.push({ host, port: checkPort(buf.readUInt16BE(offset + size - 2), url) })
-  }
-  return peers
 }
 
 function dictPeer (entry: unknown, url: string): PeerAddress {
