@@ -1,11 +1,10 @@
-// One connection to a remote peer: the socket, the guard, the Wire, and the upload side
-// with the backpressure that bittorrent-protocol lacks (it pushes every piece we answer
-// into an unbounded buffer and queues every request a peer sends).
+// One connection to a remote peer: the socket, the wire over it, and the upload side,
+// which answers the peer's requests from the store no faster than the socket takes them.
 import { EventEmitter } from 'node:events'
 import type { Socket } from 'node:net'
-import Wire from 'bittorrent-protocol'
 import { SiError, describeError } from '../errors.ts'
-import { WireGuard, MAX_BLOCK_LENGTH } from './wire-guard.ts'
+import { PeerWire } from './wire.ts'
+import { MAX_BLOCK_LENGTH, type Handshake } from './wire-reader.ts'
 import { RateMeter } from './rate-meter.ts'
 import type { TokenBucket } from './token-bucket.ts'
 
@@ -16,14 +15,19 @@ export const MAX_QUEUED_REQUESTS = 2048
 export const HANDSHAKE_TIMEOUT_MS = 10_000
 
 export type ReadBlock = (index: number, offset: number, length: number) => Promise<Buffer>
-type Respond = (err: Error | null, block?: Uint8Array) => void
 
-interface QueuedRequest { index: number; offset: number; length: number; respond: Respond }
+interface QueuedRequest {
+  index: number
+  offset: number
+  length: number
+  /** our choke count when it came in: a choke since voids it */
+  chokeCount: number
+  cancelled: boolean
+}
 
 export class Peer extends EventEmitter {
   readonly socket: Socket
-  readonly wire: Wire
-  readonly guard: WireGuard
+  readonly wire: PeerWire
   readonly outgoing: boolean
   readonly remoteHost: string
   /** the port the remote peer listens on, when known (outgoing, or its extended handshake) */
@@ -37,11 +41,12 @@ export class Peer extends EventEmitter {
   waitingSince = Date.now()
   hashFailures = 0
   private readonly uploads: QueuedRequest[] = []
+  /** requests being read from the store, so that a cancel can still stop their answer */
+  private readonly reading = new Set<QueuedRequest>()
   private readingBytes = 0
   private readBlock: ReadBlock | undefined
   private uploadLimit: TokenBucket | undefined
   private throttleTimer: NodeJS.Timeout | undefined
-  private repump: NodeJS.Immediate | undefined
   private closed = false
 
   constructor (socket: Socket, opts: { outgoing: boolean; listenPort?: number }) {
@@ -50,26 +55,24 @@ export class Peer extends EventEmitter {
     this.outgoing = opts.outgoing
     this.remoteHost = normaliseHost(socket.remoteAddress ?? '')
     this.listenPort = opts.listenPort
-    this.wire = new Wire(opts.outgoing ? 'tcpOutgoing' : 'tcpIncoming')
-    this.guard = new WireGuard()
+    this.wire = new PeerWire(socket)
     socket.setNoDelay(true)
-    socket.pipe(this.guard).pipe(this.wire as unknown as NodeJS.WritableStream)
-    this.wire.pipe(socket)
-    const fail = (err: Error): void => this.destroy(err)
-    socket.on('error', fail)
-    this.guard.on('error', fail)
+    socket.on('data', (chunk: Buffer) => {
+      try {
+        this.wire.feed(chunk)
+      } catch (err) {
+        this.destroy(err instanceof Error ? err : new SiError('ERR_PEER_PROTOCOL', String(err)))
+      }
+    })
+    socket.on('error', (err: Error) => this.destroy(err))
     socket.on('close', () => this.destroy())
-    this.wire.on('close', () => this.destroy())
-    this.wire.on('finish', () => this.destroy())
-    this.wire.on('error', fail)
     socket.on('drain', () => this.pump())
     this.wire.on('download', (n: number) => this.downloadRate.add(n))
     this.wire.on('upload', (n: number) => this.uploadRate.add(n))
-    this.wire.on('request', (index: number, offset: number, length: number, respond: Respond) => this.onRequest(index, offset, length, respond))
-    // A cancelled block is not read from disk at all (the Wire would drop the answer anyway).
-    this.wire.on('cancel', (index: number, offset: number, length: number) => this.dropQueued(index, offset, length))
-    this.wire.on('extended', (ext: string) => {
-      if (ext !== 'handshake') return
+    this.wire.on('request', (index: number, offset: number, length: number) => this.onRequest(index, offset, length))
+    // A cancelled block is not read from disk at all, nor sent if its read is under way.
+    this.wire.on('cancel', (index: number, offset: number, length: number) => this.cancelUpload(index, offset, length))
+    this.wire.on('extended-handshake', () => {
       const p = this.wire.peerExtendedHandshake.p
       if (typeof p === 'number' && Number.isInteger(p) && p > 0 && p < 65536 && this.listenPort === undefined) this.listenPort = p
     })
@@ -100,9 +103,9 @@ export class Peer extends EventEmitter {
     const timer = setTimeout(() => this.destroy(new SiError('ERR_PEER_PROTOCOL', 'no handshake in time')), HANDSHAKE_TIMEOUT_MS)
     timer.unref()
     this.once('close', settle)
-    this.wire.once('handshake', (infoHashHex: string) => {
+    this.wire.once('handshake', (h: Handshake) => {
       settle()
-      if (!this.closed) onHandshake(infoHashHex)
+      if (!this.closed) onHandshake(h.infoHash.toString('hex'))
     })
   }
 
@@ -110,16 +113,16 @@ export class Peer extends EventEmitter {
     if (this.closed) return
     this.closed = true
     this.uploads.length = 0
+    this.reading.clear()
     clearTimeout(this.throttleTimer)
-    clearImmediate(this.repump)
+    this.wire.close()
     this.socket.destroy()
-    this.wire.destroy()
     this.emit('close', err)
   }
 
   private validateRequest: (index: number, offset: number, length: number) => string | undefined = () => 'no torrent yet'
 
-  private onRequest (index: number, offset: number, length: number, respond: Respond): void {
+  private onRequest (index: number, offset: number, length: number): void {
     const problem = length > MAX_BLOCK_LENGTH || length <= 0 ? `block length ${length}` : this.validateRequest(index, offset, length)
     if (problem !== undefined) {
       this.destroy(new SiError('ERR_PEER_PROTOCOL', `peer requested an invalid block (piece ${index}, offset ${offset}, length ${length}): ${problem}`))
@@ -129,47 +132,46 @@ export class Peer extends EventEmitter {
       this.destroy(new SiError('ERR_PEER_PROTOCOL', `peer has more than ${MAX_QUEUED_REQUESTS} requests queued`))
       return
     }
-    this.uploads.push({ index, offset, length, respond })
+    this.uploads.push({ index, offset, length, chokeCount: this.wire.chokeCount, cancelled: false })
     this.pump()
   }
 
-  private dropQueued (index: number, offset: number, length: number): void {
-    const at = this.uploads.findIndex(r => r.index === index && r.offset === offset && r.length === length)
+  private cancelUpload (index: number, offset: number, length: number): void {
+    const matches = (r: QueuedRequest): boolean => r.index === index && r.offset === offset && r.length === length
+    const at = this.uploads.findIndex(matches)
     if (at >= 0) this.uploads.splice(at, 1)
+    for (const r of this.reading) if (matches(r)) r.cancelled = true
+  }
+
+  private isVoid (req: QueuedRequest): boolean {
+    return req.cancelled || req.chokeCount !== this.wire.chokeCount
   }
 
   /** Answers queued requests while the socket keeps up. */
   private pump (): void {
     const readBlock = this.readBlock
     if (readBlock === undefined || this.throttleTimer !== undefined) return
-    while (!this.closed && this.uploads.length > 0 && this.bufferedBytes() < UPLOAD_HIGH_WATER) {
+    while (!this.closed && this.uploads.length > 0 && this.socket.writableLength + this.readingBytes < UPLOAD_HIGH_WATER) {
       const req = this.uploads[0]
-      if (this.wire.amChoking) { this.uploads.shift(); continue }
+      if (this.isVoid(req)) { this.uploads.shift(); continue }
       if (this.uploadLimit !== undefined && !this.uploadLimit.tryTake(req.length)) {
         this.throttleTimer = setTimeout(() => { this.throttleTimer = undefined; this.pump() }, this.uploadLimit.msUntil(req.length))
         return
       }
       this.uploads.shift()
+      this.reading.add(req)
       this.readingBytes += req.length
       readBlock(req.index, req.offset, req.length).then(block => {
+        this.reading.delete(req)
         this.readingBytes -= req.length
-        if (!this.closed) req.respond(null, block)
+        if (!this.closed && !this.isVoid(req)) this.wire.piece(req.index, req.offset, block)
         this.pump()
       }, err => {
+        this.reading.delete(req)
         this.readingBytes -= req.length
         this.destroy(new SiError('ERR_STAGING', `cannot read block for peer: ${describeError(err)}`, { cause: err }))
       })
     }
-    // Answered blocks wait in the Wire's buffer until it flushes them into the socket on a
-    // later tick, and that flush fires no event: look again then, or the queue stalls.
-    // Bytes held by the socket itself are followed by its 'drain'.
-    if (!this.closed && this.uploads.length > 0 && this.repump === undefined && this.socket.writableLength < UPLOAD_HIGH_WATER) {
-      this.repump = setImmediate(() => { this.repump = undefined; this.pump() })
-    }
-  }
-
-  private bufferedBytes (): number {
-    return this.socket.writableLength + (this.wire._readableState?.buffered ?? 0) + this.readingBytes
   }
 }
 

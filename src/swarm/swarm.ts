@@ -3,7 +3,6 @@
 // (tracker, PEX). The same class downloads (agent) and seeds (server, or an agent done).
 import { EventEmitter } from 'node:events'
 import { connect as netConnect } from 'node:net'
-import utPex from 'ut_pex'
 import { SiError, describeError } from '../errors.ts'
 import { Peer, MAX_QUEUED_REQUESTS } from './peer.ts'
 import { VERSION } from '../version.ts'
@@ -263,13 +262,12 @@ export class Swarm extends EventEmitter {
   }
 
   private prepareWire (peer: Peer): void {
-    peer.guard.setPieceCount(this.picker.pieceCount)
-    peer.wire.use(utPex())
+    peer.wire.setPieceCount(this.picker.pieceCount)
     peer.wire.extendedHandshake.p = this.listener.port
     // BEP 10: how many requests we queue per peer, so clients like Transmission do not overrun it.
     peer.wire.extendedHandshake.reqq = MAX_QUEUED_REQUESTS
     peer.wire.extendedHandshake.v = `swarmimager ${VERSION}`
-    peer.wire.setKeepAlive(true)
+    peer.wire.startKeepAlive()
   }
 
   private attach (peer: Peer): void {
@@ -307,7 +305,7 @@ export class Swarm extends EventEmitter {
     if (this.superSeeding) this.revealToWaiting()
     else if (this.picker.completed > 0) peer.wire.bitfield(this.store.bitfield())
     this.introduceViaPex(state)
-    peer.wire.setTimeout(REQUEST_TIMEOUT_MS, true)
+    peer.wire.setRequestTimeout(REQUEST_TIMEOUT_MS)
     this.emit('peer', peer.key)
     this.maybeUnchoke(state)
   }
@@ -337,8 +335,8 @@ export class Swarm extends EventEmitter {
       this.afterPeerPieces(state)
     })
     wire.on('unchoke', () => this.request(state))
-    // The Wire fails the outstanding requests (their callbacks return the blocks to the
-    // pool); the others may take them now.
+    // The wire has failed the outstanding requests (their answers returned the blocks to
+    // the pool); the others may take them now.
     wire.on('choke', () => { for (const other of this.peers.values()) if (other !== state) this.request(other) })
     wire.on('interested', () => this.maybeUnchoke(state))
     wire.on('uninterested', () => { if (!wire.amChoking) { wire.choke(); peer.waitingSince = Date.now() } })
@@ -350,17 +348,9 @@ export class Swarm extends EventEmitter {
       if (fromServer) this.downloadedFromServer += n
     })
     wire.on('upload', (n: number) => { this.uploaded += n; this.uploadRate.add(n) })
-    wire.on('extended', (ext: string) => {
-      if (ext !== 'handshake') return
-      wire.ut_pex?.start()
-      // An incoming peer's listening port is known only from its extended handshake.
-      if (!peer.outgoing) this.introduceViaPex(state)
-    })
-    wire.ut_pex?.on('peer', (addr: string) => {
-      const parsed = parsePexAddress(addr)
-      if (parsed !== undefined) this.addPeerAddress(parsed)
-    })
-    wire.ut_pex?.on('warning', () => { /* a peer without PEX is still a peer */ })
+    // An incoming peer's listening port is known only from its extended handshake.
+    wire.on('extended-handshake', () => { if (!peer.outgoing) this.introduceViaPex(state) })
+    wire.pex.on('peer', (addr: PeerAddress) => this.addPeerAddress(addr))
   }
 
   private setHeld (state: PeerState, index: number, has: boolean): void {
@@ -411,18 +401,19 @@ export class Swarm extends EventEmitter {
     // Pieces only the departed peer held may now be revealed to those still waiting for them.
     this.revealToWaiting()
     if (peer.listenPort !== undefined) {
-      for (const other of this.peers.values()) other.peer.wire.ut_pex?.dropPeer(`${peer.remoteHost}:${peer.listenPort}`)
+      const gone = { host: peer.remoteHost, port: peer.listenPort }
+      for (const other of this.peers.values()) other.peer.wire.pex.dropPeer(gone)
     }
     if (this.peers.size < LOW_PEER_COUNT && !this.picker.isComplete) this.tracker?.announceNow()
   }
 
   private introduceViaPex (state: PeerState): void {
     const { peer } = state
-    const newAddr = peer.listenPort !== undefined ? `${peer.remoteHost}:${peer.listenPort}` : undefined
+    const newAddr = peer.listenPort !== undefined ? { host: peer.remoteHost, port: peer.listenPort } : undefined
     for (const other of this.peers.values()) {
       if (other === state) continue
-      if (other.peer.listenPort !== undefined) peer.wire.ut_pex?.addPeer(`${other.peer.remoteHost}:${other.peer.listenPort}`)
-      if (newAddr !== undefined) other.peer.wire.ut_pex?.addPeer(newAddr)
+      if (other.peer.listenPort !== undefined) peer.wire.pex.addPeer({ host: other.peer.remoteHost, port: other.peer.listenPort })
+      if (newAddr !== undefined) other.peer.wire.pex.addPeer(newAddr)
     }
   }
 
@@ -462,9 +453,9 @@ export class Swarm extends EventEmitter {
     if (!wire.amInterested) wire.interested()
     for (const block of blocks) {
       peer.outstanding++
-      wire.request(block.index, block.offset, block.length, (err, data) => {
+      wire.request(block.index, block.offset, block.length, data => {
         peer.outstanding--
-        if (err !== null || data === undefined) {
+        if (data === undefined) {
           this.picker.abandoned(peer.id, block.index, block.offset)
           return
         }
@@ -591,12 +582,4 @@ function hasSpareBits (bits: Uint8Array, pieceCount: number): boolean {
   const spare = bits.length * 8 - pieceCount
   if (spare <= 0) return false
   return (bits[bits.length - 1] & ((1 << spare) - 1)) !== 0
-}
-
-function parsePexAddress (addr: string): PeerAddress | undefined {
-  const colon = addr.lastIndexOf(':')
-  if (colon <= 0) return undefined
-  const port = Number(addr.slice(colon + 1))
-  if (!Number.isInteger(port) || port <= 0 || port > 65535) return undefined
-  return { host: addr.slice(0, colon).replace(/^\[|\]$/g, ''), port }
 }

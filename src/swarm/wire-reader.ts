@@ -1,0 +1,184 @@
+// Cuts a peer's byte stream into the handshake and whole messages, checking every
+// announced length against its message type before buffering a byte of the body. A
+// message arriving in many TCP segments is joined once, when its last byte is in: the
+// segments of a 16 KiB block are held as a list, not copied again at every arrival.
+import { SiError } from '../errors.ts'
+
+export const HANDSHAKE_LENGTH = 68
+const PROTOCOL_NAME = 'BitTorrent protocol'
+/** Largest block a peer may send or ask for; 16 KiB is what everyone uses, 128 KiB the cap most clients accept. */
+export const MAX_BLOCK_LENGTH = 128 * 1024
+const MAX_EXTENDED_LENGTH = 1024 * 1024
+const MAX_UNKNOWN_LENGTH = 64 * 1024
+/** Before the torrent is known a bitfield may be this large. */
+const DEFAULT_MAX_BITFIELD_BYTES = 1024 * 1024
+const LENGTH_PREFIX = 4
+
+export const MESSAGE = {
+  choke: 0,
+  unchoke: 1,
+  interested: 2,
+  notInterested: 3,
+  have: 4,
+  bitfield: 5,
+  request: 6,
+  piece: 7,
+  cancel: 8,
+  port: 9,
+  suggest: 13,
+  haveAll: 14,
+  haveNone: 15,
+  reject: 16,
+  allowedFast: 17,
+  extended: 20
+} as const
+
+/** Body lengths (id byte included) of the messages whose size is fixed. */
+const FIXED_LENGTHS: Record<number, number> = {
+  [MESSAGE.choke]: 1,
+  [MESSAGE.unchoke]: 1,
+  [MESSAGE.interested]: 1,
+  [MESSAGE.notInterested]: 1,
+  [MESSAGE.have]: 5,
+  [MESSAGE.request]: 13,
+  [MESSAGE.cancel]: 13,
+  [MESSAGE.port]: 3,
+  [MESSAGE.suggest]: 5,
+  [MESSAGE.haveAll]: 1,
+  [MESSAGE.haveNone]: 1,
+  [MESSAGE.reject]: 13,
+  [MESSAGE.allowedFast]: 5
+}
+
+export interface Handshake {
+  infoHash: Buffer
+  peerId: Buffer
+  /** BEP 10: the peer speaks the extension protocol */
+  extended: boolean
+}
+
+export interface WireReaderHandlers {
+  handshake (h: Handshake): void
+  /** `body` is the message after its id byte. */
+  message (id: number, body: Buffer): void
+}
+
+export class WireReader {
+  private readonly chunks: Buffer[] = []
+  private buffered = 0
+  private handshakeDone = false
+  /** length of the message being read, id byte included; 0 while its prefix is read */
+  private messageLength = 0
+  private idChecked = false
+  private bitfieldBytes = DEFAULT_MAX_BITFIELD_BYTES
+
+  constructor (private readonly handlers: WireReaderHandlers) {}
+
+  /** Once the torrent is known, a bitfield must have exactly its size. */
+  setPieceCount (pieceCount: number): void {
+    this.bitfieldBytes = Math.ceil(pieceCount / 8)
+  }
+
+  /** Takes the next bytes from the socket; throws ERR_PEER_PROTOCOL at the first wrong one. */
+  feed (chunk: Buffer): void {
+    if (chunk.length === 0) return
+    if (!this.handshakeDone && this.buffered === 0 && chunk[0] !== PROTOCOL_NAME.length) {
+      throw new SiError('ERR_PEER_PROTOCOL', 'peer does not speak the BitTorrent protocol')
+    }
+    this.chunks.push(chunk)
+    this.buffered += chunk.length
+    while (this.step()) { /* one unit per step */ }
+  }
+
+  /** Reads one handshake, length prefix or message if all its bytes are in. */
+  private step (): boolean {
+    if (!this.handshakeDone) {
+      if (this.buffered < HANDSHAKE_LENGTH) return false
+      this.handshakeDone = true
+      this.handlers.handshake(parseHandshake(this.take(HANDSHAKE_LENGTH)))
+      return true
+    }
+    if (this.messageLength === 0) {
+      if (this.buffered < LENGTH_PREFIX) return false
+      const length = this.take(LENGTH_PREFIX).readUInt32BE(0)
+      if (length === 0) return true // keep-alive
+      this.messageLength = length
+      this.idChecked = false
+    }
+    if (!this.idChecked) {
+      if (this.buffered < 1) return false
+      const id = this.chunks[0][0]
+      const problem = this.checkLength(id, this.messageLength)
+      if (problem !== undefined) throw new SiError('ERR_PEER_PROTOCOL', `peer sent message ${id} of length ${this.messageLength}: ${problem}`)
+      this.idChecked = true
+    }
+    if (this.buffered < this.messageLength) return false
+    const message = this.take(this.messageLength)
+    this.messageLength = 0
+    this.handlers.message(message[0], message.subarray(1))
+    return true
+  }
+
+  /** The next `n` buffered bytes, copied only when they span several chunks. */
+  private take (n: number): Buffer {
+    this.buffered -= n
+    const first = this.chunks[0]
+    if (first.length > n) {
+      this.chunks[0] = first.subarray(n)
+      return first.subarray(0, n)
+    }
+    if (first.length === n) {
+      this.chunks.shift()
+      return first
+    }
+    const out = Buffer.allocUnsafe(n)
+    let filled = 0
+    while (filled < n) {
+      const chunk = this.chunks[0]
+      const used = Math.min(chunk.length, n - filled)
+      chunk.copy(out, filled, 0, used)
+      filled += used
+      if (used === chunk.length) this.chunks.shift()
+      else this.chunks[0] = chunk.subarray(used)
+    }
+    return out
+  }
+
+  private checkLength (id: number, length: number): string | undefined {
+    const fixed = FIXED_LENGTHS[id]
+    if (fixed !== undefined) return length === fixed ? undefined : `expected ${fixed}`
+    switch (id) {
+      case MESSAGE.bitfield: {
+        const exact = this.bitfieldBytes !== DEFAULT_MAX_BITFIELD_BYTES
+        return (exact ? length === 1 + this.bitfieldBytes : length <= 1 + this.bitfieldBytes) ? undefined : `expected ${exact ? '' : 'at most '}${1 + this.bitfieldBytes}`
+      }
+      case MESSAGE.piece: return length > 9 && length <= 9 + MAX_BLOCK_LENGTH ? undefined : `blocks are 1..${MAX_BLOCK_LENGTH} bytes`
+      case MESSAGE.extended: return length >= 2 && length <= MAX_EXTENDED_LENGTH ? undefined : `extended messages are 2..${MAX_EXTENDED_LENGTH} bytes`
+      default: return length <= MAX_UNKNOWN_LENGTH ? undefined : `unknown messages are at most ${MAX_UNKNOWN_LENGTH} bytes`
+    }
+  }
+}
+
+function parseHandshake (buf: Buffer): Handshake {
+  if (buf.toString('latin1', 1, 1 + PROTOCOL_NAME.length) !== PROTOCOL_NAME) {
+    throw new SiError('ERR_PEER_PROTOCOL', 'peer does not speak the BitTorrent protocol')
+  }
+  const reserved = 1 + PROTOCOL_NAME.length
+  return {
+    extended: (buf[reserved + 5] & 0x10) !== 0,
+    infoHash: Buffer.from(buf.subarray(reserved + 8, reserved + 28)),
+    peerId: Buffer.from(buf.subarray(reserved + 28, reserved + 48))
+  }
+}
+
+/** The 68 bytes we open a connection with; we offer the extension protocol only. */
+export function encodeHandshake (infoHash: Buffer, peerId: Buffer): Buffer {
+  const buf = Buffer.alloc(HANDSHAKE_LENGTH)
+  buf[0] = PROTOCOL_NAME.length
+  buf.write(PROTOCOL_NAME, 1, 'latin1')
+  const reserved = 1 + PROTOCOL_NAME.length
+  buf[reserved + 5] |= 0x10
+  infoHash.copy(buf, reserved + 8)
+  peerId.copy(buf, reserved + 28)
+  return buf
+}

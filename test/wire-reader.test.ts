@@ -1,0 +1,71 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { WireReader, encodeHandshake, type Handshake } from '../src/swarm/wire-reader.ts'
+
+const INFO_HASH = Buffer.alloc(20, 0xab)
+const PEER_ID = Buffer.alloc(20, 0xcd)
+const HANDSHAKE = encodeHandshake(INFO_HASH, PEER_ID)
+
+function message (id: number, body: Buffer | number): Buffer {
+  const payload = typeof body === 'number' ? Buffer.alloc(body) : body
+  const head = Buffer.alloc(5)
+  head.writeUInt32BE(payload.length + 1, 0)
+  head[4] = id
+  return Buffer.concat([head, payload])
+}
+
+function reader (pieceCount?: number): { r: WireReader; handshakes: Handshake[]; messages: Array<[number, Buffer]> } {
+  const handshakes: Handshake[] = []
+  const messages: Array<[number, Buffer]> = []
+  const r = new WireReader({ handshake: h => handshakes.push(h), message: (id, body) => messages.push([id, Buffer.from(body)]) })
+  if (pieceCount !== undefined) r.setPieceCount(pieceCount)
+  return { r, handshakes, messages }
+}
+
+test('well-formed traffic split at every byte comes out as the same messages', () => {
+  const block = Buffer.alloc(16384, 7)
+  const pieceBody = Buffer.concat([Buffer.from([0, 0, 0, 3, 0, 0, 0x40, 0]), block])
+  const stream = Buffer.concat([HANDSHAKE, message(5, 3), message(4, Buffer.from([0, 0, 0, 9])), Buffer.alloc(4), message(7, pieceBody), message(20, 30)])
+  const { r, handshakes, messages } = reader(20)
+  for (const b of stream) r.feed(Buffer.from([b]))
+  assert.equal(handshakes.length, 1)
+  assert.deepEqual(handshakes[0], { infoHash: INFO_HASH, peerId: PEER_ID, extended: true })
+  assert.deepEqual(messages.map(([id, body]) => [id, body.length]), [[5, 3], [4, 4], [7, 8 + 16384], [20, 30]])
+  assert.ok(messages[2][1].subarray(8).equals(block))
+})
+
+test('many messages in one chunk all come out, in order', () => {
+  const { r, messages } = reader(20)
+  r.feed(Buffer.concat([HANDSHAKE, ...[1, 2, 3, 4, 5].map(i => message(4, Buffer.from([0, 0, 0, i])))]))
+  assert.deepEqual(messages.map(([, body]) => body.readUInt32BE(0)), [1, 2, 3, 4, 5])
+})
+
+test('a huge announced length is refused before its body is buffered', () => {
+  const head = Buffer.alloc(5)
+  head.writeUInt32BE(0x80000000, 0)
+  head[4] = 7
+  const { r } = reader()
+  assert.throws(() => r.feed(Buffer.concat([HANDSHAKE, head])), /message 7 of length 2147483648/)
+})
+
+test('a short have message is refused (it would be read out of bounds)', () => {
+  const { r } = reader()
+  assert.throws(() => r.feed(Buffer.concat([HANDSHAKE, message(4, 1)])), /message 4 of length 2: expected 5/)
+})
+
+test('a bitfield of the wrong size for the torrent is refused', () => {
+  const { r } = reader(20)
+  assert.throws(() => r.feed(Buffer.concat([HANDSHAKE, message(5, 100)])), /expected 4/)
+})
+
+test('a connection that does not start with a BitTorrent handshake is refused', () => {
+  const { r } = reader()
+  assert.throws(() => r.feed(Buffer.from('GET / HTTP/1.1\r\n\r\n')), (err: Error & { code?: string }) => err.code === 'ERR_PEER_PROTOCOL' && /does not speak the BitTorrent protocol/.test(err.message))
+})
+
+test('a handshake with the right length byte but another protocol name is refused', () => {
+  const { r } = reader()
+  const fake = Buffer.from(HANDSHAKE)
+  fake.write('BitTorrent protocoX', 1, 'latin1')
+  assert.throws(() => r.feed(fake), /does not speak the BitTorrent protocol/)
+})
