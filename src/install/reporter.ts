@@ -2,8 +2,11 @@
 // does not answer must never slow down or fail an install, so each report is bounded
 // and the newest progress replaces any still unsent.
 import type { DeployEvent, EventSink } from './events.ts'
+import { httpRequest } from '../http-client.ts'
 
 export const REPORT_TIMEOUT_MS = 3_000
+/** The server answers a report with a short acknowledgement; anything longer is not read. */
+const MAX_REPORT_ANSWER_BYTES = 64 * 1024
 
 export class ServerReporter {
   private readonly url: string
@@ -34,11 +37,12 @@ export class ServerReporter {
       if (event === undefined) return
       if (event === this.queued) this.queued = undefined
       try {
-        await fetch(this.url, {
+        await httpRequest(this.url, {
           method: 'POST',
           headers: { 'content-type': 'application/json' },
           body: JSON.stringify(event),
-          signal: AbortSignal.timeout(REPORT_TIMEOUT_MS)
+          timeoutMs: REPORT_TIMEOUT_MS,
+          maxBytes: MAX_REPORT_ANSWER_BYTES
         })
       } catch { /* best effort */ }
     }

@@ -1,9 +1,8 @@
 import { EventEmitter } from 'node:events'
-import http from 'node:http'
-import https from 'node:https'
 import { performance } from 'node:perf_hooks'
 import bencode from 'bencode'
-import { SiError } from '../errors.ts'
+import { SiError, isSiError } from '../errors.ts'
+import { httpRequest } from '../http-client.ts'
 import { decodeCompactPeers, type PeerAddress } from '../torrent/compact-peers.ts'
 
 const HASH_LENGTH = 20
@@ -330,52 +329,24 @@ function parseUrl (text: string): URL {
 }
 
 /** GET with a deadline, an abort signal and a size cap; only HTTP 200 is a reply. */
-function fetchReply (baseUrl: string, fullUrl: string, opts: RequestOptions): Promise<Uint8Array> {
-  const url = parseUrl(fullUrl)
-  const timeoutMs = opts.timeoutMs ?? ANNOUNCE_TIMEOUT_MS
-  return new Promise((resolve, reject) => {
-    if (opts.signal?.aborted === true) {
-      reject(new SiError('ERR_ABORTED', `request to ${baseUrl} aborted`))
-      return
-    }
-    const client = url.protocol === 'https:' ? https : http
-    // No keep-alive agent: an idle pooled socket would keep the process (and the tracker) busy.
-    const req = client.get(url, { agent: false, headers: { Accept: 'text/plain' } })
-    let settled = false
-    const finish = (err: SiError | undefined, body?: Uint8Array): void => {
-      if (settled) return
-      settled = true
-      clearTimeout(timer)
-      opts.signal?.removeEventListener('abort', onAbort)
-      if (err !== undefined) {
-        req.destroy()
-        reject(err)
-      } else {
-        resolve(body as Uint8Array)
-      }
-    }
-    const onAbort = (): void => finish(new SiError('ERR_ABORTED', `request to ${baseUrl} aborted`))
-    const timer = setTimeout(() => finish(new SiError('ERR_SERVER_UNREACHABLE', `tracker ${baseUrl} did not answer within ${timeoutMs} ms`)), timeoutMs)
-    opts.signal?.addEventListener('abort', onAbort, { once: true })
-    req.on('error', (err) => finish(new SiError('ERR_SERVER_UNREACHABLE', `tracker ${baseUrl} unreachable: ${err.message}`, { cause: err })))
-    req.on('response', (res) => {
-      if (res.statusCode !== 200) {
-        res.resume()
-        finish(replyError(baseUrl, `HTTP ${res.statusCode ?? '?'} ${res.statusMessage ?? ''}`.trim()))
-        return
-      }
-      const chunks: Buffer[] = []
-      let size = 0
-      res.on('data', (chunk: Buffer) => {
-        size += chunk.length
-        if (size > MAX_REPLY_BYTES) finish(replyError(baseUrl, `reply larger than ${MAX_REPLY_BYTES} bytes`))
-        else chunks.push(chunk)
-      })
-      res.on('end', () => finish(undefined, Buffer.concat(chunks)))
-      res.on('error', (err) => finish(replyError(baseUrl, `reply cut short: ${err.message}`)))
-      res.on('aborted', () => finish(replyError(baseUrl, 'reply cut short')))
+async function fetchReply (baseUrl: string, fullUrl: string, opts: RequestOptions): Promise<Uint8Array> {
+  let res
+  try {
+    res = await httpRequest(fullUrl, {
+      headers: { Accept: 'text/plain' },
+      signal: opts.signal,
+      timeoutMs: opts.timeoutMs ?? ANNOUNCE_TIMEOUT_MS,
+      maxBytes: MAX_REPLY_BYTES,
+      maxRedirects: 0,
+      name: `tracker ${baseUrl}`
     })
-  })
+  } catch (err) {
+    // A reply too long is the tracker's fault, not the network's.
+    if (isSiError(err, 'ERR_HTTP_STATUS')) throw replyError(baseUrl, `reply larger than ${MAX_REPLY_BYTES} bytes`)
+    throw err
+  }
+  if (res.status !== 200) throw replyError(baseUrl, `HTTP ${res.status} ${res.statusMessage}`.trim())
+  return res.body
 }
 
 function replyError (url: string, problem: string): SiError {
