@@ -259,9 +259,13 @@ export class PeerWire extends EventEmitter {
       this.peerExtendedHandshake = dict
       const m = dict.m
       const pexId = isBencodeDict(m) ? m.ut_pex : undefined
+      // BEP 10: a later handshake may change the id, and 0 (or no entry) turns PEX off.
       if (typeof pexId === 'number' && Number.isInteger(pexId) && pexId > 0 && pexId < 256) {
         this.peerPexId = pexId
         this.pex.start()
+      } else {
+        this.peerPexId = 0
+        this.pex.stop()
       }
       this.emit('extended-handshake', dict)
     } else if (extId === UT_PEX_LOCAL_ID) {
