@@ -261,7 +261,7 @@ describe('transmission-cli', { skip: HAVE_TRANSMISSION ? false : 'transmission-c
       copyFileSync(tarPath, join(dir, 'data', meta.name))
       const seed = g.start('transmission-seed', 'transmission-cli', [
         '-g', transmissionConfig(join(dir, 'config'), 'seed'), '-w', join(dir, 'data'),
-        '-p', String(await freePort()), '-et', '-M', '-B', '-v', torrent
+        '-p', String(await freePort()), '-et', '-M', '-B', torrent
       ])
       await waitFor('transmission-cli to announce itself as a seed', 30_000, async () => {
         if (!seed.running) throw new Error(`transmission-cli exited: ${seed.tail()}`)
