@@ -4,7 +4,7 @@ import assert from 'node:assert/strict'
 import { createServer, connect, type Socket } from 'node:net'
 import { once } from 'node:events'
 import { PeerWire } from '../src/swarm/wire.ts'
-import { Peer } from '../src/swarm/peer.ts'
+import { Peer, MAX_QUEUED_REQUESTS, UPLOAD_HIGH_WATER } from '../src/swarm/peer.ts'
 import { PexExchange, PEX_INTERVAL_MS } from '../src/swarm/pex.ts'
 import { decodeBencode, encodeBencode, isBencodeDict } from '../src/torrent/bencode.ts'
 import { isSiError } from '../src/errors.ts'
@@ -171,6 +171,33 @@ test('a peer answers requests from its store, and a block cancelled while being 
   assert.equal(uploaded, 16384, 'only the block still wanted went out')
   assert.equal(answers.get(3), undefined)
   assert.ok(answers.get(4)?.equals(Buffer.alloc(16384, 4)))
+})
+
+test('requests voided by our choke do not count against the queue limit once the peer asks again', async t => {
+  const [client, inbound] = await socketPair(t)
+  const seed = new Peer(inbound, { outgoing: false })
+  t.after(() => seed.destroy())
+  seed.wire.setPieceCount(PIECES)
+  seed.serveFrom(() => new Promise<Buffer>(() => { /* a store that never answers: requests pile up */ }), () => undefined)
+  seed.wire.handshake(INFO_HASH, ID_B)
+  const leech = bareWire(client)
+  leech.handshake(INFO_HASH, ID_A)
+  seed.wire.unchoke()
+  await once(leech, 'unchoke')
+  // a megabyte of them is being read, the rest fill the queue to its limit
+  const total = UPLOAD_HIGH_WATER / 16384 + MAX_QUEUED_REQUESTS
+  let seen = 0
+  seed.wire.on('request', () => { seen++ })
+  for (let i = 0; i < total; i++) leech.request(i % PIECES, (i >> 4) * 16384, 16384, () => {})
+  while (seen < total) await once(seed.wire, 'request')
+  assert.equal(seed.isClosed, false)
+  seed.wire.choke()
+  await once(leech, 'choke')
+  seed.wire.unchoke()
+  await once(leech, 'unchoke')
+  leech.request(0, 0, 16384, () => {})
+  await once(seed.wire, 'request')
+  assert.equal(seed.isClosed, false, 'the peer was not dropped for requests we voided')
 })
 
 test('PEX: the peers met since the last message go out once a minute, the ones heard are passed on once', t => {

@@ -128,6 +128,8 @@ export class Peer extends EventEmitter {
       this.destroy(new SiError('ERR_PEER_PROTOCOL', `peer requested an invalid block (piece ${index}, offset ${offset}, length ${length}): ${problem}`))
       return
     }
+    // Requests voided by a choke of ours stay queued until the pump reaches them: not the peer's fault.
+    if (this.uploads.length >= MAX_QUEUED_REQUESTS) this.dropVoid()
     if (this.uploads.length >= MAX_QUEUED_REQUESTS) {
       this.destroy(new SiError('ERR_PEER_PROTOCOL', `peer has more than ${MAX_QUEUED_REQUESTS} requests queued`))
       return
@@ -141,6 +143,12 @@ export class Peer extends EventEmitter {
     const at = this.uploads.findIndex(matches)
     if (at >= 0) this.uploads.splice(at, 1)
     for (const r of this.reading) if (matches(r)) r.cancelled = true
+  }
+
+  private dropVoid (): void {
+    let kept = 0
+    for (const req of this.uploads) if (!this.isVoid(req)) this.uploads[kept++] = req
+    this.uploads.length = kept
   }
 
   private isVoid (req: QueuedRequest): boolean {
