@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { SuperSeed, REVEALED_PER_PEER, STALE_OFFER_MS, type Offer, type SeedCandidate } from '../src/swarm/super-seed.ts'
+import { SuperSeed, REVEALED_PER_PEER, STALE_OFFER_MS, STARVED_AFTER_MS, type Offer, type SeedCandidate } from '../src/swarm/super-seed.ts'
 
 const none = (): boolean => false
 const noCopies = (): number => 0
@@ -107,4 +107,19 @@ test('a lone peer that never announces what it got still gets new offers once th
     }
     clock += STALE_OFFER_MS + 1
   }
+})
+
+test('a peer shown nothing for a while is shown pieces others hold, the rarest first, and keeps being served', () => {
+  let clock = 0
+  const seed = new SuperSeed(4, { now: () => clock })
+  const copies = (i: number): number => [3, 1, 2, 5][i]
+  const lone = [{ id: 'cut-off', has: none }]
+  assert.deepEqual(seed.allocate(lone, copies, 1), [], 'every piece is held elsewhere: nothing yet')
+  clock = STARVED_AFTER_MS - 1
+  assert.deepEqual(seed.allocate(lone, copies, 1), [])
+  clock = STARVED_AFTER_MS
+  assert.deepEqual(seed.allocate(lone, copies, 1).map(o => o.index), [1], 'the piece with the fewest copies')
+  seed.release('cut-off', 1)
+  clock += 1
+  assert.deepEqual(seed.allocate([{ id: 'cut-off', has: i => i === 1 }], copies, 1).map(o => o.index), [2], 'the next one at once, not 20 s later')
 })

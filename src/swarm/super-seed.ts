@@ -1,7 +1,7 @@
 // The first seed's upload is the scarcest resource of a deployment: every byte it sends
 // twice is a byte the swarm had to wait for. Like BEP 16 super-seeding, the seed hides its
 // bitfield and reveals pieces a few at a time: pieces no peer holds and no other peer is
-// fetching from it. A piece a peer already holds is never revealed (the others fetch it
+// fetching from it. A piece a peer already holds is not revealed (the others fetch it
 // from that peer); one in flight to another peer is revealed again only once that offer
 // has gone stale (no request for it for a while), so a silent peer cannot hold the swarm
 // back while a slow but busy one keeps its piece.
@@ -15,8 +15,14 @@
 // live offers count against a peer's share. Standard clients (aria2c) do not announce a
 // piece to the peer they got it from: when stale offers still counted, a lone aria2c
 // filled its share with pieces it already had and the seed stopped revealing.
+//
+// A peer that has had no such offer for `STARVED_AFTER_MS` is shown pieces that other
+// peers hold too, rarest first: it may be cut off from those peers (seen once: a node of
+// a second wave left with the server as its only peer, shown nothing for two minutes).
+// In a healthy swarm no trial's tail comes near that long, so it costs no server bytes.
 export const REVEALED_PER_PEER = 2
 export const STALE_OFFER_MS = 3_000
+export const STARVED_AFTER_MS = 20_000
 
 export interface SeedCandidate {
   id: string
@@ -30,6 +36,8 @@ interface PeerRecord {
   /** pieces revealed to this peer so far */
   revealed: number
   lastOfferAt: number
+  /** when it was last shown a piece no other peer held (or first seen) */
+  lastUniqueOfferAt: number
 }
 
 export class SuperSeed {
@@ -65,7 +73,9 @@ export class SuperSeed {
       for (const { c, r } of entries) {
         if (live >= capacity) break
         if (this.livePending(r, now) >= perPeer) continue
-        const index = this.choosePiece(c, r, copies, now)
+        let index = this.choosePiece(c, r, copies, now)
+        if (index >= 0) r.lastUniqueOfferAt = now
+        else if (now - r.lastUniqueOfferAt >= STARVED_AFTER_MS) index = this.chooseHeldPiece(c, r, copies, now)
         if (index < 0) continue
         this.inFlight[index]++
         this.offeredAt[index] = now
@@ -99,7 +109,7 @@ export class SuperSeed {
   private record (peer: string): PeerRecord {
     let record = this.records.get(peer)
     if (record === undefined) {
-      record = { pending: new Set(), revealed: 0, lastOfferAt: -Infinity }
+      record = { pending: new Set(), revealed: 0, lastOfferAt: -Infinity, lastUniqueOfferAt: this.now() }
       this.records.set(peer, record)
     }
     return record
@@ -128,6 +138,17 @@ export class SuperSeed {
       if (this.inFlight[i] > 0 && now - this.offeredAt[i] < STALE_OFFER_MS) continue
       if (best < 0 || this.inFlight[i] < this.inFlight[best]) best = i
       if (this.inFlight[best] === 0) break
+    }
+    return best
+  }
+
+  /** For a starved peer: a piece it lacks that others hold, the fewest copies first, not in flight to it. */
+  private chooseHeldPiece (c: SeedCandidate, r: PeerRecord, copies: (index: number) => number, now: number): number {
+    let best = -1
+    for (let i = 0; i < this.inFlight.length; i++) {
+      if (c.has(i) || r.pending.has(i)) continue
+      if (this.inFlight[i] > 0 && now - this.offeredAt[i] < STALE_OFFER_MS) continue
+      if (best < 0 || copies(i) < copies(best)) best = i
     }
     return best
   }
