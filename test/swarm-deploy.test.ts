@@ -5,11 +5,14 @@ import assert from 'node:assert/strict'
 import { mkdtemp, rm, readFile, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { createServer } from 'node:net'
+import { once } from 'node:events'
 import { compareTrees } from '../src/image/verify.ts'
 import { parseTorrent } from '../src/torrent/metainfo.ts'
 import { PeerListener } from '../src/swarm/peer-listener.ts'
 import { PieceStore } from '../src/swarm/piece-store.ts'
 import { Swarm } from '../src/swarm/swarm.ts'
+import { encodeHandshake } from '../src/swarm/wire-reader.ts'
 import { makeTree } from './helpers/trees.ts'
 import { requireBuild, run, startServer, jsonEvents, SI_AGENT, SI_SERVER, type ImageServerHandle } from './helpers/processes.ts'
 
@@ -103,5 +106,30 @@ test('a peer sending corrupt data is dropped and counted, its pieces come from e
     await liar.stop()
     await listener.stop()
     await store.close()
+  }
+})
+
+test('a peer that breaks the protocol is dropped with a warning naming it and what it sent, and the install goes on', async () => {
+  server ??= await startServer(repo, ['--upload-limit', SERVER_UPLOAD_LIMIT, '--announce-interval', '2'])
+  const torrent = Buffer.from(await (await fetch(`${server.url}/images/golden/1/image.torrent?webseed=0`)).arrayBuffer())
+  const meta = parseTorrent(torrent)
+  // Answers the agent's handshake properly, then sends have-all, which needs the fast extension nobody negotiated.
+  const rogue = createServer(socket => {
+    socket.on('error', () => {})
+    socket.once('data', () => socket.write(Buffer.concat([encodeHandshake(meta.infoHash, Buffer.from('-XX0000-roguerogue00')), Buffer.from([0, 0, 0, 1, 14])])))
+  })
+  rogue.listen(0, '127.0.0.1')
+  await once(rogue, 'listening')
+  const port = (rogue.address() as { port: number }).port
+  try {
+    const target = join(dir, 'targets', 'rogue-victim')
+    const r = await run(SI_AGENT, ['deploy', '--server', server.url, '--image', 'golden', '--target', target, '--node', 'rogue-victim',
+      '--json', '--seed-wait', 'none', '--peer', `127.0.0.1:${port}`], { timeoutMs: AGENT_TIMEOUT_MS })
+    assert.equal(r.code, 0, r.stderr + r.stdout.slice(-2000))
+    const warnings = jsonEvents(r.stdout).filter(e => e.type === 'warning').map(e => String(e.message))
+    assert.ok(warnings.some(m => m.startsWith(`dropped peer 127.0.0.1:${port}: peer sent fast-extension message 14`)), `the rogue peer was named: ${warnings.join('; ')}`)
+    assert.deepEqual(await compareTrees(source, target), [])
+  } finally {
+    rogue.close()
   }
 })

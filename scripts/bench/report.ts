@@ -158,7 +158,7 @@ export async function writeReport (outDir: string, run: RunResult): Promise<stri
     const notes = s.trials.flatMap(t => [
       ...t.notes.map(n => `${t.label}: ${n}`),
       ...lateStartNote(t),
-      ...t.nodeResults.filter(n => !n.ok).slice(0, 3).map(n => `${t.label}: ${n.name}: ${n.error ?? 'not verified'}`)
+      ...t.nodeResults.filter(n => !n.ok).slice(0, 3).map(n => `${t.label}: ${n.name}: ${n.error ?? 'not verified'}${n.warnings !== undefined ? ` (its last warnings: ${n.warnings.slice(-3).join('; ')})` : ''}`)
     ])
     if (notes.length > 0) md.push(...notes.map(n => `- ${n}`), '')
     const bigScale = s.group === 'scale' && s.nodes === Math.max(...scale.map(x => x.nodes))

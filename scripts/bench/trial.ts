@@ -18,6 +18,8 @@ export const SAMPLE_INTERVAL_MS = 1_000
 /** A trial is abandoned after this multiple of the unicast bound (plus the stagger and a margin). */
 const TIMEOUT_FACTOR = 4
 const TIMEOUT_MARGIN_S = 60
+/** Warnings kept per node in the results: enough to see why it failed. */
+const MAX_NODE_WARNINGS = 10
 /**
  * A trial starts on a quiet network: new namespaces chatter for several seconds (IPv6
  * router solicitations and address checks: 7 s at N=32) and a trial before may leave
@@ -64,6 +66,8 @@ export interface NodeResult {
   received: Array<[number, number]>
   /** [seconds since trial start, verified bytes] from the agent's progress events, one a second */
   verified: Array<[number, number]>
+  /** the agent's last warnings (dropped peers, tracker trouble), to tell why a node failed */
+  warnings?: string[]
 }
 
 export interface TrialResult {
@@ -310,4 +314,9 @@ function onAgentEvent (r: NodeResult, line: string, now: () => number): void {
     r.peakRssBytes = ev.peakRssBytes as number
   }
   if (ev.type === 'error') r.error = `${String(ev.code)}: ${String(ev.message)}`
+  if (ev.type === 'warning') {
+    r.warnings ??= []
+    r.warnings.push(`${round(now(), 1)} s: ${String(ev.message)}`)
+    if (r.warnings.length > MAX_NODE_WARNINGS) r.warnings.shift()
+  }
 }

@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto'
 import { mkdir, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
-import { SiError, describeError } from '../errors.ts'
+import { SiError, describeError, isSiError } from '../errors.ts'
 import type { Metainfo } from '../torrent/metainfo.ts'
 import { PeerListener } from '../swarm/peer-listener.ts'
 import { PieceStore } from '../swarm/piece-store.ts'
@@ -109,6 +109,11 @@ export async function deploy (opts: DeployOptions): Promise<DeployResult> {
     const active = swarm
     active.on('warning', err => opts.emit({ type: 'warning', message: describeError(err) }))
     active.on('peer-banned', (key: string, reason: string) => opts.emit({ type: 'warning', message: `dropped peer ${key}: ${reason}` }))
+    // A peer that broke the protocol or left requests unanswered is worth a line; resets of
+    // peers that finished and left are routine, and a ban is reported above.
+    active.on('peer-error', (key: string, err: Error) => {
+      if (isSiError(err, 'ERR_PEER_PROTOCOL')) opts.emit({ type: 'warning', message: `dropped peer ${key}: ${err.message}` })
+    })
     active.start()
     for (const p of opts.peers ?? []) active.addPeerAddress(p)
     phase = 'download'
