@@ -134,22 +134,26 @@ export class SuperSeed {
     let best = -1
     for (let k = 0; k < n; k++) {
       const i = (start + k) % n
-      if (c.has(i) || r.pending.has(i) || copies(i) > 0) continue
-      if (this.inFlight[i] > 0 && now - this.offeredAt[i] < STALE_OFFER_MS) continue
+      if (copies(i) > 0 || !this.isOfferable(c, r, i, now)) continue
       if (best < 0 || this.inFlight[i] < this.inFlight[best]) best = i
       if (this.inFlight[best] === 0) break
     }
     return best
   }
 
-  /** For a starved peer: a piece it lacks that others hold, the fewest copies first, not in flight to it. */
+  /** For a starved peer: a piece it lacks that others hold, the fewest copies first. */
   private chooseHeldPiece (c: SeedCandidate, r: PeerRecord, copies: (index: number) => number, now: number): number {
     let best = -1
     for (let i = 0; i < this.inFlight.length; i++) {
-      if (c.has(i) || r.pending.has(i)) continue
-      if (this.inFlight[i] > 0 && now - this.offeredAt[i] < STALE_OFFER_MS) continue
+      if (!this.isOfferable(c, r, i, now)) continue
       if (best < 0 || copies(i) < copies(best)) best = i
     }
     return best
+  }
+
+  /** The peer lacks the piece, it is not on offer to the peer yet, and no live offer of it is out. */
+  private isOfferable (c: SeedCandidate, r: PeerRecord, i: number, now: number): boolean {
+    if (c.has(i) || r.pending.has(i)) return false
+    return this.inFlight[i] === 0 || now - this.offeredAt[i] >= STALE_OFFER_MS
   }
 }
