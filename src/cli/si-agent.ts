@@ -41,7 +41,8 @@ const DEPLOY_USAGE = `usage: si-agent deploy --server URL --image NAME[@VERSION]
   --peer-port PORT      TCP port for incoming peers (default: any free port)
   --peer-host ADDRESS   address to listen on for peers (default: all addresses)
   --peer HOST:PORT      a peer to connect to at once (repeatable)
-  --max-peers N         connection limit (default 80)
+  --max-peers N         connections to other nodes, dialled or accepted; more are
+                        refused (default 80; the server's seeder is not counted)
   --stall-seconds N     fail when no data is verified for this long (default 300)
   --upload-limit RATE   cap upload to peers, e.g. 400mbit or 50MB (per second)
   --node NAME           name reported to the server (default: the host name)

@@ -14,9 +14,12 @@ import { TrackerClient, type PeerAddress } from './tracker-client.ts'
 import { RateMeter } from './rate-meter.ts'
 import { SmartBan } from './smart-ban.ts'
 import { SuperSeed } from './super-seed.ts'
+import { DialBackoff } from './dial-backoff.ts'
 import type { TokenBucket } from './token-bucket.ts'
 
 export const DEFAULT_MAX_CONNECTIONS = 80
+/** The share of the connection limit a node fills by dialling; the rest waits for peers that dial it. */
+export const DIAL_SHARE = 0.5
 export const CONNECT_TIMEOUT_MS = 5_000
 export const CHOKE_INTERVAL_MS = 2_000
 /** Requests are topped up on every block; this tick also catches blocks freed by a choke or gone stale (endgame). */
@@ -103,6 +106,7 @@ export class Swarm extends EventEmitter {
   private readonly bannedIds = new Set<string>()
   private readonly bannedKeys = new Set<string>()
   private readonly selfKeys = new Set<string>()
+  private readonly dialBackoff = new DialBackoff()
   private readonly maxConnections: number
   private readonly uploadSlots: number
   private readonly connectWhenComplete: boolean
@@ -215,24 +219,54 @@ export class Swarm extends EventEmitter {
 
   /** IncomingPeerHandler: the listener hands over a peer whose handshake named our torrent. */
   adoptIncoming (peer: Peer): void {
-    if (this.stopped) { peer.destroy(); return }
+    // Refused before our handshake, which the dialler takes as "full" and backs off from.
+    if (this.stopped || this.atConnectionLimit()) { peer.destroy(); return }
     this.prepareWire(peer)
     peer.wire.handshake(this.infoHash, this.peerId)
     this.attach(peer)
   }
 
-  private connectMore (): void {
-    if (this.stopped || (this.picker.isComplete && !this.connectWhenComplete)) return
-    for (const [key, addr] of this.known) {
-      if (this.peers.size + this.connecting.size >= this.maxConnections) return
-      if (this.connecting.has(key) || this.bannedKeys.has(key) || this.selfKeys.has(key) || this.isConnectedTo(key)) continue
-      this.connectTo(key, addr)
+  /**
+   * Connections to other nodes, which the limit counts, and how many of them we dialled
+   * (pending dials included): the image server's seeder never takes a slot, so a node
+   * whose slots are full of peers still reaches it.
+   */
+  private nodeConnections (): { total: number; dialled: number } {
+    let total = this.connecting.size
+    let dialled = this.connecting.size
+    for (const { peer } of this.peers.values()) {
+      if (isServerPeer(peer)) continue
+      total++
+      if (peer.outgoing) dialled++
     }
+    return { total, dialled }
   }
 
-  private isConnectedTo (key: string): boolean {
-    for (const { peer } of this.peers.values()) if (peer.key === key) return true
-    return false
+  private atConnectionLimit (): boolean {
+    return this.nodeConnections().total >= this.maxConnections
+  }
+
+  /**
+   * Dials known peers while the limit allows, but only up to its dial share: if every node
+   * dialled up to the whole limit, the first to start would fill each other's slots and a
+   * node starting late would find every peer full. Kept free for peers that dial us, the
+   * other share guarantees room somewhere for every newcomer.
+   */
+  private connectMore (): void {
+    if (this.stopped || (this.picker.isComplete && !this.connectWhenComplete)) return
+    const { total, dialled } = this.nodeConnections()
+    let free = Math.min(this.maxConnections - total, Math.ceil(this.maxConnections * DIAL_SHARE) - dialled)
+    if (free <= 0) return
+    const connected = new Set<string>()
+    for (const { peer } of this.peers.values()) connected.add(peer.key)
+    const now = Date.now()
+    for (const [key, addr] of this.known) {
+      if (free <= 0) return
+      if (this.connecting.has(key) || this.bannedKeys.has(key) || this.selfKeys.has(key) || connected.has(key)) continue
+      if (!this.dialBackoff.mayDial(key, now)) continue
+      this.connectTo(key, addr)
+      free--
+    }
   }
 
   private connectTo (key: string, addr: PeerAddress): void {
@@ -249,12 +283,16 @@ export class Swarm extends EventEmitter {
       socket.off('error', giveUp)
       const peer = new Peer(socket, { outgoing: true, listenPort: addr.port })
       this.handshaking.add(peer)
+      let answered = false
       peer.awaitHandshake(infoHashHex => {
+        answered = true
+        this.dialBackoff.succeeded(key)
         if (infoHashHex === this.infoHashHex) this.attach(peer)
         else peer.destroy(new SiError('ERR_PEER_PROTOCOL', `peer ${key} answered for another torrent`))
       }, () => {
         this.handshaking.delete(peer)
         this.connecting.delete(key)
+        if (!answered) this.dialBackoff.refused(key)
       })
       this.prepareWire(peer)
       peer.wire.handshake(this.infoHash, this.peerId)
@@ -341,7 +379,7 @@ export class Swarm extends EventEmitter {
     wire.on('interested', () => this.maybeUnchoke(state))
     wire.on('uninterested', () => { if (!wire.amChoking) { wire.choke(); peer.waitingSince = Date.now() } })
     wire.on('timeout', () => peer.destroy(new SiError('ERR_PEER_PROTOCOL', `peer ${peer.key} left requests unanswered for ${REQUEST_TIMEOUT_MS / 1000} s`)))
-    const fromServer = peer.id.startsWith(SERVER_PEER_ID_PREFIX_HEX)
+    const fromServer = isServerPeer(peer)
     wire.on('download', (n: number) => {
       this.downloaded += n
       this.downloadRate.add(n)
@@ -574,8 +612,12 @@ export class Swarm extends EventEmitter {
         peer.waitingSince = now
       }
     }
-    if (this.peers.size < LOW_PEER_COUNT) this.connectMore()
+    this.connectMore()
   }
+}
+
+function isServerPeer (peer: Peer): boolean {
+  return peer.id.startsWith(SERVER_PEER_ID_PREFIX_HEX)
 }
 
 function hasSpareBits (bits: Uint8Array, pieceCount: number): boolean {
