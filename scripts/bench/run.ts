@@ -31,11 +31,12 @@ const SCRATCH_BASE = '/dev/shm'
 /**
  * The issue's setting is a 64 MiB image (1 MiB pieces) on 40 Mbit/s links. On a 2-core
  * machine 32 agents at 40 Mbit/s saturate the CPU, so the default is that setting scaled
- * by 1/4 in bytes: 16 MiB in 256 KiB pieces on 10 Mbit/s links. T*, the piece count and
- * so the swarm's dynamics are the same; the CPU load is a quarter. rsync runs up to N=8
- * only: it is unicast, so T >= N·F/U_s, and N=32 would take 7 minutes per run.
+ * by 1/4 in bytes: 16 MiB on 10 Mbit/s links, the same T* at a quarter of the CPU load.
+ * Pieces are 128 KiB, tuned (docs/BENCHMARKS.md, Tuning row 21): 256 KiB, the issue's
+ * piece count, took 2-3 s longer at N=32. rsync runs up to N=8 only: it is unicast, so
+ * T >= N·F/U_s, and N=32 would take 7 minutes per run.
  */
-const DEFAULTS = { rate: 10, 'image-mib': 16, 'piece-kib': 256, sizes: '1,2,4,8,16,32', 'unicast-max': 32, 'rsync-max': 8, stagger: 1, 'raw-mib': 1024, 'tcp-cc': AUTO }
+const DEFAULTS = { rate: 10, 'image-mib': 16, 'piece-kib': 128, sizes: '1,2,4,8,16,32', 'unicast-max': 32, 'rsync-max': 8, stagger: 1, 'raw-mib': 1024, 'tcp-cc': AUTO }
 
 const USAGE = `usage: node --import tsx scripts/bench/run.ts [options]   (as root; make bench runs it)
 

@@ -70,7 +70,7 @@ export function checkTargets (scenarios: ScenarioResult[], raw: RawResult[] | un
   const lossUdp = trial(scenarios, 'loss', undefined, 'multicast')
   rows.push(against(row('T_bt / T_udpcast, 1% loss', ratio(trial(scenarios, 'loss', undefined, BT), lossUdp), '< 1', v => v < 1), lossUdp))
   rows.push(row(`T_bt / T_aria2c at N=${big}`, ratio(bigBt, trial(scenarios, 'scale', big, 'aria2')), '<= 0.9', v => v <= 0.9))
-  // The same N with the CPU out of the way (links and pieces at a quarter): what the protocol does.
+  // The same N with the CPU out of the way (links at a quarter, pieces at half): what the protocol does.
   const fair = scenarios.find(s => s.group === 'cpufair')
   const fairBt = fair?.trials.find(t => t.transport === BT)
   if (fair !== undefined) {
