@@ -183,3 +183,42 @@ test('a peer with nothing new to offer does not start endgame while other blocks
   p.pick('c', i => i === 1, 10)
   assert.equal(p.pick('b', i => i === 0, 10).length, 4, 'now everything is requested: endgame')
 })
+
+test('an announced piece is picked alone, with the same rules as a full pick: held pieces and fully requested ones give nothing', () => {
+  const p = picker(6)
+  completePiece(p, 'x', 0)
+  assert.deepEqual(p.pickAnnounced('a', 0, 10), [], 'a piece we hold')
+  const fresh = p.pickAnnounced('a', 3, 2)
+  assert.deepEqual(fresh.map(b => [b.index, b.offset]), [[3, 0], [3, BLOCK_SIZE]], 'a new piece is started')
+  assert.deepEqual(p.pickAnnounced('b', 3, 10).map(b => b.offset), [2 * BLOCK_SIZE, 3 * BLOCK_SIZE], 'a partial piece gives its unrequested blocks')
+  assert.deepEqual(p.pickAnnounced('c', 3, 10), [], 'every block of it is requested')
+  assert.deepEqual(p.pickAnnounced('c', 99, 10), [], 'no such piece')
+})
+
+test('the return count moves whenever requested blocks go back to the pool, and only then', () => {
+  const p = picker(3)
+  const start = p.returnCount
+  const blocks = p.pick('a', all, 3)
+  p.received('a', blocks[0].index, blocks[0].offset)
+  assert.equal(p.returnCount, start, 'requests and arrivals return nothing')
+  p.abandoned('a', blocks[1].index, blocks[1].offset)
+  assert.equal(p.returnCount, start + 1, 'an abandoned request')
+  p.abandoned('a', blocks[1].index, blocks[1].offset)
+  assert.equal(p.returnCount, start + 1, 'abandoning a block not requested of the peer returns nothing')
+  p.peerGone('a')
+  assert.equal(p.returnCount, start + 2, 'a peer gone')
+  p.failed(blocks[0].index)
+  assert.equal(p.returnCount, start + 3, 'a failed piece')
+})
+
+test('a full pick that finds nothing says whether it looked for endgame duplicates', () => {
+  const p = picker(2)
+  p.peerHasPiece(0)
+  p.peerHasPiece(1)
+  assert.equal(p.pick('a', i => i === 0, 10).length, 4)
+  assert.equal(p.pick('b', i => i === 0, 10).length, 0)
+  assert.equal(p.endgame, false, 'piece 1 is still unrequested: no endgame')
+  assert.equal(p.pick('c', all, 10).length, 4)
+  assert.equal(p.pick('b', i => i === 0, 10).length, 0, 'endgame, but the requests are fresh')
+  assert.equal(p.endgame, true)
+})

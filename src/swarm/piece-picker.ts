@@ -50,6 +50,8 @@ export class PiecePicker {
   private readonly partial = new Map<number, PartialPiece>()
   private readonly suspect = new Set<number>()
   private haveCount = 0
+  private returns = 0
+  private lastPickInEndgame = false
   private readonly random: () => number
   private readonly now: () => number
   private readonly endgameAfterMs: (requesters: Set<string>) => number
@@ -106,6 +108,16 @@ export class PiecePicker {
     if (index >= 0 && index < this.pieceCount && this.availability[index] > 0) this.availability[index]--
   }
 
+  /**
+   * Counts the times requested blocks went back to the pool (a peer gone, a request
+   * abandoned, a piece failed). While it stands still, a peer for which `pick` found
+   * nothing can offer only pieces it announces since: see `pickAnnounced`.
+   */
+  get returnCount (): number { return this.returns }
+
+  /** Whether the last `pick` that found no fresh block looked for endgame duplicates, which depend on time. */
+  get endgame (): boolean { return this.lastPickInEndgame }
+
   /** Up to `max` new block requests for this peer. */
   pick (peer: string, peerHas: (index: number) => boolean, max: number): BlockRequest[] {
     const out: BlockRequest[] = []
@@ -114,11 +126,33 @@ export class PiecePicker {
     while (out.length < max) {
       const index = this.chooseNewPiece(peerHas)
       if (index < 0) break
-      this.partial.set(index, this.newPartial(index, this.suspect.has(index) ? peer : undefined))
-      this.takeBlocks(peer, index, max, out, false)
+      this.startPiece(peer, index, max, out)
     }
-    if (out.length === 0 && this.everythingRequested()) this.pickFromPartials(peer, peerHas, max, out, true)
+    if (out.length === 0) {
+      this.lastPickInEndgame = this.everythingRequested()
+      if (this.lastPickInEndgame) this.pickFromPartials(peer, peerHas, max, out, true)
+    }
     return out
+  }
+
+  /**
+   * Up to `max` requests from one piece the peer has just announced. Equal to `pick` for a
+   * peer whose last `pick` found nothing, if no block has gone back to the pool since
+   * (`returnCount`) and that pick was not in endgame: then the announced piece is the only
+   * thing the peer can newly offer. Costs O(blocks of the piece), where `pick` scans every
+   * piece, and a node receives a have from each of its peers for every piece.
+   */
+  pickAnnounced (peer: string, index: number, max: number): BlockRequest[] {
+    const out: BlockRequest[] = []
+    if (max <= 0 || index < 0 || index >= this.pieceCount || this.have[index] === 1) return out
+    if (this.partial.has(index)) this.takeBlocks(peer, index, max, out, false)
+    else this.startPiece(peer, index, max, out)
+    return out
+  }
+
+  private startPiece (peer: string, index: number, max: number, out: BlockRequest[]): void {
+    this.partial.set(index, this.newPartial(index, this.suspect.has(index) ? peer : undefined))
+    this.takeBlocks(peer, index, max, out, false)
   }
 
   /**
@@ -161,7 +195,7 @@ export class PiecePicker {
   abandoned (peer: string, index: number, offset: number): void {
     const piece = this.partial.get(index)
     if (piece === undefined) return
-    piece.requesters[offset / BLOCK_SIZE]?.delete(peer)
+    if (piece.requesters[offset / BLOCK_SIZE]?.delete(peer) === true) this.returns++
   }
 
   /**
@@ -169,6 +203,7 @@ export class PiecePicker {
    * single-source pieces it owned, which restart from scratch (their bytes must be dropped).
    */
   peerGone (peer: string): number[] {
+    this.returns++
     const restarted: number[] = []
     for (const [index, piece] of this.partial) {
       if (piece.owner === peer) {
@@ -197,6 +232,7 @@ export class PiecePicker {
 
   /** The piece failed its hash check: every block must be fetched again, from one peer. */
   failed (index: number): void {
+    this.returns++
     this.partial.delete(index)
     this.suspect.add(index)
   }

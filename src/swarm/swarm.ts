@@ -89,6 +89,11 @@ interface PeerState {
   haveCount: number
   /** the pieces counted in the picker's availability for this peer */
   held: Uint8Array
+  /**
+   * The picker's return count when a full pick last found nothing for this peer, while
+   * every piece it announced since went through `pickAnnounced`; undefined otherwise.
+   */
+  exhaustedAt: number | undefined
 }
 
 export class Swarm extends EventEmitter {
@@ -327,7 +332,7 @@ export class Swarm extends EventEmitter {
       this.detach(existing)
       existing.peer.destroy()
     }
-    const state: PeerState = { peer, haveCount: 0, held: new Uint8Array(this.picker.pieceCount) }
+    const state: PeerState = { peer, haveCount: 0, held: new Uint8Array(this.picker.pieceCount), exhaustedAt: undefined }
     this.peers.set(id, state)
     peer.serveFrom(
       (index, offset, length) => this.store.readBlock(index, offset, length),
@@ -370,7 +375,7 @@ export class Swarm extends EventEmitter {
       }
       this.setHeld(state, index, true)
       if (!wire.amInterested && !this.picker.hasPiece(index)) wire.interested()
-      this.afterPeerPieces(state)
+      this.afterPeerPieces(state, index)
     })
     wire.on('unchoke', () => this.request(state))
     // The wire has failed the outstanding requests (their answers returned the blocks to
@@ -417,7 +422,8 @@ export class Swarm extends EventEmitter {
     }
   }
 
-  private afterPeerPieces (state: PeerState): void {
+  /** `announced`: the one piece a have added; undefined after a bitfield. */
+  private afterPeerPieces (state: PeerState, announced?: number): void {
     const { peer } = state
     this.revealToWaiting()
     if (this.picker.isComplete && state.haveCount === this.picker.pieceCount) {
@@ -426,7 +432,7 @@ export class Swarm extends EventEmitter {
       return
     }
     if (!peer.wire.amInterested && this.picker.wants(i => peer.wire.peerPieces.get(i))) peer.wire.interested()
-    this.request(state)
+    this.request(state, announced)
   }
 
   private detach (state: PeerState): void {
@@ -475,16 +481,27 @@ export class Swarm extends EventEmitter {
     return Math.max(MIN_PIPELINE, Math.min(MAX_PIPELINE, byRate))
   }
 
-  private request (state: PeerState): void {
+  /**
+   * Tops up the requests to a peer. `announced`: the piece a have just added. A peer for
+   * which the last full pick found nothing, with no block back in the pool since, can
+   * offer only that piece, so only it is looked at: a full pick scans every piece, and
+   * each of a node's peers announces every piece.
+   */
+  private request (state: PeerState, announced?: number): void {
     const { peer } = state
     const wire = peer.wire
+    const onlyAnnounced = announced !== undefined && state.exhaustedAt === this.picker.returnCount
+    state.exhaustedAt = undefined
     if (peer.isClosed || this.stopped || wire.peerChoking || this.picker.isComplete) return
     const depth = this.pipelineDepth(peer)
     const want = depth - peer.outstanding
     // Topped up in batches: a pick per arriving block costs CPU that 32 peers make visible.
     if (want <= 0 || want < Math.ceil(depth * REQUEST_BATCH_FRACTION)) return
-    const blocks = this.picker.pick(peer.id, i => wire.peerPieces.get(i), want)
+    const blocks = onlyAnnounced
+      ? this.picker.pickAnnounced(peer.id, announced, want)
+      : this.picker.pick(peer.id, i => wire.peerPieces.get(i), want)
     if (blocks.length === 0) {
+      if (onlyAnnounced || !this.picker.endgame) state.exhaustedAt = this.picker.returnCount
       if (peer.outstanding === 0 && wire.amInterested && !this.picker.wants(i => wire.peerPieces.get(i))) wire.uninterested()
       return
     }
