@@ -41,6 +41,15 @@ test('si.* wins over the alias, the environment over the command line, flags ove
   assert.equal(fromFlags.monitor, 'http://a:1', 'reports go to the image server by default')
 })
 
+test('the connection limit comes from si.max_peers, SI_MAX_PEERS or --max-peers, and is unset by default', () => {
+  assert.equal(resolveConfig({ cmdline: 'si.server=a' }).config.maxPeers, undefined)
+  assert.equal(resolveConfig({ cmdline: 'si.server=a si.max_peers=200' }).config.maxPeers, 200)
+  assert.equal(resolveConfig({ cmdline: 'si.server=a si.max_peers=200', env: { SI_MAX_PEERS: '300' } }).config.maxPeers, 300)
+  const fromFlag = resolveConfig({ cmdline: 'si.server=a si.max_peers=200', flags: { maxPeers: '40' } }).config
+  assert.equal(fromFlag.maxPeers, 40)
+  assert.equal(fromFlag.origins.maxPeers, '--max-peers')
+})
+
 test('missing and invalid keys fail with the key and where it came from', () => {
   assert.throws(() => resolveConfig({ cmdline: 'quiet' }), (e: Error) => isSiError(e, 'ERR_CONFIG') && /no image server: give si\.server=/.test(e.message))
   const bad: Array<[string, RegExp]> = [
@@ -50,7 +59,9 @@ test('missing and invalid keys fail with the key and where it came from', () => 
     ['si.server=a si.finish=explode', /si\.finish="explode": expected reboot, poweroff, kexec, shell/],
     ['si.server=a si.node=bad/name', /si\.node="bad\/name"/],
     ['si.server=a MONITOR_SERVER=m MONITOR_PORT=99999', /MONITOR_PORT="99999": expected an integer from 1 to 65535/],
-    ['si.server=a:70000', /expected http/]
+    ['si.server=a:70000', /expected http/],
+    ['si.server=a si.max_peers=0', /si\.max_peers="0": expected an integer from 1 to 10000/],
+    ['si.server=a si.max_peers=many', /si\.max_peers="many": expected/]
   ]
   for (const [cmdline, re] of bad) {
     assert.throws(() => resolveConfig({ cmdline }), (e: Error) => isSiError(e, 'ERR_CONFIG') && re.test(e.message), cmdline)

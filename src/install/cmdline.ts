@@ -32,6 +32,7 @@ export const CONFIG_KEYS = {
   monitorPort: { param: 'si.monitor_port', aliases: ['MONITOR_PORT'], env: 'SI_MONITOR_PORT', flag: 'monitor-port' },
   finish: { param: 'si.finish', aliases: [], env: 'SI_FINISH', flag: 'finish' },
   peerPort: { param: 'si.peer_port', aliases: [], env: 'SI_PEER_PORT', flag: 'peer-port' },
+  maxPeers: { param: 'si.max_peers', aliases: [], env: 'SI_MAX_PEERS', flag: 'max-peers' },
   stall: { param: 'si.stall', aliases: [], env: 'SI_STALL', flag: 'stall-seconds' }
 } satisfies Record<string, KeySpec>
 export type ConfigKey = keyof typeof CONFIG_KEYS
@@ -49,6 +50,8 @@ export interface InstallConfig {
   monitor: string
   finish?: FinishAction
   peerPort?: number
+  /** connection limit to other nodes */
+  maxPeers?: number
   stallSeconds?: number
   /** where each value came from, for the log */
   origins: Partial<Record<ConfigKey, string>>
@@ -195,6 +198,7 @@ export function resolveConfig (sources: ConfigSources): { config: InstallConfig;
       monitor,
       finish,
       peerPort: number(raw.peerPort, 0, 65535, true),
+      maxPeers: number(raw.maxPeers, 1, 10_000, true),
       stallSeconds: number(raw.stall, 1, 86_400),
       origins
     },

@@ -37,6 +37,7 @@ MONITOR_PORT), then the environment (SI_SERVER, SI_IMAGE, ...), then these flags
   --monitor URL         where reports go, si.monitor (default: the image server)
   --finish ACTION       reboot, poweroff, kexec or shell instead of the plan's, si.finish
   --peer-port PORT      BitTorrent port, si.peer_port
+  --max-peers N         connections to other nodes, si.max_peers (default 80)
   --stall-seconds N     fail when no data arrives for this long, si.stall
   --target DIR          mount point of the new system (default ${DEFAULT_TARGET})
   --cmdline FILE        kernel command line to read (default ${DEFAULT_CMDLINE_FILE})

@@ -217,6 +217,7 @@ async function download (opts: InstallOptions, metainfo: Metainfo, emit: Install
     seedMaxSeconds: c.seedMaxSeconds,
     pollSeconds: c.pollSeconds,
     peerPort: c.peerPort,
+    maxConnections: c.maxPeers,
     stallSeconds: c.stallSeconds,
     extract,
     emit,
