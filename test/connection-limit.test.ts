@@ -15,8 +15,10 @@ import { PeerListener } from '../src/swarm/peer-listener.ts'
 import { PieceStore } from '../src/swarm/piece-store.ts'
 import { Swarm, SERVER_PEER_ID_PREFIX, CHOKE_INTERVAL_MS, DIAL_SHARE } from '../src/swarm/swarm.ts'
 import { DialBackoff, FIRST_RETRY_MS, MAX_RETRY_MS } from '../src/swarm/dial-backoff.ts'
+import { waitFor } from './helpers/interop.ts'
 
 const PAYLOAD_BYTES = 256 * 1024
+const WAIT_MS = 10_000
 
 let dir: string
 let payload: string
@@ -68,14 +70,6 @@ function address (n: Node): { host: string; port: number } {
   return { host: '127.0.0.1', port: n.listener.port }
 }
 
-async function until (what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`)
-    await sleep(50)
-  }
-}
-
 test('dial backoff: each refusal doubles the wait up to its cap, and a handshake clears it', () => {
   const backoff = new DialBackoff()
   const t0 = 1_000_000
@@ -98,10 +92,10 @@ test('a node at its connection limit refuses a newcomer, which waits before dial
   const first = await startNode('first')
   const late = await startNode('late')
   first.swarm.addPeerAddress(address(full))
-  await until("the first node holds full's only slot", () => full.swarm.stats().peers === 1)
+  await waitFor("the first node holds full's only slot", WAIT_MS, () => (full.swarm.stats().peers === 1) || undefined)
 
   late.swarm.addPeerAddress(address(full))
-  await until('the newcomer was refused', () => full.incoming === 2)
+  await waitFor('the newcomer was refused', WAIT_MS, () => (full.incoming === 2) || undefined)
   // Several rechokes pass within the first backoff; without it each would dial again.
   await sleep(Math.min(FIRST_RETRY_MS - 1_000, 3 * CHOKE_INTERVAL_MS))
   assert.equal(full.incoming, 2, 'the refused node waited instead of dialling at every rechoke')
@@ -110,7 +104,7 @@ test('a node at its connection limit refuses a newcomer, which waits before dial
 
   await stopNode(first)
   nodes.splice(nodes.indexOf(first), 1)
-  await until('the newcomer got the freed slot', () => late.swarm.stats().peers === 1 && full.swarm.stats().peers === 1, FIRST_RETRY_MS + 5_000)
+  await waitFor('the newcomer got the freed slot', FIRST_RETRY_MS + 5_000, () => (late.swarm.stats().peers === 1 && full.swarm.stats().peers === 1) || undefined)
   assert.equal(full.incoming, 3, 'one more dial after the backoff was enough')
 })
 
@@ -119,13 +113,13 @@ test("the image server's seeder does not take a node's only slot: the node still
   const other = await startNode('other')
   const node = await startNode('node', { maxConnections: 1 })
   node.swarm.addPeerAddress(address(server))
-  await until('the node is connected to the server', () => node.swarm.stats().peers === 1)
+  await waitFor('the node is connected to the server', WAIT_MS, () => (node.swarm.stats().peers === 1) || undefined)
   node.swarm.addPeerAddress(address(other))
-  await until('the node is connected to the other node too', () => node.swarm.stats().peers === 2)
+  await waitFor('the node is connected to the other node too', WAIT_MS, () => (node.swarm.stats().peers === 2) || undefined)
   // and the limit still holds for nodes: a third node is refused
   const third = await startNode('third')
   third.swarm.addPeerAddress(address(node))
-  await until('the third node was refused', () => node.incoming === 1)
+  await waitFor('the third node was refused', WAIT_MS, () => (node.incoming === 1) || undefined)
   await sleep(200)
   assert.equal(node.swarm.stats().peers, 2)
   assert.equal(third.swarm.stats().peers, 0)
@@ -135,13 +129,13 @@ test('a node dials only its share of the limit and keeps the rest for peers that
   const node = await startNode('dialler', { maxConnections: 4 })
   const others = await Promise.all(['o1', 'o2', 'o3', 'o4'].map(name => startNode(name)))
   for (const o of others) node.swarm.addPeerAddress(address(o))
-  await until('the node has dialled its share', () => node.swarm.stats().peers === 4 * DIAL_SHARE)
+  await waitFor('the node has dialled its share', WAIT_MS, () => (node.swarm.stats().peers === 4 * DIAL_SHARE) || undefined)
   // Rechokes pass: a node that dialled up to the whole limit would have taken the other slots by now.
   await sleep(2 * CHOKE_INTERVAL_MS + 500)
   assert.equal(node.swarm.stats().peers, 4 * DIAL_SHARE)
   const callers = await Promise.all(['c1', 'c2', 'c3'].map(name => startNode(name)))
   for (const c of callers) c.swarm.addPeerAddress(address(node))
-  await until('the kept slots were taken by peers that dialled in', () => node.swarm.stats().peers === 4 && node.incoming === 3)
+  await waitFor('the kept slots were taken by peers that dialled in', WAIT_MS, () => (node.swarm.stats().peers === 4 && node.incoming === 3) || undefined)
   await sleep(200)
   assert.equal(node.swarm.stats().peers, 4, 'the third caller was refused')
 })
