@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import bencode from 'bencode'
 import { SiError } from '../src/errors.ts'
+import { waitFor } from './helpers/interop.ts'
 import { Tracker, type TrackerOptions } from '../src/tracker/tracker.ts'
 import {
   announce,
@@ -20,6 +21,8 @@ import {
 // A hash with bytes that are neither ASCII nor valid UTF-8, to prove binary survives.
 const INFO_HASH = Buffer.from('ff00' + '2b26253d20'.repeat(3) + '8081c3e2', 'hex').subarray(0, 20)
 const WAIT_LIMIT_MS = 5000
+/** Polling interval of the waits: short, as some tests time what happens between announces. */
+const POLL_MS = 10
 
 interface Served { url: string; port: number; requests: string[]; close: () => Promise<void> }
 
@@ -70,11 +73,7 @@ function sorted (peers: PeerAddress[]): string[] {
 }
 
 async function until (what: string, check: () => boolean): Promise<void> {
-  const deadline = Date.now() + WAIT_LIMIT_MS
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(10)
-  }
+  await waitFor(what, WAIT_LIMIT_MS, () => check() || undefined, POLL_MS)
 }
 
 test('announce round trip between client and tracker with several peers', async () => {
