@@ -9,7 +9,7 @@ import { SiError, describeError, isSiError } from '../errors.ts'
 import type { Metainfo } from '../torrent/metainfo.ts'
 import { PeerListener } from '../swarm/peer-listener.ts'
 import { PieceStore } from '../swarm/piece-store.ts'
-import { Swarm } from '../swarm/swarm.ts'
+import { AGENT_PEER_ID_PREFIX, Swarm } from '../swarm/swarm.ts'
 import { TokenBucket } from '../swarm/token-bucket.ts'
 import { scrape, type PeerAddress } from '../swarm/tracker-client.ts'
 import { extractTar, type ExtractOptions } from './extract.ts'
@@ -18,7 +18,6 @@ import { chooseStaging } from './staging.ts'
 import { waitToLeave, type SeedWait } from './seed-policy.ts'
 import type { EventSink, Phase, ProgressFigures } from './events.ts'
 
-export const AGENT_PEER_ID_PREFIX = '-SI0100-'
 export const PROGRESS_INTERVAL_MS = 500
 /** No verified byte for this long, with the swarm still incomplete: give up with a clear error. */
 export const DEFAULT_STALL_SECONDS = 300
@@ -98,7 +97,7 @@ export async function deploy (opts: DeployOptions): Promise<DeployResult> {
     listener.on('warning', err => opts.emit({ type: 'warning', message: describeError(err) }))
     swarm = new Swarm({
       infoHash: meta.infoHash,
-      peerId: Buffer.concat([Buffer.from(AGENT_PEER_ID_PREFIX), randomBytes(12)]),
+      peerId: Buffer.concat([Buffer.from(`${AGENT_PEER_ID_PREFIX}0100-`), randomBytes(12)]),
       store,
       listener,
       announceUrls: meta.announce,

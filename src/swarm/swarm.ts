@@ -50,6 +50,9 @@ export const LOW_PEER_COUNT = 8
 /** Peer ids of the image server's seeder start with this, so nodes can tell server bytes from peer bytes. */
 export const SERVER_PEER_ID_PREFIX = '-SS'
 const SERVER_PEER_ID_PREFIX_HEX = Buffer.from(SERVER_PEER_ID_PREFIX).toString('hex')
+/** Peer ids of our nodes' agents start with this: peers known to need no redundant haves. */
+export const AGENT_PEER_ID_PREFIX = '-SI'
+const AGENT_PEER_ID_PREFIX_HEX = Buffer.from(AGENT_PEER_ID_PREFIX).toString('hex')
 
 export interface SwarmOptions {
   infoHash: Buffer
@@ -79,6 +82,7 @@ export interface SwarmStats {
   downloadRate: number
   uploadRate: number
   peers: number
+  /** peers known to hold every piece; a finished agent shows as one only to peers that lacked its last pieces (see needsHave) */
   seeds: number
   hashFailures: number
   bannedPeers: number
@@ -550,7 +554,7 @@ export class Swarm extends EventEmitter {
       for (const liar of this.smartBan.guilty(index, result.data)) this.ban(liar, this.peers.get(liar)?.peer, `sent corrupt data for piece ${index}`)
     }
     this.picker.verified(index)
-    for (const { peer } of this.peers.values()) if (!peer.isClosed) peer.wire.have(index)
+    for (const { peer } of this.peers.values()) if (!peer.isClosed && needsHave(peer, index)) peer.wire.have(index)
     this.emit('verified', index)
     if (this.picker.isComplete) this.onComplete()
   }
@@ -635,6 +639,17 @@ export class Swarm extends EventEmitter {
 
 function isServerPeer (peer: Peer): boolean {
   return peer.id.startsWith(SERVER_PEER_ID_PREFIX_HEX)
+}
+
+/**
+ * A have tells a peer what it may ask us for. One of our agents that has announced the piece
+ * itself learns nothing from it, and with every node announcing every piece to every other,
+ * these redundant haves were half of all the messages a node sent and woke up for. Every
+ * other peer gets them all: the image server's super-seed frees an offer on seeing its piece
+ * announced, and other clients' super-seeding may count on a peer's own have.
+ */
+function needsHave (peer: Peer, index: number): boolean {
+  return !(peer.id.startsWith(AGENT_PEER_ID_PREFIX_HEX) && peer.wire.peerPieces.get(index))
 }
 
 function hasSpareBits (bits: Uint8Array, pieceCount: number): boolean {
