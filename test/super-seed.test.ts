@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { SuperSeed, REVEALED_PER_PEER, STALE_OFFER_MS, STARVED_AFTER_MS, type Offer, type SeedCandidate } from '../src/swarm/super-seed.ts'
+import { SuperSeed, REVEALED_PER_PEER, STALE_OFFER_MS, STARVED_AFTER_MS, MAX_SHARE_LEAD, type Offer, type SeedCandidate } from '../src/swarm/super-seed.ts'
 
 const none = (): boolean => false
 const noCopies = (): number => 0
@@ -122,4 +122,46 @@ test('a peer shown nothing for a while is shown pieces others hold, the rarest f
   seed.release('cut-off', 1)
   clock += 1
   assert.deepEqual(seed.allocate([{ id: 'cut-off', has: i => i === 1 }], copies, 1).map(o => o.index), [2], 'the next one at once, not 20 s later')
+})
+
+/** Peers that announce at once every piece shown to them, and the count shown to each. */
+function quickAnnouncers (ids: string[]): { candidates: SeedCandidate[]; shown: Map<string, number>; record: (offers: Offer[]) => void } {
+  const held = new Map(ids.map(id => [id, new Set<number>()]))
+  const shown = new Map(ids.map(id => [id, 0]))
+  return {
+    candidates: ids.map(id => ({ id, has: (i: number) => held.get(id)?.has(i) === true })),
+    shown,
+    record: offers => { for (const o of offers) { held.get(o.peer)?.add(o.index); shown.set(o.peer, (shown.get(o.peer) ?? 0) + 1) } }
+  }
+}
+
+test('a peer that gets its pieces faster than another still fetching leads it by at most MAX_SHARE_LEAD pieces', () => {
+  const CAPACITY = 2 * REVEALED_PER_PEER
+  const seed = new SuperSeed(100, { now: () => 0 })
+  const slow = { id: 'slow', has: none }
+  const fast = quickAnnouncers(['fast'])
+  const first = seed.allocate([slow, ...fast.candidates], noCopies, CAPACITY)
+  fast.record(first)
+  assert.equal(piecesOf(first, 'slow').length, piecesOf(first, 'fast').length, 'both start alike')
+  const slowShown = piecesOf(first, 'slow').length
+  // The fast peer announces every piece at once; the slow one keeps fetching its offers.
+  for (let round = 0; round < 20; round++) {
+    for (const index of piecesOf(first, 'slow')) seed.touch(index)
+    fast.record(seed.allocate([slow, ...fast.candidates], noCopies, CAPACITY))
+  }
+  assert.equal(fast.shown.get('fast'), slowShown + MAX_SHARE_LEAD, 'the fast peer waits for the slow one')
+})
+
+test('a peer that stopped asking sets nobody a pace', () => {
+  const CAPACITY = 2 * REVEALED_PER_PEER
+  let clock = 0
+  const seed = new SuperSeed(200, { now: () => clock })
+  const silent = { id: 'silent', has: none }
+  const fast = quickAnnouncers(['fast'])
+  for (let round = 0; round < 10; round++) fast.record(seed.allocate([silent, ...fast.candidates], noCopies, CAPACITY))
+  const capped = fast.shown.get('fast') ?? 0
+  assert.equal(capped, REVEALED_PER_PEER + MAX_SHARE_LEAD, 'held to the silent peer while its offers are alive')
+  clock = STALE_OFFER_MS + 1 // the silent peer never asked for its offers
+  fast.record(seed.allocate([silent, ...fast.candidates], noCopies, CAPACITY))
+  assert.ok((fast.shown.get('fast') ?? 0) > capped, 'served again once the silent peer\'s offers went stale')
 })

@@ -16,6 +16,15 @@
 // piece to the peer they got it from: when stale offers still counted, a lone aria2c
 // filled its share with pieces it already had and the seed stopped revealing.
 //
+// No peer may lead the least-served peer still fetching from the seed by more than
+// `MAX_SHARE_LEAD` pieces. Without it the seed's pieces went to the nodes at the pace each
+// finished its offers, and that pace fed itself: a node holding many unique pieces is
+// asked for them by everyone, sends more than it receives from its peers, so its download
+// link has room for the seed's flow, which brings it more unique pieces. At N=4 and 8 one
+// node got up to 0.67 F from the seed while others got 0.05 F, and that node often
+// finished last. Only peers with a live offer count (one that holds every piece has none),
+// so a peer that stopped asking cannot hold the others back.
+//
 // A peer that has had no such offer for `STARVED_AFTER_MS` is shown pieces that other
 // peers hold too, rarest first: it may be cut off from those peers (seen once: a node of
 // a second wave left with the server as its only peer, shown nothing for two minutes).
@@ -23,6 +32,7 @@
 export const REVEALED_PER_PEER = 2
 export const STALE_OFFER_MS = 3_000
 export const STARVED_AFTER_MS = 20_000
+export const MAX_SHARE_LEAD = 4
 
 export interface SeedCandidate {
   id: string
@@ -66,6 +76,7 @@ export class SuperSeed {
     let live = this.liveOffers(now)
     const perPeer = Math.max(REVEALED_PER_PEER, Math.floor(capacity / Math.max(1, candidates.length)))
     entries.sort((a, b) => a.r.revealed - b.r.revealed || a.r.lastOfferAt - b.r.lastOfferAt)
+    const pace = this.pace(entries, now)
     const out: Offer[] = []
     let progress = true
     while (progress && live < capacity) {
@@ -73,6 +84,7 @@ export class SuperSeed {
       for (const { c, r } of entries) {
         if (live >= capacity) break
         if (this.livePending(r, now) >= perPeer) continue
+        if (r.revealed >= pace + MAX_SHARE_LEAD) continue
         let index = this.choosePiece(c, r, copies, now)
         if (index >= 0) r.lastUniqueOfferAt = now
         else if (now - r.lastUniqueOfferAt >= STARVED_AFTER_MS) index = this.chooseHeldPiece(c, r, copies, now)
@@ -113,6 +125,13 @@ export class SuperSeed {
       this.records.set(peer, record)
     }
     return record
+  }
+
+  /** The fewest pieces shown to a peer still fetching some: the pace the others keep to. */
+  private pace (entries: Array<{ r: PeerRecord }>, now: number): number {
+    let least = Infinity
+    for (const { r } of entries) if (r.revealed < least && this.livePending(r, now) > 0) least = r.revealed
+    return least
   }
 
   private liveOffers (now: number): number {
