@@ -644,7 +644,7 @@ function isServerPeer (peer: Peer): boolean {
 /**
  * A have tells a peer what it may ask us for. One of our agents that has announced the piece
  * itself learns nothing from it, and with every node announcing every piece to every other,
- * these redundant haves were half of all the messages a node sent and woke up for. Every
+ * these redundant haves were half of all the haves a node sent and woke up for. Every
  * other peer gets them all: the image server's super-seed frees an offer on seeing its piece
  * announced, and other clients' super-seeding may count on a peer's own have.
  */
