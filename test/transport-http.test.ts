@@ -6,12 +6,14 @@ import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync, statSync } from 'node:fs'
 import http from 'node:http'
+import { Readable } from 'node:stream'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createTorrent, parseTorrent, type Metainfo } from '../src/torrent/metainfo.ts'
 import { parseRange } from '../src/server/range.ts'
-import { deployHttp, MAX_HTTP_RESUMES } from '../src/install/transport-http.ts'
+import { deployHttp, deployFromStream, MAX_HTTP_RESUMES } from '../src/install/transport-http.ts'
 import type { DeployEvent } from '../src/install/events.ts'
 import { isSiError } from '../src/errors.ts'
 
@@ -161,6 +163,36 @@ test('http transport: a server that never answers fails with ERR_SERVER_UNREACHA
   try {
     await assert.rejects(deploy(f), err => isSiError(err, 'ERR_SERVER_UNREACHABLE'))
     assert.equal(f.ranges.length, MAX_HTTP_RESUMES + 1)
+  } finally {
+    await f.close()
+  }
+})
+
+test('stream transports: an image whose last piece holds only the end-of-archive marker\'s second block still completes when that piece comes late', async () => {
+  // 1 image in 256 at 128 KiB pieces ends so; udp-receiver hands the last bytes over after
+  // a pause. The extractor is done at the first zero block and must not cut the stream
+  // off before the last piece is verified.
+  const BLOCK = 512
+  const f = await fixture(() => false)
+  try {
+    let end = f.payload.length
+    while (end >= BLOCK && f.payload.subarray(end - BLOCK, end).every(b => b === 0)) end -= BLOCK
+    let length = end + 2 * BLOCK
+    while (length % PIECE_LENGTH !== BLOCK) length += BLOCK
+    const image = Buffer.concat([f.payload.subarray(0, end), Buffer.alloc(length - end)])
+    const imagePath = join(f.dir, 'late-tail.tar')
+    writeFileSync(imagePath, image)
+    const meta = parseTorrent(await createTorrent({ file: imagePath, name: 'late-tail.tar', pieceLength: PIECE_LENGTH }))
+    const target = join(f.dir, 'late-tail')
+    const source = Readable.from((async function * () {
+      yield image.subarray(0, length - BLOCK)
+      await sleep(300)
+      yield image.subarray(length - BLOCK)
+    })())
+    const result = await deployFromStream({ metainfo: meta, target, emit: () => {}, transport: 'multicast' },
+      async () => ({ stream: source, label: 'a slow source', close: () => source.destroy() }))
+    assert.equal(result.figures.verifiedBytes, length)
+    assert.equal(readFileSync(join(target, 'etc', 'hostname'), 'utf8'), 'node\n')
   } finally {
     await f.close()
   }

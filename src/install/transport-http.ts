@@ -177,8 +177,10 @@ export async function deployFromStream (opts: StreamDeployOptions, open: (signal
     source.stream.once('error', err => verifier.destroy(err))
     source.stream.pipe(verifier)
     // After the end-of-archive marker the extractor lets go: the padding behind it is still
-    // read (and verified), or the source would block on a full pipe and never finish.
-    const extracted = extractTar(verifier, opts.target, { signal, onEntry: () => { entries++ } })
+    // read (and verified), or the source would block on a full pipe and never finish. The
+    // extractor stops at the marker's first zero block, so the last piece may still be on
+    // its way: letting go must not destroy the verifier (an iterator's default on return).
+    const extracted = extractTar(verifier.iterator({ destroyOnReturn: false }), opts.target, { signal, onEntry: () => { entries++ } })
       .then(result => { verifier.resume(); return result })
     const steps = [transfer, extracted, source.finished ?? Promise.resolve()]
     await Promise.all(steps.map(p => p.catch(err => { abort.abort(err); throw err })))
@@ -186,6 +188,7 @@ export async function deployFromStream (opts: StreamDeployOptions, open: (signal
     // A helper that failed (udp-receiver timing out) explains more than the stream it left short.
     const helperError = await failureWithin(source.finished, HELPER_EXIT_GRACE_MS)
     source.close()
+    verifier.destroy()
     if (isSiError(helperError)) throw helperError
     const reason: unknown = signal.reason
     if (isSiError(reason)) throw reason
