@@ -4,6 +4,12 @@ import assert from 'node:assert/strict'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { once } from 'node:events'
 import { httpRequest } from '../src/http-client.ts'
+import { httpGetRetrying, GET_RETRY_MS } from '../src/install/http-get.ts'
+import { loadTorrent } from '../src/install/torrent-source.ts'
+import { createTorrent } from '../src/torrent/metainfo.ts'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { isSiError } from '../src/errors.ts'
 
 async function serve (t: TestContext, handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<string> {
@@ -69,4 +75,45 @@ test('an abort ends the exchange with ERR_ABORTED, and a redirect loop with ERR_
   setTimeout(() => controller.abort(), 50)
   await assert.rejects(httpRequest(`${base}/hang`, { ...LIMITS, signal: controller.signal }), (err: unknown) => isSiError(err, 'ERR_ABORTED'))
   await assert.rejects(httpRequest(`${base}/loop`, LIMITS), (err: unknown) => isSiError(err, 'ERR_HTTP_STATUS') && /redirected more than 5 times/.test(err.message))
+})
+
+test('a document GET is tried again while the server drops connections, and a status answer is final', async t => {
+  let connections = 0
+  const base = await serve(t, (req, res) => {
+    connections++
+    if (req.url === '/flaky' && connections <= 2) { req.socket.destroy(); return }
+    if (req.url === '/missing') { res.writeHead(404); res.end(); return }
+    res.end('plan')
+  })
+  assert.equal((await httpGetRetrying(`${base}/flaky`, { retryMs: 10 })).toString(), 'plan')
+  assert.equal(connections, 3, 'two dropped, the third answered')
+  connections = 0
+  await assert.rejects(httpGetRetrying(`${base}/missing`, { retryMs: 10 }), err => isSiError(err, 'ERR_IMAGE_NOT_FOUND'))
+  assert.equal(connections, 1, 'a 404 is not asked again')
+})
+
+test('a server that keeps dropping connections fails after the attempts, naming them and what to check', async t => {
+  let connections = 0
+  const base = await serve(t, req => { connections++; req.socket.destroy() })
+  await assert.rejects(httpGetRetrying(`${base}/x`, { attempts: 3, retryMs: 10, hint: 'check --server' }),
+    err => isSiError(err, 'ERR_SERVER_UNREACHABLE') && /3 attempts; check --server/.test(err.message))
+  assert.equal(connections, 3)
+})
+
+test('an agent asking for its torrent gets it after a dropped connection, as from a server whose link is full', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'si-torrent-get-'))
+  t.after(() => rm(dir, { recursive: true, force: true }))
+  await writeFile(join(dir, 'image.tar'), Buffer.alloc(40_000, 1))
+  const torrent = await createTorrent({ file: join(dir, 'image.tar'), name: 'image.tar', pieceLength: 16 * 1024 })
+  let connections = 0
+  const base = await serve(t, (req, res) => {
+    connections++
+    if (connections === 1) { req.socket.destroy(); return }
+    res.end(torrent)
+  })
+  const started = Date.now()
+  const meta = await loadTorrent({ server: base, image: 'img@1' })
+  assert.equal(meta.name, 'image.tar')
+  assert.equal(connections, 2)
+  assert.ok(Date.now() - started >= GET_RETRY_MS - 50, 'the second try waited')
 })

@@ -1,10 +1,14 @@
 // A bounded HTTP GET for small documents (torrents, plans): a clear error for every way
 // the server can fail to answer.
-import { SiError, type SiErrorCode } from '../errors.ts'
+import { SiError, isSiError, type SiErrorCode } from '../errors.ts'
 import { httpRequest } from '../http-client.ts'
+import { abortableSleep } from './abortable-sleep.ts'
 
 export const DEFAULT_GET_TIMEOUT_MS = 15_000
 export const MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+/** How often an unreachable server is tried, and how long apart (see httpGetRetrying). */
+export const GET_ATTEMPTS = 5
+export const GET_RETRY_MS = 3_000
 
 export async function httpGet (url: string, opts: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<Buffer> {
   const res = await httpRequest(url, { signal: opts.signal, timeoutMs: opts.timeoutMs ?? DEFAULT_GET_TIMEOUT_MS, maxBytes: MAX_DOCUMENT_BYTES })
@@ -20,4 +24,33 @@ export async function httpGet (url: string, opts: { signal?: AbortSignal; timeou
     throw new SiError(code, `${detail !== '' ? detail : `HTTP ${res.status}`} (${url} answered ${res.status})`)
   }
   return res.body
+}
+
+export interface RetryOptions {
+  signal?: AbortSignal
+  attempts?: number
+  retryMs?: number
+  /** what to check, added to the final error */
+  hint?: string
+}
+
+/**
+ * httpGet, tried again while the server is unreachable: it may still be starting when a
+ * rack powers on, or its link may be full of image traffic, where a new connection's
+ * handshake can be lost more than once (a node of a 32-node HTTP benchmark gave up on its
+ * torrent after 15 s). Any other answer, an error status included, is final.
+ */
+export async function httpGetRetrying (url: string, opts: RetryOptions = {}): Promise<Buffer> {
+  const attempts = opts.attempts ?? GET_ATTEMPTS
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await httpGet(url, { signal: opts.signal })
+    } catch (err) {
+      if (!isSiError(err, 'ERR_SERVER_UNREACHABLE')) throw err
+      if (attempt >= attempts) {
+        throw new SiError('ERR_SERVER_UNREACHABLE', `${err.message} (${attempts} attempts${opts.hint !== undefined ? `; ${opts.hint}` : ''})`, { cause: err })
+      }
+      await abortableSleep(opts.retryMs ?? GET_RETRY_MS, opts.signal, `request to ${url}`)
+    }
+  }
 }

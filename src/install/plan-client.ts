@@ -2,13 +2,9 @@
 // every MAC address it has, so the server can match either (or a group, or its default).
 import { networkInterfaces } from 'node:os'
 import { SiError, isSiError } from '../errors.ts'
-import { abortableSleep } from './abortable-sleep.ts'
-import { httpGet } from './http-get.ts'
+import { httpGetRetrying } from './http-get.ts'
 import { validatePlan, type Plan } from './plan.ts'
 
-/** The server may still be starting when a rack powers on: try a few times. */
-export const PLAN_ATTEMPTS = 5
-export const PLAN_RETRY_MS = 3_000
 const NO_MAC = '00:00:00:00:00:00'
 
 export function localMacs (): string[] {
@@ -29,19 +25,12 @@ export interface FetchedPlan { plan: Plan; source: string }
 
 export async function fetchPlan (server: string, node: string, macs: string[], opts: { signal?: AbortSignal; attempts?: number; retryMs?: number } = {}): Promise<FetchedPlan> {
   const url = planUrl(server, node, macs)
-  const attempts = opts.attempts ?? PLAN_ATTEMPTS
-  let body: Buffer | undefined
-  for (let attempt = 1; body === undefined; attempt++) {
-    try {
-      body = await httpGet(url, { signal: opts.signal })
-    } catch (err) {
-      if (isSiError(err, 'ERR_IMAGE_NOT_FOUND')) throw new SiError('ERR_PLAN_NOT_FOUND', `the server has no plan for node ${node} (MAC ${macs.join(', ') || 'none'}) and no default plan: ${err.message}`)
-      if (!isSiError(err, 'ERR_SERVER_UNREACHABLE') || attempt >= attempts) {
-        if (isSiError(err, 'ERR_SERVER_UNREACHABLE')) throw new SiError('ERR_SERVER_UNREACHABLE', `${err.message} (${attempts} attempts; check si.server and that si-server runs and is reachable from this network)`, { cause: err })
-        throw err
-      }
-      await abortableSleep(opts.retryMs ?? PLAN_RETRY_MS, opts.signal, 'plan request')
-    }
+  let body: Buffer
+  try {
+    body = await httpGetRetrying(url, { ...opts, hint: 'check si.server and that si-server runs and is reachable from this network' })
+  } catch (err) {
+    if (isSiError(err, 'ERR_IMAGE_NOT_FOUND')) throw new SiError('ERR_PLAN_NOT_FOUND', `the server has no plan for node ${node} (MAC ${macs.join(', ') || 'none'}) and no default plan: ${err.message}`)
+    throw err
   }
   let doc: { plan?: unknown; source?: unknown }
   try { doc = JSON.parse(body.toString('utf8')) } catch {

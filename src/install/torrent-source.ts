@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises'
 import { SiError } from '../errors.ts'
 import { parseImageRef } from '../image/repository.ts'
 import { parseTorrent, type Metainfo } from '../torrent/metainfo.ts'
-import { httpGet } from './http-get.ts'
+import { httpGetRetrying } from './http-get.ts'
 
 export function torrentUrlFor (server: string, imageRef: string): string {
   const { name, version } = parseImageRef(imageRef)
@@ -18,7 +18,7 @@ export async function loadTorrent (source: { server?: string; image?: string; to
   let from: string
   if (source.torrent !== undefined) {
     from = source.torrent
-    if (/^https?:\/\//.test(source.torrent)) raw = await httpGet(source.torrent, { signal })
+    if (/^https?:\/\//.test(source.torrent)) raw = await httpGetRetrying(source.torrent, { signal })
     else {
       try { raw = await readFile(source.torrent) } catch (err) {
         throw new SiError('ERR_INVALID_ARGUMENT', `cannot read torrent ${source.torrent}: ${(err as Error).message}`, { cause: err })
@@ -26,7 +26,7 @@ export async function loadTorrent (source: { server?: string; image?: string; to
     }
   } else if (source.server !== undefined && source.image !== undefined) {
     from = torrentUrlFor(source.server, source.image)
-    raw = await httpGet(from, { signal })
+    raw = await httpGetRetrying(from, { signal, hint: 'check --server and that si-server runs and is reachable from this network' })
   } else {
     throw new SiError('ERR_INVALID_ARGUMENT', 'give --server and --image, or --torrent')
   }
