@@ -9,7 +9,7 @@ import { SiError, describeError, isSiError } from '../errors.ts'
 import type { Metainfo } from '../torrent/metainfo.ts'
 import { PeerListener } from '../swarm/peer-listener.ts'
 import { PieceStore } from '../swarm/piece-store.ts'
-import { AGENT_PEER_ID_PREFIX, Swarm } from '../swarm/swarm.ts'
+import { AGENT_PEER_ID_PREFIX, Swarm, newPeerId } from '../swarm/swarm.ts'
 import { TokenBucket } from '../swarm/token-bucket.ts'
 import { scrape, type PeerAddress } from '../swarm/tracker-client.ts'
 import { extractTar, type ExtractOptions } from './extract.ts'
@@ -97,7 +97,7 @@ export async function deploy (opts: DeployOptions): Promise<DeployResult> {
     listener.on('warning', err => opts.emit({ type: 'warning', message: describeError(err) }))
     swarm = new Swarm({
       infoHash: meta.infoHash,
-      peerId: Buffer.concat([Buffer.from(`${AGENT_PEER_ID_PREFIX}0100-`), randomBytes(12)]),
+      peerId: newPeerId(AGENT_PEER_ID_PREFIX),
       store,
       listener,
       announceUrls: meta.announce,

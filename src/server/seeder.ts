@@ -1,13 +1,12 @@
 // The first seeder: one swarm per image version in the repository, all behind one peer
 // listener, kept in step with the repository as images are added and removed.
-import { randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import { describeError } from '../errors.ts'
 import type { ImageRepository, ImageVersion } from '../image/repository.ts'
 import { parseTorrent } from '../torrent/metainfo.ts'
 import { PeerListener } from '../swarm/peer-listener.ts'
 import { PieceStore } from '../swarm/piece-store.ts'
-import { Swarm, SERVER_PEER_ID_PREFIX } from '../swarm/swarm.ts'
+import { Swarm, SERVER_PEER_ID_PREFIX, newPeerId } from '../swarm/swarm.ts'
 import { TokenBucket } from '../swarm/token-bucket.ts'
 
 export const RESCAN_INTERVAL_MS = 3_000
@@ -18,7 +17,7 @@ export const SERVER_MAX_CONNECTIONS = 2048
 interface Seeding { version: ImageVersion; swarm: Swarm }
 
 export class Seeder extends EventEmitter {
-  readonly peerId = Buffer.concat([Buffer.from(`${SERVER_PEER_ID_PREFIX}0100-`), randomBytes(12)])
+  readonly peerId = newPeerId(SERVER_PEER_ID_PREFIX)
   private readonly repo: ImageRepository
   private readonly listener = new PeerListener()
   private readonly seeding = new Map<string, Seeding>()

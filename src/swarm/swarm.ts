@@ -1,6 +1,7 @@
 // One torrent's swarm: connects to peers, asks the picker what to request, verifies
 // pieces through the store, answers requests, runs the choker and the discovery of peers
 // (tracker, PEX). The same class downloads (agent) and seeds (server, or an agent done).
+import { randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import { connect as netConnect } from 'node:net'
 import { SiError, describeError } from '../errors.ts'
@@ -53,6 +54,13 @@ const SERVER_PEER_ID_PREFIX_HEX = Buffer.from(SERVER_PEER_ID_PREFIX).toString('h
 /** Peer ids of our nodes' agents start with this: peers known to need no redundant haves. */
 export const AGENT_PEER_ID_PREFIX = '-SI'
 const AGENT_PEER_ID_PREFIX_HEX = Buffer.from(AGENT_PEER_ID_PREFIX).toString('hex')
+/** The client version in our peer ids (Azureus style: -XX0100-, then 12 random bytes). */
+const PEER_ID_VERSION = '0100'
+
+/** A fresh 20-byte peer id for the server's seeder or a node's agent. */
+export function newPeerId (prefix: typeof SERVER_PEER_ID_PREFIX | typeof AGENT_PEER_ID_PREFIX): Buffer {
+  return Buffer.concat([Buffer.from(`${prefix}${PEER_ID_VERSION}-`), randomBytes(12)])
+}
 
 export interface SwarmOptions {
   infoHash: Buffer
