@@ -3,8 +3,9 @@ import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { createServer, connect, type Socket } from 'node:net'
 import { once } from 'node:events'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { PeerWire } from '../src/swarm/wire.ts'
-import { Peer, MAX_QUEUED_REQUESTS, UPLOAD_HIGH_WATER } from '../src/swarm/peer.ts'
+import { Peer, MAX_QUEUED_REQUESTS, UPLOAD_HIGH_WATER, READ_HOLD_MS, dialPeer } from '../src/swarm/peer.ts'
 import { PexExchange, PEX_INTERVAL_MS } from '../src/swarm/pex.ts'
 import { decodeBencode, encodeBencode, isBencodeDict } from '../src/torrent/bencode.ts'
 import { isSiError } from '../src/errors.ts'
@@ -237,4 +238,53 @@ test('PEX: a malformed message is a protocol error naming what was wrong', () =>
   assert.throws(() => pex.receive(Buffer.from('not bencode')), (err: unknown) => isSiError(err, 'ERR_PEER_PROTOCOL') && /bad PEX message/.test(err.message))
   const later = new PexExchange(() => {})
   assert.throws(() => later.receive(encodeBencode({ added: Buffer.alloc(7) })), /compact added length 7 is not a multiple of 6/)
+})
+
+test('blocks trickling in segment by segment are read in batches, control messages at once', async t => {
+  const server = createServer()
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const { port } = server.address() as { port: number }
+  const accepted = once(server, 'connection') as Promise<[Socket]>
+  const socket = dialPeer('127.0.0.1', port)
+  const [remote] = await accepted
+  remote.setNoDelay(true)
+  t.after(() => { socket.destroy(); remote.destroy(); server.close() })
+  const peer = new Peer(socket, { outgoing: true })
+  peer.wire.setPieceCount(PIECES)
+  let reads = 0
+  socket.on('data', () => { reads++ })
+  const sender = new PeerWire(remote)
+  sender.setPieceCount(PIECES)
+  const handshakes = once(peer.wire, 'handshake')
+  sender.handshake(INFO_HASH, ID_B)
+  peer.wire.handshake(INFO_HASH, ID_A)
+  await handshakes
+  sender.unchoke()
+  await once(peer.wire, 'unchoke')
+
+  // With nothing requested, each message is read as it comes.
+  reads = 0
+  const haves: number[] = []
+  peer.wire.on('have', (i: number) => haves.push(i))
+  for (let i = 0; i < 10; i++) { sender.have(i); await sleep(READ_HOLD_MS / 2 + 1) }
+  await sleep(READ_HOLD_MS * 2)
+  assert.deepEqual(haves, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+  assert.ok(reads >= 8, `${reads} reads for 10 spaced messages: control messages were held`)
+
+  // Four blocks requested, sent 1 KiB at a time, one write a millisecond.
+  const BLOCK = 16384
+  const blocks: Array<Buffer | undefined> = []
+  for (let i = 0; i < 4; i++) { peer.outstanding++; peer.wire.request(i, 0, BLOCK, b => { peer.outstanding--; blocks.push(b === undefined ? undefined : Buffer.from(b)) }) }
+  const message = Buffer.concat([0, 1, 2, 3].map(i => {
+    const head = Buffer.alloc(13)
+    head.writeUInt32BE(9 + BLOCK, 0); head[4] = 7; head.writeUInt32BE(i, 5); head.writeUInt32BE(0, 9)
+    return Buffer.concat([head, Buffer.alloc(BLOCK, i + 1)])
+  }))
+  reads = 0
+  const writes = Math.ceil(message.length / 1024)
+  for (let at = 0; at < message.length; at += 1024) { remote.write(message.subarray(at, at + 1024)); await sleep(1) }
+  while (blocks.length < 4) await sleep(READ_HOLD_MS)
+  assert.deepEqual(blocks.map(b => b?.equals(Buffer.alloc(BLOCK, (b?.[0] ?? 0))) && b?.[0]), [1, 2, 3, 4])
+  assert.ok(reads < writes / 3, `${reads} reads for ${writes} segments: reads were not batched`)
 })

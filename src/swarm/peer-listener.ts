@@ -4,7 +4,7 @@
 import { createServer, type Server, type Socket } from 'node:net'
 import { EventEmitter } from 'node:events'
 import { SiError } from '../errors.ts'
-import { Peer } from './peer.ts'
+import { Peer, PEER_SOCKET_READ_BUFFER } from './peer.ts'
 
 export const MAX_PENDING_HANDSHAKES = 256
 
@@ -28,7 +28,9 @@ export class PeerListener extends EventEmitter {
   }
 
   async start (host: string, port: number): Promise<number> {
-    const server = createServer(socket => this.onConnection(socket))
+    // highWaterMark sets the write buffer's mark too, which the upload pump does not use:
+    // it measures writableLength against its own bound.
+    const server = createServer({ highWaterMark: PEER_SOCKET_READ_BUFFER }, socket => this.onConnection(socket))
     this.server = server
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err) => reject(new SiError('ERR_INVALID_ARGUMENT', `cannot listen for peers on ${host}:${port}: ${err.message}`, { cause: err })))

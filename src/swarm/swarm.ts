@@ -3,9 +3,8 @@
 // (tracker, PEX). The same class downloads (agent) and seeds (server, or an agent done).
 import { randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
-import { connect as netConnect } from 'node:net'
 import { SiError, describeError } from '../errors.ts'
-import { Peer, MAX_QUEUED_REQUESTS } from './peer.ts'
+import { Peer, MAX_QUEUED_REQUESTS, dialPeer } from './peer.ts'
 import { VERSION } from '../version.ts'
 import type { PeerListener } from './peer-listener.ts'
 import { PiecePicker, BLOCK_SIZE, ENDGAME_AFTER_MS } from './piece-picker.ts'
@@ -288,7 +287,7 @@ export class Swarm extends EventEmitter {
 
   private connectTo (key: string, addr: PeerAddress): void {
     this.connecting.add(key)
-    const socket = netConnect({ host: addr.host, port: addr.port })
+    const socket = dialPeer(addr.host, addr.port)
     socket.setTimeout(CONNECT_TIMEOUT_MS, () => socket.destroy())
     const giveUp = (): void => {
       this.connecting.delete(key)
