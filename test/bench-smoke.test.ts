@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { lateStartSeconds, LATE_START_SECONDS } from '../scripts/bench/metrics.ts'
+import { fluidBound, lateStartSeconds, LATE_START_SECONDS } from '../scripts/bench/metrics.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const SMOKE_TIMEOUT_MS = 150_000
@@ -100,4 +100,13 @@ test('bench: a transfer that began only after its negotiation was retried counts
   assert.equal(lateStartSeconds(trial(late)), LATE_START_SECONDS + 7)
   assert.equal(lateStartSeconds(trial([[0, 0], [5, 0]])), undefined, 'never began: not a late start')
   assert.equal(lateStartSeconds(trial(late, 1)), undefined, 'staggered starts: waiting for the last receiver is by design')
+})
+
+test('bench: T* of a staggered start is no earlier than the last node\'s start plus its own download', () => {
+  const bytes = 10e6 / 8 * 12 // 12 s on a 10 Mbit/s link
+  const link = { rateMbit: 10 }
+  const nodes = [link, link, link, link]
+  assert.equal(fluidBound(bytes, link, nodes), 12, 'all at once: the server\'s link bounds it')
+  assert.equal(fluidBound(bytes, link, nodes, i => i * 5), 15 + 12, 'the fourth node starts at 15 s')
+  assert.equal(fluidBound(bytes, { rateMbit: 2.5 }, nodes, i => (i < 2 ? 0 : 30)), 48, 'a slow server outlasts a second wave at 30 s')
 })

@@ -70,13 +70,15 @@ export function bytesPerSecond (link: LinkSpec): number {
 
 /**
  * Kumar & Ross's fluid bound for F bytes from one seed of upload U_s to peers of
- * uploads μ_i and downloads d_i: max{F/U_s, F/min d_i, N·F/(U_s + Σμ_i)}.
+ * uploads μ_i and downloads d_i: max{F/U_s, F/min d_i, N·F/(U_s + Σμ_i)}. With staggered
+ * starts, no node can finish before its start plus F/d_i either: T counts from the first
+ * start, so a node starting 15 s late bounds T by 15 s + F/d_i, whatever the swarm does.
  */
-export function fluidBound (bytes: number, server: LinkSpec, nodes: LinkSpec[]): number {
+export function fluidBound (bytes: number, server: LinkSpec, nodes: LinkSpec[], startSeconds: (i: number) => number = () => 0): number {
   const us = bytesPerSecond(server)
-  const minDown = Math.min(...nodes.map(bytesPerSecond))
   const sumUp = nodes.reduce((a, l) => a + bytesPerSecond(l), 0)
-  return Math.max(bytes / us, bytes / minDown, nodes.length * bytes / (us + sumUp))
+  const latestFinish = Math.max(...nodes.map((l, i) => startSeconds(i) + bytes / bytesPerSecond(l)))
+  return Math.max(bytes / us, latestFinish, nodes.length * bytes / (us + sumUp))
 }
 
 /** Unicast lower bound: the server's link carries every copy. */

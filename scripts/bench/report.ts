@@ -138,7 +138,7 @@ export async function writeReport (outDir: string, run: RunResult): Promise<stri
     (run.rerun !== undefined ? `This run re-ran only ${run.rerun.join('; ')} (\`--merge\`): the other results were kept from earlier runs into the same directory, and the source above is this run's. ` : '') +
     `Image ${round(run.imageBytes / MB, 1)} MB (tarball), piece ${run.pieceLength / 1024} KiB; links ${run.rateMbit} Mbit/s each way unless a scenario says otherwise. ` +
     'T: seconds from the first node\'s start until the slowest node holds the verified, extracted image. ' +
-    'T*: the fluid lower bound of DESIGN.md at the raw link rates (TCP/IP headers alone make about 1.05 the best reachable T/T*). ' +
+    'T*: the fluid lower bound of DESIGN.md at the raw link rates (TCP/IP headers alone make about 1.05 the best reachable T/T*); with staggered starts, also no earlier than the last node\'s start plus its own download time. ' +
     'Server bytes: everything the server host sent, from its link\'s interface counters, headers included. ' +
     'Machine CPU: busy share of all cores over the trial (mean) and in the busiest second (peak), other users of the machine included; client CPU: CPU seconds of each node\'s client process tree, averaged over the nodes.', '')
 

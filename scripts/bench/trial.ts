@@ -105,9 +105,9 @@ interface LiveNode { result: NodeResult; child?: ChildProcess; target: string; s
 export async function runTrial (opts: TrialOptions): Promise<TrialResult> {
   const { cluster, image, transport } = opts
   const nodes = cluster.nodes
-  const tStar = fluidBound(image.size, cluster.server.link, nodes.map(n => n.link))
-  const tUnicast = unicastBound(image.size, cluster.server.link, nodes.map(n => n.link))
   const startAt = opts.startAt ?? ((i: number) => i * opts.staggerSeconds)
+  const tStar = fluidBound(image.size, cluster.server.link, nodes.map(n => n.link), startAt)
+  const tUnicast = unicastBound(image.size, cluster.server.link, nodes.map(n => n.link))
   const timeoutS = TIMEOUT_FACTOR * tUnicast + Math.max(...nodes.map((_, i) => startAt(i))) + TIMEOUT_MARGIN_S
   const notes: string[] = []
   await rm(opts.workDir, { recursive: true, force: true })
