@@ -5,6 +5,7 @@ import { createServer, connect, type Socket } from 'node:net'
 import { once } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { PeerWire } from '../src/swarm/wire.ts'
+import { MESSAGE } from '../src/swarm/wire-reader.ts'
 import { Peer, MAX_QUEUED_REQUESTS, UPLOAD_HIGH_WATER, READ_HOLD_MS, dialPeer } from '../src/swarm/peer.ts'
 import { PexExchange, PEX_INTERVAL_MS } from '../src/swarm/pex.ts'
 import { decodeBencode, encodeBencode, isBencodeDict } from '../src/torrent/bencode.ts'
@@ -15,14 +16,15 @@ const ID_A = Buffer.alloc(20, 0xa)
 const ID_B = Buffer.alloc(20, 0xb)
 const PIECES = 16
 
-async function socketPair (t: TestContext): Promise<[Socket, Socket]> {
+/** A connected pair over loopback: the dialling side (made by `dial`) and the accepted one. */
+async function socketPair (t: TestContext, dial: (host: string, port: number) => Socket = (host, port) => connect(port, host)): Promise<[Socket, Socket]> {
   const server = createServer()
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
   const address = server.address()
   if (address === null || typeof address === 'string') throw new Error('no port')
   const accepted = once(server, 'connection') as Promise<[Socket]>
-  const client = connect(address.port, '127.0.0.1')
+  const client = dial('127.0.0.1', address.port)
   await once(client, 'connect')
   const [inbound] = await accepted
   t.after(() => { client.destroy(); inbound.destroy(); server.close() })
@@ -241,15 +243,8 @@ test('PEX: a malformed message is a protocol error naming what was wrong', () =>
 })
 
 test('blocks trickling in segment by segment are read in batches, control messages at once', async t => {
-  const server = createServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const { port } = server.address() as { port: number }
-  const accepted = once(server, 'connection') as Promise<[Socket]>
-  const socket = dialPeer('127.0.0.1', port)
-  const [remote] = await accepted
+  const [socket, remote] = await socketPair(t, dialPeer)
   remote.setNoDelay(true)
-  t.after(() => { socket.destroy(); remote.destroy(); server.close() })
   const peer = new Peer(socket, { outgoing: true })
   peer.wire.setPieceCount(PIECES)
   let reads = 0
@@ -278,7 +273,7 @@ test('blocks trickling in segment by segment are read in batches, control messag
   for (let i = 0; i < 4; i++) { peer.outstanding++; peer.wire.request(i, 0, BLOCK, b => { peer.outstanding--; blocks.push(b === undefined ? undefined : Buffer.from(b)) }) }
   const message = Buffer.concat([0, 1, 2, 3].map(i => {
     const head = Buffer.alloc(13)
-    head.writeUInt32BE(9 + BLOCK, 0); head[4] = 7; head.writeUInt32BE(i, 5); head.writeUInt32BE(0, 9)
+    head.writeUInt32BE(9 + BLOCK, 0); head[4] = MESSAGE.piece; head.writeUInt32BE(i, 5); head.writeUInt32BE(0, 9)
     return Buffer.concat([head, Buffer.alloc(BLOCK, i + 1)])
   }))
   reads = 0

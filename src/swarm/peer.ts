@@ -145,7 +145,7 @@ export class Peer extends EventEmitter {
   }
 
   private holdReads (): void {
-    if (READ_HOLD_MS <= 0 || this.readHoldTimer !== undefined || this.closed) return
+    if (this.readHoldTimer !== undefined || this.closed) return
     this.socket.pause()
     this.readHoldTimer = setTimeout(() => {
       this.readHoldTimer = undefined
