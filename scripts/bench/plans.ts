@@ -6,6 +6,7 @@ import { multicastTransport } from './transports/multicast.ts'
 import { rsyncTransport } from './transports/rsync.ts'
 import type { Transport } from './transports/types.ts'
 import type { LinkSpec } from './shaping.ts'
+import { bytesPerSecond } from './metrics.ts'
 
 export const MIB = 1024 * 1024
 
@@ -124,7 +125,7 @@ export function fullPlan (o: PlanOptions): Plan {
   // tracker still counts leechers (swarm). At most half the nodes download at a time, so
   // the CPU is not saturated at the full rate.
   const slowServer: LinkSpec = { rateMbit: o.rateMbit * LEAVE_SERVER_SCALE }
-  const waveGap = Math.ceil(LEAVE_WAVE_GAP_TSTAR * o.imageMib * MIB * 8 / (slowServer.rateMbit * 1e6))
+  const waveGap = Math.ceil(LEAVE_WAVE_GAP_TSTAR * o.imageMib * MIB / bytesPerSecond(slowServer))
   const firstWave = Math.ceil(big / 2)
   scenarios.push({
     id: `leave-n${big}`, group: 'leave', title: `N=${big}, ${o.rateMbit} Mbit/s links, the server's at ${slowServer.rateMbit} Mbit/s, in two waves: ${firstWave} nodes at 0 s, ${big - firstWave} at ${waveGap} s, leave policies`,
