@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { WireReader, encodeHandshake, type Handshake } from '../src/swarm/wire-reader.ts'
+import { WireReader, encodeHandshake, encodeMessageHead, type Handshake } from '../src/swarm/wire-reader.ts'
 
 const INFO_HASH = Buffer.alloc(20, 0xab)
 const PEER_ID = Buffer.alloc(20, 0xcd)
@@ -8,10 +8,7 @@ const HANDSHAKE = encodeHandshake(INFO_HASH, PEER_ID)
 
 function message (id: number, body: Buffer | number): Buffer {
   const payload = typeof body === 'number' ? Buffer.alloc(body) : body
-  const head = Buffer.alloc(5)
-  head.writeUInt32BE(payload.length + 1, 0)
-  head[4] = id
-  return Buffer.concat([head, payload])
+  return Buffer.concat([encodeMessageHead(id, [], payload.length), payload])
 }
 
 function reader (pieceCount?: number): { r: WireReader; handshakes: Handshake[]; messages: Array<[number, Buffer]> } {

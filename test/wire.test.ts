@@ -5,7 +5,7 @@ import { createServer, connect, type Socket } from 'node:net'
 import { once } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { PeerWire } from '../src/swarm/wire.ts'
-import { MESSAGE } from '../src/swarm/wire-reader.ts'
+import { MESSAGE, encodeMessageHead } from '../src/swarm/wire-reader.ts'
 import { Peer, MAX_QUEUED_REQUESTS, UPLOAD_HIGH_WATER, READ_HOLD_MS, dialPeer } from '../src/swarm/peer.ts'
 import { PexExchange, PEX_INTERVAL_MS } from '../src/swarm/pex.ts'
 import { decodeBencode, encodeBencode, isBencodeDict } from '../src/torrent/bencode.ts'
@@ -272,9 +272,7 @@ test('blocks trickling in segment by segment are read in batches, control messag
   const blocks: Array<Buffer | undefined> = []
   for (let i = 0; i < 4; i++) { peer.outstanding++; peer.wire.request(i, 0, BLOCK, b => { peer.outstanding--; blocks.push(b === undefined ? undefined : Buffer.from(b)) }) }
   const message = Buffer.concat([0, 1, 2, 3].map(i => {
-    const head = Buffer.alloc(13)
-    head.writeUInt32BE(9 + BLOCK, 0); head[4] = MESSAGE.piece; head.writeUInt32BE(i, 5); head.writeUInt32BE(0, 9)
-    return Buffer.concat([head, Buffer.alloc(BLOCK, i + 1)])
+    return Buffer.concat([encodeMessageHead(MESSAGE.piece, [i, 0], BLOCK), Buffer.alloc(BLOCK, i + 1)])
   }))
   reads = 0
   const writes = Math.ceil(message.length / 1024)

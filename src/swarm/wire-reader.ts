@@ -182,3 +182,15 @@ export function encodeHandshake (infoHash: Buffer, peerId: Buffer): Buffer {
   peerId.copy(buf, reserved + 28)
   return buf
 }
+
+/**
+ * The head of a message, <length><id><32-bit fields...>, for a body of payloadLength bytes
+ * that follows it (a block is written after its head as it is, not copied into it).
+ */
+export function encodeMessageHead (id: number, fields: readonly number[], payloadLength = 0): Buffer {
+  const head = Buffer.allocUnsafe(LENGTH_PREFIX + 1 + 4 * fields.length)
+  head.writeUInt32BE(head.length - LENGTH_PREFIX + payloadLength, 0)
+  head[LENGTH_PREFIX] = id
+  for (let i = 0; i < fields.length; i++) head.writeUInt32BE(fields[i], LENGTH_PREFIX + 1 + 4 * i)
+  return head
+}

@@ -8,7 +8,7 @@ import type { Socket } from 'node:net'
 import { SiError } from '../errors.ts'
 import { decodeBencode, encodeBencode, isBencodeDict, type BencodeDict } from '../torrent/bencode.ts'
 import { PexExchange } from './pex.ts'
-import { MESSAGE, WireReader, encodeHandshake, type Handshake } from './wire-reader.ts'
+import { MESSAGE, WireReader, encodeHandshake, encodeMessageHead, type Handshake } from './wire-reader.ts'
 
 export const KEEP_ALIVE_INTERVAL_MS = 60_000
 /** Our id for ut_pex messages, as our extended handshake announces it. */
@@ -309,11 +309,7 @@ export class PeerWire extends EventEmitter {
 
   /** <length><id><32-bit fields...><payload>; the payload is written as it is, not copied. */
   private sendMessage (id: number, fields: number[], payload?: Uint8Array): void {
-    const head = Buffer.allocUnsafe(5 + 4 * fields.length)
-    head.writeUInt32BE(head.length - 4 + (payload?.length ?? 0), 0)
-    head[4] = id
-    for (let i = 0; i < fields.length; i++) head.writeUInt32BE(fields[i], 5 + 4 * i)
-    this.send(head)
+    this.send(encodeMessageHead(id, fields, payload?.length ?? 0))
     if (payload !== undefined) this.send(payload)
   }
 
