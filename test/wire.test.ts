@@ -271,9 +271,7 @@ test('blocks trickling in segment by segment are read in batches, control messag
   const BLOCK = 16384
   const blocks: Array<Buffer | undefined> = []
   for (let i = 0; i < 4; i++) { peer.outstanding++; peer.wire.request(i, 0, BLOCK, b => { peer.outstanding--; blocks.push(b === undefined ? undefined : Buffer.from(b)) }) }
-  const message = Buffer.concat([0, 1, 2, 3].map(i => {
-    return Buffer.concat([encodeMessageHead(MESSAGE.piece, [i, 0], BLOCK), Buffer.alloc(BLOCK, i + 1)])
-  }))
+  const message = Buffer.concat([0, 1, 2, 3].map(i => Buffer.concat([encodeMessageHead(MESSAGE.piece, [i, 0], BLOCK), Buffer.alloc(BLOCK, i + 1)])))
   reads = 0
   const writes = Math.ceil(message.length / 1024)
   for (let at = 0; at < message.length; at += 1024) { remote.write(message.subarray(at, at + 1024)); await sleep(1) }
