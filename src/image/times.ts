@@ -1,7 +1,8 @@
-// Setting atime and mtime to the nanosecond. Node's utimes takes seconds as a double and
-// libuv truncates to microseconds, so only some times survive it. We emulate libuv's
-// conversion to find a double that lands exactly on the wanted time; times that have
-// none (sub-microsecond parts, dates before 1970) are set afterwards, all at once:
+// Setting atime and mtime to the nanosecond. Node's utimes takes seconds as a double,
+// which near today's dates is only a multiple of 2^-22 s (238 ns), so only some times
+// survive it. We emulate libuv's conversion to find a double that lands exactly on the
+// wanted time; times that have none (most sub-second times, dates before 1970) are set
+// afterwards, all at once:
 //  - with perl (Essential in Debian), one process calling utimensat(2) for every path:
 //    about 6 ms per 1000 files;
 //  - else with coreutils' `touch -d @SEC.NSEC`, one process per distinct time: about
@@ -47,17 +48,19 @@ function nextDouble (x: number, dir: 1 | -1): number {
   return f64[0]
 }
 
-/** What libuv's uv__fs_to_timespec makes of a double, in nanoseconds. */
+/**
+ * What libuv's uv__fs_to_timespec makes of a double, in nanoseconds: the fraction times
+ * 1e9, truncated (the libuv of Node 24; Node 20's also cut it to whole microseconds).
+ */
 export function libuvNs (t: number): bigint {
   const sec = Math.trunc(t)
-  let nsec = Math.trunc((t - sec) * 1e9)
-  nsec -= nsec % 1000
+  const nsec = Math.trunc((t - sec) * 1e9)
   return BigInt(sec) * NS_PER_S + BigInt(nsec)
 }
 
 /** A double Node's utimes turns into exactly `ns`, or undefined if there is none. */
 export function exactDouble (ns: bigint): number | undefined {
-  if (ns < 0n || ns % 1000n !== 0n) return undefined
+  if (ns < 0n) return undefined
   const base = Number(ns / NS_PER_S) + Number(ns % NS_PER_S) / 1e9
   if (libuvNs(base) === ns) return base
   for (const dir of [1, -1] as const) {
