@@ -13,7 +13,7 @@ import { decompressed, parseCompression, sniffCompression } from '../src/image/c
 import { ImageRepository } from '../src/image/repository.ts'
 import { diffSnapshots, formatDifference, snapshotArchive, snapshotTree } from '../src/image/verify.ts'
 import { parseTorrent } from '../src/torrent/metainfo.ts'
-import { extractTar } from '../src/install/extract.ts'
+import { extractTar } from '../src/deploy/extract.ts'
 import { buildFixtureTree, hasTool } from './fidelity-fixtures.ts'
 import { readFile } from 'node:fs/promises'
 

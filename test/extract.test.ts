@@ -14,7 +14,7 @@ import * as tar from 'tar-stream'
 import { isSiError } from '../src/errors.ts'
 import { packDirectory } from '../src/image/pack.ts'
 import { compareTrees, diffSnapshots, snapshotArchive, snapshotTree } from '../src/image/verify.ts'
-import { extractTar } from '../src/install/extract.ts'
+import { extractTar } from '../src/deploy/extract.ts'
 
 const IS_ROOT = process.getuid?.() === 0
 const HIGH_UID = 300_000

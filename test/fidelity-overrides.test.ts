@@ -10,8 +10,8 @@ import { join } from 'node:path'
 import { overrideChain, overrideRepository } from '../src/image/overrides.ts'
 import { ImageRepository } from '../src/image/repository.ts'
 import { diffSnapshots, formatDifference, snapshotArchive, snapshotTree } from '../src/image/verify.ts'
-import { applyOverrides } from '../src/install/apply-overrides.ts'
-import { INCOMPLETE_MARKER, extractTar } from '../src/install/extract.ts'
+import { applyOverrides } from '../src/deploy/apply-overrides.ts'
+import { INCOMPLETE_MARKER, extractTar } from '../src/deploy/extract.ts'
 
 const IS_ROOT = process.getuid?.() === 0
 

@@ -16,7 +16,7 @@ import { readTar } from '../src/image/tar-reader.ts'
 import { ImageRepository } from '../src/image/repository.ts'
 import { TimeFixer, nodeTimes } from '../src/image/times.ts'
 import { diffSnapshots, formatDifference, snapshotArchive, snapshotTree, type Difference } from '../src/image/verify.ts'
-import { INCOMPLETE_MARKER, extractTar } from '../src/install/extract.ts'
+import { INCOMPLETE_MARKER, extractTar } from '../src/deploy/extract.ts'
 import {
   BINARY_XATTR, CAP_NET_RAW, GIB, HIGH_UID, LATIN1_NAME, buildFixtureTree, debootstrapTree, hasTool, must, run
 } from './fidelity-fixtures.ts'

@@ -12,7 +12,7 @@ import { Readable } from 'node:stream'
 import { makeJail } from './helpers/jail.ts'
 import { isSiError, type SiErrorCode } from '../src/errors.ts'
 import { BLOCK, encodeHeader, encodeSparseMap, padding, type TarEntry } from '../src/image/tar-format.ts'
-import { INCOMPLETE_MARKER, extractTar } from '../src/install/extract.ts'
+import { INCOMPLETE_MARKER, extractTar } from '../src/deploy/extract.ts'
 
 const IS_ROOT = process.getuid?.() === 0
 const WHEN = 1_600_000_000_000_000_000n
@@ -42,7 +42,7 @@ function archive (members: Member[]): Buffer {
 /** A GNU long-name member ('L') followed by the header it names. */
 function gnuLongName (name: string, then: TarEntry): Buffer {
   const value = Buffer.from(name + '\0')
-  const h = encodeHeader({ path: Buffer.from('././@LongLink'), type: 'file', mode: 0o644, uid: 0, gid: 0, mtimeNs: 0n, size: value.length })
+  const h = encodeHeader({ path: Buffer.from('./@LongLink'), type: 'file', mode: 0o644, uid: 0, gid: 0, mtimeNs: 0n, size: value.length })
   h[156] = 0x4c // 'L'
   // Re-checksum after changing the type flag.
   h.fill(0x20, 148, 156)

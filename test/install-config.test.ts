@@ -4,7 +4,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { isSiError } from '../src/errors.ts'
 import { parseCmdline, resolveConfig, normalizeServer, splitCmdline, reportTarget } from '../src/install/cmdline.ts'
-import { defaultNodeName } from '../src/install/install-command.ts'
+import { defaultNodeName } from '../src/cli/agent-install.ts'
 
 test('splits a kernel command line like the kernel: quotes group, the last key wins', () => {
   assert.deepEqual(splitCmdline('a=1  b="x y" c\n'), ['a=1', 'b=x y', 'c'])

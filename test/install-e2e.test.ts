@@ -2,7 +2,7 @@
 // valid, its qemu and udhcpd settings, and how it reads timings off the console.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { validatePlan } from '../src/install/plan.ts'
+import { validatePlan } from '../src/formats/plan.ts'
 import { resolveConfig } from '../src/install/cmdline.ts'
 import { plan, EXPECTED_PARTITIONS } from '../scripts/e2e/plans.ts'
 import { udhcpdConfig, vmMac, SERVER_IP } from '../scripts/e2e/lan.ts'

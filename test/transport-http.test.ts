@@ -13,8 +13,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createTorrent, parseTorrent, type Metainfo } from '../src/torrent/metainfo.ts'
 import { parseRange } from '../src/server/range.ts'
-import { deployHttp, deployFromStream, MAX_HTTP_RESUMES } from '../src/install/transport-http.ts'
-import type { DeployEvent } from '../src/install/events.ts'
+import { deployHttp, deployFromStream, MAX_HTTP_RESUMES } from '../src/deploy/transport-http.ts'
+import type { DeployEvent } from '../src/deploy/events.ts'
 import { isSiError } from '../src/errors.ts'
 
 const PIECE_LENGTH = 16 * 1024

@@ -3,7 +3,7 @@
 // plan a VM really followed.
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { PARTITION_TYPES } from '../../src/install/plan.ts'
+import { PARTITION_TYPES } from '../../src/formats/plan.ts'
 import type { ExpectedPartition } from './check-disk.ts'
 import { SRV_DIR } from './test-image.ts'
 

@@ -5,7 +5,7 @@ import { VERSION } from '../version.ts'
 import { parseArgs, stringFlag, requireFlag, numberFlag, parseHostPort, rateFlag, noExtraPositionals, type ParsedArgs } from './args.ts'
 import { ImageRepository, type ImageVersion } from '../image/repository.ts'
 import { ImageServer, DEFAULT_HTTP_PORT, DEFAULT_PEER_PORT } from '../server/image-server.ts'
-import { compressionFlag, imageCapture, imageVerify, overrideCommand } from '../image/commands.ts'
+import { compressionFlag, imageCapture, imageVerify, overrideCommand } from './server-image.ts'
 
 const DEFAULT_REPO = process.env.SI_REPO ?? '/var/lib/swarmimager'
 

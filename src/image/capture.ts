@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { SiError } from '../errors.ts'
 import type { Compression } from './compression.ts'
-import { parseImageRef, type AddPhase, type ImageRepository, type ImageVersion } from './repository.ts'
+import { parseImageRef } from '../formats/image-ref.ts'
+import { type AddPhase, type ImageRepository, type ImageVersion } from './repository.ts'
 
 /** Staging trees live in the repository (same file system as the versions). */
 export const CAPTURE_DIR = '.capture'

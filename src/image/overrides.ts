@@ -2,7 +2,8 @@
 // image first, then the node's groups in order, then the node itself, each layer
 // replacing what it carries. They are versioned and distributed like images (a tarball
 // and a torrent each), in their own collection of the repository.
-import { ImageRepository, OVERRIDES_DIR, parseImageRef, type ImageVersion } from './repository.ts'
+import { parseImageRef } from '../formats/image-ref.ts'
+import { ImageRepository, OVERRIDES_DIR, type ImageVersion } from './repository.ts'
 import { isSiError } from '../errors.ts'
 
 export function overrideRepository (root: string): ImageRepository {

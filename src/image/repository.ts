@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto'
 import { mkdir, open, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { SiError } from '../errors.ts'
+import { formatImageRef, isImageName, isVersionName, parseImageRef } from '../formats/image-ref.ts'
 import { createTorrent, parseTorrent } from '../torrent/metainfo.ts'
 import { packDirectory } from './pack.ts'
 import { DEFAULT_COMPRESSION, compressToFile, compressionSuffix, type Compression } from './compression.ts'
@@ -21,9 +22,6 @@ const TRASH_PREFIX = '.trash-'
 /** Highest number ever given to a version of the image: numbers are never reused, so
  * "NAME@N" names one content for as long as the image exists. */
 const LAST_VERSION_FILE = '.last-version'
-const IMAGE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
-const IMAGE_REF = /^([^@]*)(?:@(.*))?$/
-const VERSION_DIR = /^[1-9][0-9]{0,15}$/
 
 export interface ImageVersion {
   name: string
@@ -52,22 +50,6 @@ export interface AddOptions {
   onProgress?: (phase: AddPhase, done: number, total?: number) => void
   signal?: AbortSignal
   compression?: Compression
-}
-
-export function parseImageRef (ref: string): { name: string; version?: number } {
-  const [, name, version] = IMAGE_REF.exec(ref) ?? []
-  if (name === undefined || !IMAGE_NAME.test(name)) {
-    throw new SiError('ERR_INVALID_IMAGE_NAME', `invalid image name in "${ref}": use 1-64 of A-Z a-z 0-9 . _ - starting with a letter or digit`)
-  }
-  if (version === undefined) return { name }
-  if (!VERSION_DIR.test(version) || !Number.isSafeInteger(Number(version))) {
-    throw new SiError('ERR_INVALID_IMAGE_NAME', `invalid version in "${ref}": expected NAME@N with N a positive integer`)
-  }
-  return { name, version: Number(version) }
-}
-
-function formatRef (name: string, version?: number): string {
-  return version === undefined ? name : `${name}@${version}`
 }
 
 async function fsyncPath (path: string): Promise<void> {
@@ -126,7 +108,7 @@ export class ImageRepository {
       throw err
     }
     const versions: ImageVersion[] = []
-    for (const n of names.filter(n => VERSION_DIR.test(n))) {
+    for (const n of names.filter(n => isVersionName(n))) {
       const version = Number(n)
       try {
         const meta = JSON.parse(await readFile(join(this.imageDir(name), n, META_FILE), 'utf8')) as StoredMeta
@@ -141,7 +123,7 @@ export class ImageRepository {
   private async imageNames (): Promise<string[]> {
     try {
       const names = await readdir(join(this.root, this.collection))
-      return names.filter(n => IMAGE_NAME.test(n)).sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)))
+      return names.filter(n => isImageName(n)).sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)))
     } catch (err) {
       if (isMissing(err)) return []
       throw err
@@ -167,7 +149,7 @@ export class ImageRepository {
     try {
       return await readFile(v.torrentPath)
     } catch (err) {
-      if (isMissing(err)) throw new SiError('ERR_IMAGE_NOT_FOUND', `image "${formatRef(v.name, v.version)}" has no torrent (removed?)`, { cause: err })
+      if (isMissing(err)) throw new SiError('ERR_IMAGE_NOT_FOUND', `image "${formatImageRef(v.name, v.version)}" has no torrent (removed?)`, { cause: err })
       throw err
     }
   }
@@ -224,7 +206,7 @@ export class ImageRepository {
       await writeFile(join(work, META_FILE), JSON.stringify(stored, null, 2) + '\n', { flush: true })
       await fsyncPath(work)
       // An abort after the last piece was hashed must still not publish the version.
-      if (opts.signal?.aborted === true) throw new SiError('ERR_ABORTED', `adding ${formatRef(ref.name, version)} aborted`)
+      if (opts.signal?.aborted === true) throw new SiError('ERR_ABORTED', `adding ${formatImageRef(ref.name, version)} aborted`)
       const final = join(imageDir, String(version))
       try {
         // rename(2) refuses a non-empty target, so another process's version N survives.
@@ -232,7 +214,7 @@ export class ImageRepository {
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code
         if (code === 'ENOTEMPTY' || code === 'EEXIST') {
-          throw new SiError('ERR_IMAGE_EXISTS', `${formatRef(ref.name, version)} was created by another process meanwhile; add again`, { cause: err })
+          throw new SiError('ERR_IMAGE_EXISTS', `${formatImageRef(ref.name, version)} was created by another process meanwhile; add again`, { cause: err })
         }
         throw err
       }

@@ -5,7 +5,7 @@
 import { SiError } from '../errors.ts'
 import { withChroot, hasFile } from './chroot.ts'
 import type { Formatted } from './filesystems.ts'
-import type { BootloaderMode } from './plan.ts'
+import type { BootloaderMode } from '../formats/plan.ts'
 
 export const GRUB_TIMEOUT_MS = 10 * 60_000
 const GRUB_INSTALL = ['usr/sbin/grub-install', 'sbin/grub-install']

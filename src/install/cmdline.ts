@@ -3,13 +3,12 @@
 // names as aliases for administrators migrating), the environment (SI_*), then flags.
 // Every value is checked here, so a typo on a PXE line fails at once and says where.
 import { SiError } from '../errors.ts'
-import { NODE_ID_PATTERN } from '../server/fleet.ts'
-import { parseSeedWait, type SeedWait } from './seed-policy.ts'
+import { isNodeName, NODE_NAME_RULE } from '../formats/node-name.ts'
+import { FINISH_ACTIONS, type FinishAction } from '../formats/plan.ts'
+import { parseSeedWait, type SeedWait } from '../deploy/seed-policy.ts'
 
 /** si-server's default HTTP port, for IMAGESERVER=HOST as SystemImager wrote it. */
 export const DEFAULT_SERVER_PORT = 8470
-export const FINISH_ACTIONS = ['reboot', 'poweroff', 'kexec', 'shell'] as const
-export type FinishAction = typeof FINISH_ACTIONS[number]
 const FINISH_ALIASES: Record<string, FinishAction> = { halt: 'poweroff', stay: 'shell' }
 const HOST = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253})$/
 /** Keys /init reads itself: accepted here without a warning. */
@@ -147,7 +146,7 @@ export function normalizeServer (text: string, defaultPort = DEFAULT_SERVER_PORT
  */
 export function reportTarget (sources: ConfigSources): { monitor?: string; node?: string } {
   const { raw } = collect(sources)
-  const node = raw.node !== undefined && NODE_ID_PATTERN.test(raw.node.value) ? raw.node.value : undefined
+  const node = raw.node !== undefined && isNodeName(raw.node.value) ? raw.node.value : undefined
   for (const r of [raw.monitor, raw.server]) {
     const url = r === undefined ? undefined : normalizeServer(r.value)
     if (url !== undefined) return { monitor: url, node }
@@ -183,7 +182,7 @@ export function resolveConfig (sources: ConfigSources): { config: InstallConfig;
     const word = raw.finish.value.toLowerCase()
     finish = FINISH_ALIASES[word] ?? FINISH_ACTIONS.find(a => a === word) ?? invalid(raw.finish, FINISH_ACTIONS.join(', '))
   }
-  if (raw.node !== undefined && !NODE_ID_PATTERN.test(raw.node.value)) invalid(raw.node, 'a node name of letters, digits, . _ : - (at most 128)')
+  if (raw.node !== undefined && !isNodeName(raw.node.value)) invalid(raw.node, NODE_NAME_RULE)
   if (raw.image !== undefined && raw.image.value.trim() === '') invalid(raw.image, 'NAME or NAME@VERSION')
 
   return {

@@ -2,7 +2,7 @@
 // in sectors, 1 MiB aligned), and the sfdisk script that writes them. Pure arithmetic:
 // every size check happens here, before anything touches the disk.
 import { SiError } from '../errors.ts'
-import { MIN_FS_BYTES, type DiskSpec, type PartitionSpec } from './plan.ts'
+import { MIN_FS_BYTES, type DiskSpec, type PartitionSpec } from '../formats/plan.ts'
 
 export const ALIGN_BYTES = 1024 * 1024
 /** GPT: protective MBR + header at the start, header copy at the end, 128 entries of 128 bytes. */

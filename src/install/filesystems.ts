@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { SiError } from '../errors.ts'
 import { runCommand } from './command.ts'
 import type { PlacedPartition } from './disk-layout.ts'
-import type { Filesystem } from './plan.ts'
+import type { Filesystem } from '../formats/plan.ts'
 
 /** mkfs of a large disk can take minutes (xfs discards, ext4 inode tables). */
 export const MKFS_TIMEOUT_MS = 30 * 60_000

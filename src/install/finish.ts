@@ -5,7 +5,7 @@ import { readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { runCommand } from './command.ts'
 import { hasFile } from './chroot.ts'
-import type { FinishAction } from './cmdline.ts'
+import type { FinishAction } from '../formats/plan.ts'
 import type { Formatted } from './filesystems.ts'
 
 const KEXEC_TIMEOUT_MS = 60_000

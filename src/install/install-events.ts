@@ -1,9 +1,9 @@
 // Events of a full install: the download's own events (events.ts) plus the phases
 // around it and the final verdict. They go to the same places: the console (or JSON
 // lines) and the server's fleet view.
-import type { DeployEvent, EventSink, ProgressFigures } from './events.ts'
-import { terminalSink, jsonSink } from './progress.ts'
-import { ServerReporter } from './reporter.ts'
+import type { DeployEvent, EventSink, ProgressFigures } from '../deploy/events.ts'
+import { terminalSink, jsonSink } from '../deploy/progress.ts'
+import { ServerReporter } from '../deploy/reporter.ts'
 
 export type InstallPhase = 'config' | 'network' | 'plan' | 'disks' | 'partition' | 'format' | 'mount' | 'overrides' | 'fstab' | 'bootloader' | 'post-install' | 'unmount' | 'finish'
 

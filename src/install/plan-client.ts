@@ -2,8 +2,8 @@
 // every MAC address it has, so the server can match either (or a group, or its default).
 import { networkInterfaces } from 'node:os'
 import { SiError, isSiError } from '../errors.ts'
-import { httpGetRetrying } from './http-get.ts'
-import { validatePlan, type Plan } from './plan.ts'
+import { httpGetRetrying } from '../deploy/http-get.ts'
+import { validatePlan, type Plan } from '../formats/plan.ts'
 
 const NO_MAC = '00:00:00:00:00:00'
 

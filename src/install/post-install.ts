@@ -4,7 +4,7 @@
 import { SiError } from '../errors.ts'
 import { tail } from './command.ts'
 import { hasFile, withChroot } from './chroot.ts'
-import type { PostInstallStep } from './plan.ts'
+import type { PostInstallStep } from '../formats/plan.ts'
 
 export interface StepContext {
   /** variables the steps can use (SI_NODE, SI_IMAGE, ...) */

@@ -1,7 +1,6 @@
 // What every node last told the server about its install: the fleet view's data.
 export const MAX_NODES = 100_000
 export const MAX_EVENT_BYTES = 64 * 1024
-export const NODE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/
 
 export interface NodeReport {
   node: string

@@ -5,11 +5,12 @@ import http from 'node:http'
 import { createReadStream } from 'node:fs'
 import { SiError, describeError, isSiError } from '../errors.ts'
 import type { ImageRepository, ImageVersion } from '../image/repository.ts'
-import { parseImageRef } from '../image/repository.ts'
+import { parseImageRef } from '../formats/image-ref.ts'
 import { withTrackers } from '../torrent/metainfo.ts'
 import type { Tracker } from '../tracker/tracker.ts'
 import { parseRange } from './range.ts'
-import { Fleet, MAX_EVENT_BYTES, NODE_ID_PATTERN } from './fleet.ts'
+import { isNodeName } from '../formats/node-name.ts'
+import { Fleet, MAX_EVENT_BYTES } from './fleet.ts'
 import { answerPlanRequest, type PlanStore } from './plans.ts'
 import { serveBootFile, type BootFilesOptions } from './boot-files.ts'
 
@@ -144,7 +145,7 @@ async function sendPayload (opts: HttpApiOptions, req: http.IncomingMessage, res
 
 function receiveReport (fleet: Fleet, node: string, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
   return new Promise(resolve => {
-    if (!NODE_ID_PATTERN.test(node)) { sendJson(res, 400, { error: `invalid node name ${JSON.stringify(node)}` }); resolve(); return }
+    if (!isNodeName(node)) { sendJson(res, 400, { error: `invalid node name ${JSON.stringify(node)}` }); resolve(); return }
     const chunks: Buffer[] = []
     let size = 0
     req.on('data', (c: Buffer) => {

@@ -12,8 +12,8 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { SiError } from '../errors.ts'
-import { planToJson, validatePlan, type Plan } from '../install/plan.ts'
-import { NODE_ID_PATTERN } from './fleet.ts'
+import { planToJson, validatePlan, type Plan } from '../formats/plan.ts'
+import { isNodeName } from '../formats/node-name.ts'
 
 export const GROUPS_FILE = 'groups.conf'
 export const DEFAULT_PLAN = 'default.json'
@@ -101,7 +101,7 @@ export interface PlanAnswer { status: number; body: Record<string, unknown> }
 /** GET /api/plan?node=NAME&mac=MAC...: the answer, for the HTTP layer to send. */
 export async function answerPlanRequest (store: PlanStore, query: URLSearchParams): Promise<PlanAnswer> {
   const node = query.get('node') ?? ''
-  if (!NODE_ID_PATTERN.test(node)) return { status: 400, body: { error: `invalid or missing node name ${JSON.stringify(node)}` } }
+  if (!isNodeName(node)) return { status: 400, body: { error: `invalid or missing node name ${JSON.stringify(node)}` } }
   const macs = query.getAll('mac').map(m => m.toLowerCase().replace(/-/g, ':'))
   if (macs.length > MAX_MACS) return { status: 400, body: { error: `at most ${MAX_MACS} MAC addresses` } }
   const bad = macs.find(m => !MAC.test(m))

@@ -2,12 +2,12 @@
 // Kept out of the entry point so it only dispatches.
 import { createReadStream } from 'node:fs'
 import { SiError } from '../errors.ts'
-import { parseArgs, stringFlag, requireFlag, numberFlag, noExtraPositionals, type ParsedArgs } from '../cli/args.ts'
-import { captureImage, DEFAULT_EXCLUDES } from './capture.ts'
-import { COMPRESSIONS, DEFAULT_COMPRESSION, parseCompression, type Compression } from './compression.ts'
-import { overrideRepository } from './overrides.ts'
-import { ImageRepository, type ImageVersion } from './repository.ts'
-import { ATTRIBUTES, diffSnapshots, formatDifference, snapshotArchive, snapshotTree } from './verify.ts'
+import { parseArgs, stringFlag, requireFlag, numberFlag, noExtraPositionals, type ParsedArgs } from './args.ts'
+import { captureImage, DEFAULT_EXCLUDES } from '../image/capture.ts'
+import { COMPRESSIONS, DEFAULT_COMPRESSION, parseCompression, type Compression } from '../image/compression.ts'
+import { overrideRepository } from '../image/overrides.ts'
+import { ImageRepository, type ImageVersion } from '../image/repository.ts'
+import { ATTRIBUTES, diffSnapshots, formatDifference, snapshotArchive, snapshotTree } from '../image/verify.ts'
 
 export const VERIFY_USAGE = `usage: si-server image verify NAME[@VERSION] --against DIR [options]
 

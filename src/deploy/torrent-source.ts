@@ -2,7 +2,7 @@
 // torrent file or URL given directly (any standard tracker and seeders).
 import { readFile } from 'node:fs/promises'
 import { SiError } from '../errors.ts'
-import { parseImageRef } from '../image/repository.ts'
+import { parseImageRef } from '../formats/image-ref.ts'
 import { parseTorrent, type Metainfo } from '../torrent/metainfo.ts'
 import { httpGetRetrying } from './http-get.ts'
 

@@ -3,9 +3,10 @@
 // module, so a mistake is reported when the server loads the file, not halfway
 // through formatting a disk.
 import { SiError } from '../errors.ts'
-import { parseImageRef } from '../image/repository.ts'
-import { FINISH_ACTIONS, type FinishAction } from './cmdline.ts'
+import { parseImageRef } from './image-ref.ts'
 
+export const FINISH_ACTIONS = ['reboot', 'poweroff', 'kexec', 'shell'] as const
+export type FinishAction = typeof FINISH_ACTIONS[number]
 export const FILESYSTEMS = ['ext4', 'xfs', 'vfat', 'swap', 'none'] as const
 export type Filesystem = typeof FILESYSTEMS[number]
 export const BOOTLOADER_MODES = ['auto', 'grub', 'none'] as const
