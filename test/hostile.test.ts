@@ -42,7 +42,7 @@ function archive (members: Member[]): Buffer {
 /** A GNU long-name member ('L') followed by the header it names. */
 function gnuLongName (name: string, then: TarEntry): Buffer {
   const value = Buffer.from(name + '\0')
-  const h = encodeHeader({ path: Buffer.from('./@LongLink'), type: 'file', mode: 0o644, uid: 0, gid: 0, mtimeNs: 0n, size: value.length })
+  const h = encodeHeader({ path: Buffer.from('././@LongLink'), type: 'file', mode: 0o644, uid: 0, gid: 0, mtimeNs: 0n, size: value.length })
   h[156] = 0x4c // 'L'
   // Re-checksum after changing the type flag.
   h.fill(0x20, 148, 156)

@@ -285,7 +285,7 @@ export function encodeHeader (e: TarEntry, opts: { verbatimPath?: boolean } = {}
   const data = encodePax(pax)
   const base = full.subarray(full.lastIndexOf(0x2f, full.length - 2) + 1)
   const paxHeader = ustarHeader({
-    name: Buffer.concat([Buffer.from('./PaxHeaders'), base]).subarray(0, NAME_FIELD),
+    name: Buffer.concat([Buffer.from('./PaxHeaders/'), base]).subarray(0, NAME_FIELD),
     mode: 0o644,
     uid: 0,
     gid: 0,
