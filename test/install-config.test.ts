@@ -3,7 +3,10 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { isSiError } from '../src/errors.ts'
-import { parseCmdline, resolveConfig, normalizeServer, splitCmdline, reportTarget } from '../src/install/cmdline.ts'
+import { parseCmdline, splitCmdline } from '../src/install/cmdline.ts'
+import { resolveConfig, reportTarget } from '../src/install/config.ts'
+import { normalizeServer } from '../src/config/values.ts'
+import { DOWNLOAD_OPTIONS } from '../src/deploy/config.ts'
 import { defaultNodeName } from '../src/cli/agent-install.ts'
 
 test('splits a kernel command line like the kernel: quotes group, the last key wins', () => {
@@ -34,18 +37,18 @@ test('si.* wins over the alias, the environment over the command line, flags ove
   const fromEnv = resolveConfig({ cmdline, env }).config
   assert.equal(fromEnv.image, 'two')
   assert.equal(fromEnv.finish, 'poweroff')
-  const fromFlags = resolveConfig({ cmdline, env, flags: { image: 'three', seedWait: 'none' } }).config
+  const fromFlags = resolveConfig({ cmdline, env, flags: { image: 'three', 'seed-wait': 'none' } }).config
   assert.equal(fromFlags.image, 'three')
   assert.deepEqual(fromFlags.seedWait, { kind: 'none' })
   assert.equal(fromFlags.origins.image, '--image')
   assert.equal(fromFlags.monitor, 'http://a:1', 'reports go to the image server by default')
 })
 
-test('the connection limit comes from si.max_peers, SI_MAX_PEERS or --max-peers, and is unset by default', () => {
-  assert.equal(resolveConfig({ cmdline: 'si.server=a' }).config.maxPeers, undefined)
+test('the connection limit comes from si.max_peers, SI_MAX_PEERS or --max-peers, and is the download default otherwise', () => {
+  assert.equal(resolveConfig({ cmdline: 'si.server=a' }).config.maxPeers, DOWNLOAD_OPTIONS.maxPeers.default)
   assert.equal(resolveConfig({ cmdline: 'si.server=a si.max_peers=200' }).config.maxPeers, 200)
   assert.equal(resolveConfig({ cmdline: 'si.server=a si.max_peers=200', env: { SI_MAX_PEERS: '300' } }).config.maxPeers, 300)
-  const fromFlag = resolveConfig({ cmdline: 'si.server=a si.max_peers=200', flags: { maxPeers: '40' } }).config
+  const fromFlag = resolveConfig({ cmdline: 'si.server=a si.max_peers=200', flags: { 'max-peers': '40' } }).config
   assert.equal(fromFlag.maxPeers, 40)
   assert.equal(fromFlag.origins.maxPeers, '--max-peers')
 })

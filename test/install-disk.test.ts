@@ -13,7 +13,7 @@ import { ImageServer } from '../src/server/image-server.ts'
 import { compareTrees } from '../src/image/verify.ts'
 import { install, type InstallOptions } from '../src/install/install.ts'
 import type { InstallEvent } from '../src/install/install-events.ts'
-import { resolveConfig } from '../src/install/cmdline.ts'
+import { resolveConfig } from '../src/install/config.ts'
 import { installOutput } from '../src/install/install-events.ts'
 import { PassThrough } from 'node:stream'
 import { buildTestRoot, SRV_DIR } from '../scripts/e2e/test-image.ts'
@@ -71,7 +71,7 @@ async function writePlan (node: string, plan: unknown): Promise<void> {
 
 async function run (node: string, extra: Partial<InstallOptions> = {}): Promise<{ events: InstallEvent[]; result?: Awaited<ReturnType<typeof install>>; error?: unknown }> {
   const events: InstallEvent[] = []
-  const { config } = resolveConfig({ flags: { server: `http://127.0.0.1:${server.httpPort}`, seedWait: 'none' } })
+  const { config } = resolveConfig({ flags: { server: `http://127.0.0.1:${server.httpPort}`, 'seed-wait': 'none' } })
   // The agent's own outputs: JSON lines (dropped here) and reports to the server.
   const output = installOutput({ json: true, node, monitor: config.monitor, out: new PassThrough().resume() })
   try {

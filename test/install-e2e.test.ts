@@ -3,7 +3,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { validatePlan } from '../src/formats/plan.ts'
-import { resolveConfig } from '../src/install/cmdline.ts'
+import { resolveConfig } from '../src/install/config.ts'
 import { plan, EXPECTED_PARTITIONS } from '../scripts/e2e/plans.ts'
 import { udhcpdConfig, vmMac, SERVER_IP } from '../scripts/e2e/lan.ts'
 import { qemuArgs, consoleTimes } from '../scripts/e2e/vm.ts'

@@ -13,7 +13,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createTorrent, parseTorrent, type Metainfo } from '../src/torrent/metainfo.ts'
 import { parseRange } from '../src/server/range.ts'
-import { deployHttp, deployFromStream, MAX_HTTP_RESUMES } from '../src/deploy/transport-http.ts'
+import { deployHttp, MAX_HTTP_RESUMES } from '../src/deploy/transport-http.ts'
+import { deployFromStream } from '../src/deploy/stream-transport.ts'
+import { DEFAULT_STREAM_STALL_SECONDS } from '../src/deploy/config.ts'
 import type { DeployEvent } from '../src/deploy/events.ts'
 import { isSiError } from '../src/errors.ts'
 
@@ -71,7 +73,7 @@ function serve (req: http.IncomingMessage, res: http.ServerResponse, payload: Bu
 async function deploy (f: Fixture): Promise<{ events: DeployEvent[]; target: string }> {
   const events: DeployEvent[] = []
   const target = join(f.dir, 'target')
-  await deployHttp({ metainfo: f.meta, target, emit: e => { events.push(e) }, connectionStallMs: TEST_CONNECTION_STALL_MS, resumeDelayMs: TEST_RESUME_DELAY_MS })
+  await deployHttp({ metainfo: f.meta, target, stallSeconds: DEFAULT_STREAM_STALL_SECONDS, emit: e => { events.push(e) }, connectionStallMs: TEST_CONNECTION_STALL_MS, resumeDelayMs: TEST_RESUME_DELAY_MS })
   return { events, target }
 }
 
@@ -189,7 +191,7 @@ test('stream transports: an image whose last piece holds only the end-of-archive
       await sleep(300)
       yield image.subarray(length - BLOCK)
     })())
-    const result = await deployFromStream({ metainfo: meta, target, emit: () => {}, transport: 'multicast' },
+    const result = await deployFromStream({ metainfo: meta, target, stallSeconds: DEFAULT_STREAM_STALL_SECONDS, emit: () => {}, transport: 'multicast' },
       async () => ({ stream: source, label: 'a slow source', close: () => source.destroy() }))
     assert.equal(result.figures.verifiedBytes, length)
     assert.equal(readFileSync(join(target, 'etc', 'hostname'), 'utf8'), 'node\n')

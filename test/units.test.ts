@@ -2,8 +2,11 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { parseRange } from '../src/server/range.ts'
-import { parseHostPort, parseRate, parseArgs } from '../src/cli/args.ts'
-import { parseSeedWait, waitToLeave } from '../src/deploy/seed-policy.ts'
+import { parseArgs } from '../src/cli/args.ts'
+import { option, readOptions, type OptionSpec } from '../src/config/options.ts'
+import { hostPort, rate } from '../src/config/values.ts'
+import { DOWNLOAD_OPTIONS } from '../src/deploy/config.ts'
+import { waitToLeave } from '../src/deploy/seed-policy.ts'
 import { chooseStaging, RAM_HEADROOM_BYTES } from '../src/deploy/staging.ts'
 import { TokenBucket } from '../src/swarm/token-bucket.ts'
 import { RateMeter, RATE_WINDOW_SECONDS, MIN_RATE_SPAN_SECONDS } from '../src/swarm/rate-meter.ts'
@@ -22,22 +25,32 @@ test('byte ranges: single, open, suffix, past the end, and the forms served whol
   assert.deepEqual(parseRange(undefined, 1000), { kind: 'whole' })
 })
 
+/** One option read from the command line, as a command reads it: errors name the flag. */
+function fromFlag<T> (spec: OptionSpec<T>, text: string): T | undefined {
+  return readOptions({ value: spec }, { flags: { [spec.flag]: text } }).values.value as T | undefined
+}
+const listen = option({ flag: 'listen', arg: 'HOST:PORT', help: '', parse: hostPort })
+const rateOf = option({ flag: 'x', arg: 'RATE', help: '', parse: rate })
+const parseHostPort = (text: string): unknown => fromFlag(listen, text)
+const parseRate = (text: string): unknown => fromFlag(rateOf, text)
+const parseSeedWait = (text: string): unknown => fromFlag(DOWNLOAD_OPTIONS.seedWait, text)
+
 test('HOST:PORT values', () => {
-  assert.deepEqual(parseHostPort('127.0.0.1:8470', '--listen'), { host: '127.0.0.1', port: 8470 })
-  assert.deepEqual(parseHostPort(':8470', '--listen'), { host: '0.0.0.0', port: 8470 })
-  assert.deepEqual(parseHostPort('8470', '--listen'), { host: '0.0.0.0', port: 8470 })
-  assert.deepEqual(parseHostPort('[::1]:80', '--listen'), { host: '::1', port: 80 })
-  assert.throws(() => parseHostPort('host:99999', '--listen'), /--listen "host:99999"/)
-  assert.throws(() => parseHostPort('host', '--listen'), /expected HOST:PORT/)
+  assert.deepEqual(parseHostPort('127.0.0.1:8470'), { host: '127.0.0.1', port: 8470 })
+  assert.deepEqual(parseHostPort(':8470'), { host: '0.0.0.0', port: 8470 })
+  assert.deepEqual(parseHostPort('8470'), { host: '0.0.0.0', port: 8470 })
+  assert.deepEqual(parseHostPort('[::1]:80'), { host: '::1', port: 80 })
+  assert.throws(() => parseHostPort('host:99999'), /--listen "host:99999"/)
+  assert.throws(() => parseHostPort('host'), /expected HOST:PORT/)
 })
 
 test('rates in bits or bytes per second', () => {
-  assert.equal(parseRate('40mbit', '--x'), 5e6)
-  assert.equal(parseRate('1gbit', '--x'), 1.25e8)
-  assert.equal(parseRate('5MB', '--x'), 5e6)
-  assert.equal(parseRate('512KiB', '--x'), 524288)
-  assert.throws(() => parseRate('fast', '--x'), /--x "fast"/)
-  assert.throws(() => parseRate('10', '--x'), /expected a rate/)
+  assert.equal(parseRate('40mbit'), 5e6)
+  assert.equal(parseRate('1gbit'), 1.25e8)
+  assert.equal(parseRate('5MB'), 5e6)
+  assert.equal(parseRate('512KiB'), 524288)
+  assert.throws(() => parseRate('fast'), /--x "fast"/)
+  assert.throws(() => parseRate('10'), /expected a rate/)
 })
 
 test('flags: unknown ones, repeated ones and empty values are refused', () => {
@@ -56,6 +69,19 @@ test('seed-wait policies, with SystemImager spellings', () => {
   assert.deepEqual(parseSeedWait('upload-min=500'), { kind: 'upload-min', kibPerSecond: 500 })
   assert.deepEqual(parseSeedWait('swarm'), { kind: 'swarm' })
   assert.throws(() => parseSeedWait('upload-min=fast'), /--seed-wait "upload-min=fast"/)
+})
+
+test('a setting parses the same from a flag, the environment and the kernel command line, in any case', () => {
+  const sources = [
+    { flags: { 'seed-wait': 'SWARM' } },
+    { env: { SI_SEED_WAIT: 'Swarm' } },
+    { cmdline: new Map([['si.seed_wait', 'swarm']]) },
+    { cmdline: new Map([['BITTORRENT_SEED_WAIT', 'sWaRm']]) }
+  ]
+  for (const source of sources) assert.deepEqual(readOptions(DOWNLOAD_OPTIONS, source).values.seedWait, { kind: 'swarm' }, JSON.stringify([...Object.entries(source)]))
+  assert.equal(readOptions(DOWNLOAD_OPTIONS, { env: { SI_UPLOAD_LIMIT: '40MBIT' } }).values.uploadLimit, 5e6)
+  assert.throws(() => readOptions(DOWNLOAD_OPTIONS, { env: { SI_MAX_PEERS: '0' } }), /environment SI_MAX_PEERS="0": expected an integer from 1 to 10000/)
+  assert.throws(() => readOptions(DOWNLOAD_OPTIONS, { flags: { 'max-peers': '0' } }), /--max-peers "0": expected an integer from 1 to 10000/)
 })
 
 test('upload-min leaves once the upload rate falls under the threshold', async () => {

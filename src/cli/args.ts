@@ -1,7 +1,9 @@
-// Command-line parsing shared by both executables: minimist underneath, plus what it
-// lacks for a tool run by administrators: unknown flags refused, values checked.
+// Command-line parsing shared by both executables and the scripts: minimist underneath,
+// plus what it lacks for a tool run by administrators: unknown flags refused, a flag
+// given twice refused, values checked by the option's own parser (config/options.ts).
 import minimist from 'minimist'
 import { SiError } from '../errors.ts'
+import { readOptions, type FlagValues, type Options, type ReadOptions } from '../config/options.ts'
 
 export interface FlagSpec {
   strings?: string[]
@@ -43,57 +45,53 @@ export function parseArgs (argv: string[], spec: FlagSpec): ParsedArgs {
   return { positional: parsed._.map(String), flags }
 }
 
-export function stringFlag (args: ParsedArgs, name: string): string | undefined {
-  const v = args.flags[name]
-  return typeof v === 'string' ? v : undefined
-}
-
-export function requireFlag (args: ParsedArgs, name: string, what: string): string {
-  const v = stringFlag(args, name)
-  if (v === undefined) throw new SiError('ERR_INVALID_ARGUMENT', `--${name} ${what} is required`)
-  return v
-}
-
-export function numberFlag (args: ParsedArgs, name: string, opts: { min: number; max: number; integer?: boolean }): number | undefined {
-  const v = stringFlag(args, name)
-  if (v === undefined) return undefined
-  const n = Number(v)
-  if (!Number.isFinite(n) || n < opts.min || n > opts.max || (opts.integer === true && !Number.isInteger(n))) {
-    throw new SiError('ERR_INVALID_ARGUMENT', `--${name} ${JSON.stringify(v)}: expected ${opts.integer === true ? 'an integer' : 'a number'} from ${opts.min} to ${opts.max}`)
+/** The minimist spec for a set of options. */
+export function flagSpecOf (options: Options): FlagSpec {
+  const spec: Required<FlagSpec> = { strings: [], booleans: [], repeatable: [], onByDefault: [] }
+  for (const o of Object.values(options)) {
+    if (o.arg === undefined) (o.default === true ? spec.onByDefault : spec.booleans).push(o.flag)
+    else (o.repeatable === true ? spec.repeatable : spec.strings).push(o.flag)
   }
-  return n
+  return spec
 }
 
-/** HOST:PORT, [v6]:PORT or :PORT / PORT (any address). */
-export function parseHostPort (text: string, what: string): { host: string; port: number } {
-  const m = /^(?:(?:\[([^\]]+)\]|([^:]*)):)?(\d{1,5})$/.exec(text)
-  const port = m === null ? NaN : Number(m[3])
-  if (m === null || !(port >= 0 && port <= 65535)) throw new SiError('ERR_INVALID_ARGUMENT', `${what} ${JSON.stringify(text)}: expected HOST:PORT`)
-  const host = m[1] ?? (m[2] === undefined || m[2] === '' ? '0.0.0.0' : m[2])
-  return { host, port }
-}
+export interface GivenFlags { positional: string[]; flags: FlagValues; help: boolean }
 
-export function noExtraPositionals (args: ParsedArgs, count: number, usage: string): void {
-  if (args.positional.length > count) throw new SiError('ERR_INVALID_ARGUMENT', `unexpected argument ${JSON.stringify(args.positional[count])}; usage: ${usage}`)
-}
-
-const RATE_UNITS: Record<string, number> = {
-  bit: 1 / 8, kbit: 1e3 / 8, mbit: 1e6 / 8, gbit: 1e9 / 8,
-  b: 1, kb: 1e3, mb: 1e6, gb: 1e9, kib: 1024, mib: 1048576, gib: 1073741824
-}
-
-/** A bandwidth such as 40mbit, 1gbit, 5MB or 512KiB (per second), in bytes per second. */
-export function parseRate (text: string, what: string): number {
-  const m = /^(\d+(?:\.\d+)?)([a-z]+)$/i.exec(text.trim())
-  const unit = m === null ? undefined : RATE_UNITS[m[2].toLowerCase()]
-  const value = m === null ? NaN : Number(m[1]) * (unit ?? NaN)
-  if (!(value > 0) || !Number.isFinite(value)) {
-    throw new SiError('ERR_INVALID_ARGUMENT', `${what} ${JSON.stringify(text)}: expected a rate such as 40mbit, 1gbit, 5MB or 512KiB (per second)`)
+/** The flags given on the command line, unparsed: a switch counts only when turned over. */
+export function givenFlags (argv: string[], options: Options): GivenFlags {
+  const spec = flagSpecOf(options)
+  const args = parseArgs(argv, spec)
+  const onByDefault = new Set(spec.onByDefault)
+  const flags: FlagValues = {}
+  for (const [name, value] of Object.entries(args.flags)) {
+    if (name === 'help') continue
+    // minimist sets every switch; only one the user turned over counts as given.
+    if (typeof value === 'boolean' && value === onByDefault.has(name)) continue
+    flags[name] = value
   }
+  return { positional: args.positional, flags, help: args.flags.help === true }
+}
+
+export interface CommandLine<O extends Options> extends ReadOptions<O> {
+  positional: string[]
+  help: boolean
+}
+
+/**
+ * A command's argv read against its options, layered over the environment: one parser
+ * per setting, whatever the source.
+ */
+export function readCommandLine<O extends Options> (argv: string[], options: O, sources: { env?: NodeJS.ProcessEnv } = {}): CommandLine<O> {
+  const { positional, flags, help } = givenFlags(argv, options)
+  return { positional, help, ...readOptions(options, help ? {} : { ...sources, flags }) }
+}
+
+export function noExtraPositionals (positional: string[], count: number, usage: string): void {
+  if (positional.length > count) throw new SiError('ERR_INVALID_ARGUMENT', `unexpected argument ${JSON.stringify(positional[count])}; usage: ${usage.split('\n')[0]}`)
+}
+
+/** A value the command cannot do without. */
+export function required<T> (value: T | undefined, flag: string, what: string): T {
+  if (value === undefined) throw new SiError('ERR_INVALID_ARGUMENT', `--${flag} ${what} is required`)
   return value
-}
-
-export function rateFlag (args: ParsedArgs, name: string): number | undefined {
-  const text = stringFlag(args, name)
-  return text === undefined ? undefined : parseRate(text, `--${name}`)
 }

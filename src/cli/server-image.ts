@@ -1,66 +1,80 @@
-// si-server's fidelity commands: image verify, image capture, override add/list/rm.
-// Kept out of the entry point so it only dispatches.
+// si-server's repository commands: image add, list, rm, verify, capture; override add,
+// list, rm. Each parses its options, calls the image component, and prints the outcome.
 import { createReadStream } from 'node:fs'
 import { SiError } from '../errors.ts'
-import { parseArgs, stringFlag, requireFlag, numberFlag, noExtraPositionals, type ParsedArgs } from './args.ts'
+import { listOption, option, switchOption } from '../config/options.ts'
+import { integer, nonEmpty, oneOf } from '../config/values.ts'
 import { captureImage, DEFAULT_EXCLUDES } from '../image/capture.ts'
-import { COMPRESSIONS, DEFAULT_COMPRESSION, parseCompression, type Compression } from '../image/compression.ts'
+import { COMPRESSIONS, DEFAULT_COMPRESSION } from '../image/compression.ts'
 import { overrideRepository } from '../image/overrides.ts'
 import { ImageRepository, type ImageVersion } from '../image/repository.ts'
 import { ATTRIBUTES, diffSnapshots, formatDifference, snapshotArchive, snapshotTree } from '../image/verify.ts'
+import { MAX_PIECE_LENGTH, MIN_PIECE_LENGTH } from '../torrent/metainfo.ts'
+import { REPO_OPTIONS } from '../server/config.ts'
+import { noExtraPositionals, readCommandLine, required } from './args.ts'
+import { commandHelp } from './help.ts'
 
-export const VERIFY_USAGE = `usage: si-server image verify NAME[@VERSION] --against DIR [options]
+/** add and capture report progress at most this often */
+const PROGRESS_INTERVAL_MS = 1000
 
-Compares an image (and the overrides laid over it) with a directory tree, attribute by
-attribute, and lists every difference. Exit status 0: identical; 1: differences.
-
-  --against DIR         the tree to check (an installed target, or any directory)
-  --override NAME[@N]   an override laid over the image, in order (repeatable)
-  --ignore ATTR,...     leave attributes out: ${ATTRIBUTES.join(', ')}
-                        (atime: listing a directory moves its atime, so a tree that was
-                        browsed or extracted by GNU tar differs there)
-  --max N               print at most N differences (default all)
-  --json                the differences as JSON
-`
-
-export const CAPTURE_USAGE = `usage: si-server image capture NAME --from SOURCE [options]
-
-Copies a running machine's root file system over rsync (-aHAXS --numeric-ids, one file
-system) and adds it as a new version of image NAME.
-
-  --from SOURCE         HOST (its rsync daemon's "root" module), HOST:MODULE,
-                        HOST:/PATH (over ssh), rsync://HOST[:PORT]/MODULE or /PATH
-  --rsync-port PORT     the client's rsync daemon port (default 873)
-  --exclude PATTERN     also leave out PATTERN (rsync syntax, anchored at /; repeatable)
-  --no-default-excludes copy what is excluded by default:
-                        ${DEFAULT_EXCLUDES.join(' ')}
-  --compression KIND    ${COMPRESSIONS.join(', ')} (default ${DEFAULT_COMPRESSION})
-  --piece-length BYTES  torrent piece size
-`
-
-export const OVERRIDE_USAGE = `usage: si-server override add NAME --from DIR [--compression KIND]
-       si-server override list [--json]
-       si-server override rm NAME[@VERSION]
-
-Overrides are small trees laid over the image after extraction: the overrides named
-after the node's groups (in order), then the one named after the node.
-`
-
-function helpOr (args: ParsedArgs, usage: string): boolean {
-  if (args.flags.help !== true) return false
-  process.stdout.write(usage)
-  return true
+const PACK_OPTIONS = {
+  pieceLength: option({ flag: 'piece-length', arg: 'BYTES', help: 'torrent piece size, a power of two', defaultText: 'chosen by image size', parse: integer(MIN_PIECE_LENGTH, MAX_PIECE_LENGTH) }),
+  compression: option({ flag: 'compression', arg: 'KIND', help: COMPRESSIONS.join(', '), default: DEFAULT_COMPRESSION, parse: oneOf(COMPRESSIONS) })
 }
 
-function compressionFlag (args: ParsedArgs): Compression | undefined {
-  const c = stringFlag(args, 'compression')
-  return c === undefined ? undefined : parseCompression(c)
+const ADD_OPTIONS = {
+  ...REPO_OPTIONS,
+  from: option({ flag: 'from', arg: 'DIR', help: 'the root file system to pack', parse: nonEmpty('a directory') }),
+  ...PACK_OPTIONS
 }
+const LIST_OPTIONS = { ...REPO_OPTIONS, json: switchOption({ flag: 'json', help: 'as JSON' }) }
+const RM_OPTIONS = { ...REPO_OPTIONS }
+const VERIFY_OPTIONS = {
+  ...REPO_OPTIONS,
+  against: option({ flag: 'against', arg: 'DIR', help: 'the tree to check (an installed target, or any directory)', parse: nonEmpty('a directory') }),
+  overrides: listOption({ flag: 'override', arg: 'NAME[@N]', help: 'an override laid over the image, in order (repeatable)', parseItem: nonEmpty('NAME or NAME@VERSION') }),
+  ignore: listOption({ flag: 'ignore', arg: 'ATTR,...', help: `leave attributes out: ${ATTRIBUTES.join(', ')} (atime: listing a directory moves its atime, so a tree that was browsed or extracted by GNU tar differs there)`, parseItem: oneOf(ATTRIBUTES) }),
+  max: option({ flag: 'max', arg: 'N', help: 'print at most N differences', defaultText: 'all', parse: integer(1, Number.MAX_SAFE_INTEGER) }),
+  json: switchOption({ flag: 'json', help: 'the differences as JSON' })
+}
+const CAPTURE_OPTIONS = {
+  ...REPO_OPTIONS,
+  from: option({ flag: 'from', arg: 'SOURCE', help: 'HOST (its rsync daemon\'s "root" module), HOST:MODULE, HOST:/PATH (over ssh), rsync://HOST[:PORT]/MODULE or /PATH', parse: nonEmpty('a source') }),
+  rsyncPort: option({ flag: 'rsync-port', arg: 'PORT', help: 'the client\'s rsync daemon port', defaultText: '873', parse: integer(1, 65535) }),
+  excludes: listOption({ flag: 'exclude', arg: 'PATTERN', help: 'also leave out PATTERN (rsync syntax, anchored at /; repeatable)', parseItem: nonEmpty('a pattern') }),
+  defaultExcludes: switchOption({ flag: 'default-excludes', default: true, help: `copy what is excluded by default: ${DEFAULT_EXCLUDES.join(' ')}` }),
+  verbose: switchOption({ flag: 'verbose', help: 'show rsync\'s output' }),
+  ...PACK_OPTIONS
+}
+const OVERRIDE_ADD_OPTIONS = { ...ADD_OPTIONS, from: option({ ...ADD_OPTIONS.from, help: 'the tree to lay over images' }) }
+
+export const IMAGE_ADD_HELP = commandHelp(['si-server image add NAME --from DIR [options]'], ADD_OPTIONS, { env: true })
+export const IMAGE_LIST_HELP = commandHelp(['si-server image list [--repo DIR] [--json]'], LIST_OPTIONS, { env: true })
+export const IMAGE_RM_HELP = commandHelp(['si-server image rm NAME[@VERSION] [--repo DIR]'], RM_OPTIONS, { env: true })
+export const IMAGE_VERIFY_HELP = commandHelp(['si-server image verify NAME[@VERSION] --against DIR [options]'], VERIFY_OPTIONS, {
+  env: true,
+  intro: `Compares an image (and the overrides laid over it) with a directory tree, attribute by
+attribute, and lists every difference. Exit status 0: identical; 1: differences.`
+})
+export const IMAGE_CAPTURE_HELP = commandHelp(['si-server image capture NAME --from SOURCE [options]'], CAPTURE_OPTIONS, {
+  env: true,
+  intro: `Copies a running machine's root file system over rsync (-aHAXS --numeric-ids, one file
+system) and adds it as a new version of image NAME.`
+})
+export const OVERRIDE_HELP = commandHelp([
+  'si-server override add NAME --from DIR [options]',
+  'si-server override list [--json]',
+  'si-server override rm NAME[@VERSION]'
+], OVERRIDE_ADD_OPTIONS, {
+  env: true,
+  intro: `Overrides are small trees laid over the image after extraction: the overrides named
+after the node's groups (in order), then the one named after the node.`
+})
 
 function progressPrinter (): (phase: string, done: number, total?: number) => void {
   let lastShown = 0
   return (phase, done, total) => {
-    if (Date.now() - lastShown < 1000) return
+    if (Date.now() - lastShown < PROGRESS_INTERVAL_MS) return
     lastShown = Date.now()
     process.stderr.write(`si-server: ${phase} ${(done / 1e6).toFixed(1)} MB${total !== undefined ? ` of ${(total / 1e6).toFixed(1)} MB` : ''}\n`)
   }
@@ -70,49 +84,92 @@ function describeAdded (v: ImageVersion, started: number): string {
   return `${v.name}@${v.version}: ${v.entries} entries, ${v.size} bytes (${v.compression}), piece ${v.pieceLength}, info hash ${v.infoHashHex} (${((Date.now() - started) / 1000).toFixed(1)} s)`
 }
 
-export async function imageVerify (argv: string[], repoDir: string): Promise<number> {
-  const args = parseArgs(argv, { strings: ['repo', 'against', 'ignore', 'max'], booleans: ['json'], repeatable: ['override'] })
-  if (helpOr(args, VERIFY_USAGE)) return 0
-  const ref = args.positional[0]
-  if (ref === undefined) throw new SiError('ERR_INVALID_ARGUMENT', `missing NAME[@VERSION]; ${VERIFY_USAGE.split('\n')[0]}`)
-  noExtraPositionals(args, 1, VERIFY_USAGE)
-  const against = requireFlag(args, 'against', 'DIR')
-  const ignore = (stringFlag(args, 'ignore') ?? '').split(',').filter(s => s !== '')
-  const max = numberFlag(args, 'max', { min: 1, max: Number.MAX_SAFE_INTEGER, integer: true })
-  const root = stringFlag(args, 'repo') ?? repoDir
-  const image = await new ImageRepository(root).resolve(ref)
+/** The one positional argument a command takes (NAME or NAME@VERSION). */
+function oneArgument (positional: string[], what: string, help: string): string {
+  const value = positional[0]
+  if (value === undefined) throw new SiError('ERR_INVALID_ARGUMENT', `missing ${what}; ${help.split('\n')[0]}`)
+  noExtraPositionals(positional, 1, help)
+  return value
+}
+
+function formatTable (versions: ImageVersion[]): string {
+  if (versions.length === 0) return 'no images\n'
+  const rows = [['IMAGE', 'VERSION', 'SIZE', 'PIECE', 'ENTRIES', 'COMPRESSION', 'CREATED', 'INFO HASH'], ...versions.map(v => [
+    v.name, String(v.version), `${(v.size / 1e6).toFixed(1)} MB`, `${v.pieceLength / 1024} KiB`, String(v.entries), v.compression, v.createdAt, v.infoHashHex
+  ])]
+  const widths = rows[0].map((_, i) => Math.max(...rows.map(r => r[i].length)))
+  return rows.map(r => r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd()).join('\n') + '\n'
+}
+
+export async function imageAdd (argv: string[]): Promise<number> {
+  const { values: o, positional, help } = readCommandLine(argv, ADD_OPTIONS, { env: process.env })
+  if (help) { process.stdout.write(IMAGE_ADD_HELP); return 0 }
+  const name = oneArgument(positional, 'image NAME', IMAGE_ADD_HELP)
+  const started = Date.now()
+  const version = await new ImageRepository(o.repo).add(name, {
+    from: required(o.from, 'from', 'DIR'),
+    pieceLength: o.pieceLength,
+    compression: o.compression,
+    onProgress: progressPrinter()
+  })
+  process.stderr.write(`si-server: added ${describeAdded(version, started)}\n`)
+  process.stdout.write(`${version.name}@${version.version}\n`)
+  return 0
+}
+
+export async function imageList (argv: string[]): Promise<number> {
+  const { values: o, positional, help } = readCommandLine(argv, LIST_OPTIONS, { env: process.env })
+  if (help) { process.stdout.write(IMAGE_LIST_HELP); return 0 }
+  noExtraPositionals(positional, 0, IMAGE_LIST_HELP)
+  const versions = await new ImageRepository(o.repo).list()
+  process.stdout.write(o.json ? JSON.stringify(versions, null, 2) + '\n' : formatTable(versions))
+  return 0
+}
+
+export async function imageRemove (argv: string[]): Promise<number> {
+  const { values: o, positional, help } = readCommandLine(argv, RM_OPTIONS, { env: process.env })
+  if (help) { process.stdout.write(IMAGE_RM_HELP); return 0 }
+  const ref = oneArgument(positional, 'NAME[@VERSION]', IMAGE_RM_HELP)
+  for (const v of await new ImageRepository(o.repo).remove(ref)) process.stdout.write(`removed ${v.name}@${v.version}\n`)
+  return 0
+}
+
+export async function imageVerify (argv: string[]): Promise<number> {
+  const { values: o, positional, help } = readCommandLine(argv, VERIFY_OPTIONS, { env: process.env })
+  if (help) { process.stdout.write(IMAGE_VERIFY_HELP); return 0 }
+  const ref = oneArgument(positional, 'NAME[@VERSION]', IMAGE_VERIFY_HELP)
+  const against = required(o.against, 'against', 'DIR')
+  const image = await new ImageRepository(o.repo).resolve(ref)
   let expected = await snapshotArchive(createReadStream(image.tarPath))
-  const overrides = overrideRepository(root)
-  for (const [i, o] of ((args.flags.override as string[] | undefined) ?? []).entries()) {
-    const v = await overrides.resolve(o)
+  const overrides = overrideRepository(o.repo)
+  for (const [i, ref] of o.overrides.entries()) {
+    const v = await overrides.resolve(ref)
     expected = await snapshotArchive(createReadStream(v.tarPath), { base: expected, layer: `override${i}` })
   }
-  const diffs = diffSnapshots(expected, await snapshotTree(against), { ignore })
-  if (args.flags.json === true) process.stdout.write(JSON.stringify(diffs, null, 2) + '\n')
+  const diffs = diffSnapshots(expected, await snapshotTree(against), { ignore: o.ignore })
+  if (o.json) process.stdout.write(JSON.stringify(diffs, null, 2) + '\n')
   else {
-    for (const d of diffs.slice(0, max ?? diffs.length)) process.stdout.write(formatDifference(d) + '\n')
-    const shown = max !== undefined && diffs.length > max ? ` (${max} shown)` : ''
+    for (const d of diffs.slice(0, o.max ?? diffs.length)) process.stdout.write(formatDifference(d) + '\n')
+    const shown = o.max !== undefined && diffs.length > o.max ? ` (${o.max} shown)` : ''
     process.stderr.write(`si-server: ${image.name}@${image.version} vs ${against}: ${diffs.length === 0 ? 'no difference' : `${diffs.length} difference(s)${shown}`} in ${expected.size} entries\n`)
   }
   return diffs.length === 0 ? 0 : 1
 }
 
-export async function imageCapture (argv: string[], repoDir: string): Promise<number> {
-  const args = parseArgs(argv, { strings: ['repo', 'from', 'rsync-port', 'compression', 'piece-length'], booleans: ['verbose'], onByDefault: ['default-excludes'], repeatable: ['exclude'] })
-  if (helpOr(args, CAPTURE_USAGE)) return 0
-  const name = args.positional[0]
-  if (name === undefined) throw new SiError('ERR_INVALID_ARGUMENT', `missing image NAME; ${CAPTURE_USAGE.split('\n')[0]}`)
-  noExtraPositionals(args, 1, CAPTURE_USAGE)
+export async function imageCapture (argv: string[]): Promise<number> {
+  const { values: o, positional, help } = readCommandLine(argv, CAPTURE_OPTIONS, { env: process.env })
+  if (help) { process.stdout.write(IMAGE_CAPTURE_HELP); return 0 }
+  const name = oneArgument(positional, 'image NAME', IMAGE_CAPTURE_HELP)
   const started = Date.now()
-  const result = await captureImage(new ImageRepository(stringFlag(args, 'repo') ?? repoDir), name, {
-    from: requireFlag(args, 'from', 'SOURCE'),
-    rsyncPort: numberFlag(args, 'rsync-port', { min: 1, max: 65535, integer: true }),
-    excludes: (args.flags.exclude as string[] | undefined) ?? [],
-    noDefaultExcludes: args.flags['default-excludes'] === false,
-    compression: compressionFlag(args),
-    pieceLength: numberFlag(args, 'piece-length', { min: 16384, max: 64 * 1024 * 1024, integer: true }),
+  const result = await captureImage(new ImageRepository(o.repo), name, {
+    from: required(o.from, 'from', 'SOURCE'),
+    rsyncPort: o.rsyncPort,
+    excludes: o.excludes,
+    noDefaultExcludes: !o.defaultExcludes,
+    compression: o.compression,
+    pieceLength: o.pieceLength,
     onProgress: progressPrinter(),
-    onOutput: args.flags.verbose === true ? line => process.stderr.write(`rsync: ${line}\n`) : undefined
+    onOutput: o.verbose ? line => process.stderr.write(`rsync: ${line}\n`) : undefined
   })
   if (result.vanished) process.stderr.write('si-server: warning: some files vanished on the client during the copy (rsync exit 24)\n')
   process.stderr.write(`si-server: captured ${describeAdded(result.version, started)}\n`)
@@ -120,45 +177,38 @@ export async function imageCapture (argv: string[], repoDir: string): Promise<nu
   return 0
 }
 
-export async function overrideCommand (argv: string[], repoDir: string): Promise<number> {
+export async function overrideCommand (argv: string[]): Promise<number> {
   const sub = argv[0]
-  const args = parseArgs(argv.slice(1), { strings: ['repo', 'from', 'compression', 'piece-length'], booleans: ['json'] })
-  if (sub === undefined || sub === '--help' || sub === '-h' || helpOr(args, OVERRIDE_USAGE)) {
-    process.stdout.write(OVERRIDE_USAGE)
+  if (sub === undefined || sub === '--help' || sub === '-h') {
+    process.stdout.write(OVERRIDE_HELP)
     return sub === undefined ? 2 : 0
   }
-  const repo = overrideRepository(stringFlag(args, 'repo') ?? repoDir)
   if (sub === 'add') {
-    const name = args.positional[0]
-    if (name === undefined) throw new SiError('ERR_INVALID_ARGUMENT', `missing override NAME; ${OVERRIDE_USAGE.split('\n')[0]}`)
-    noExtraPositionals(args, 1, OVERRIDE_USAGE)
+    const { values: o, positional, help } = readCommandLine(argv.slice(1), OVERRIDE_ADD_OPTIONS, { env: process.env })
+    if (help) { process.stdout.write(OVERRIDE_HELP); return 0 }
+    const name = oneArgument(positional, 'override NAME', OVERRIDE_HELP)
     const started = Date.now()
-    const v = await repo.add(name, {
-      from: requireFlag(args, 'from', 'DIR'),
-      compression: compressionFlag(args),
-      pieceLength: numberFlag(args, 'piece-length', { min: 16384, max: 64 * 1024 * 1024, integer: true })
-    })
+    const v = await overrideRepository(o.repo).add(name, { from: required(o.from, 'from', 'DIR'), compression: o.compression, pieceLength: o.pieceLength })
     process.stderr.write(`si-server: added override ${describeAdded(v, started)}\n`)
     process.stdout.write(`${v.name}@${v.version}\n`)
     return 0
   }
   if (sub === 'list' || sub === 'ls') {
-    noExtraPositionals(args, 0, OVERRIDE_USAGE)
-    const versions = await repo.list()
-    if (args.flags.json === true) process.stdout.write(JSON.stringify(versions, null, 2) + '\n')
+    const { values: o, positional, help } = readCommandLine(argv.slice(1), LIST_OPTIONS, { env: process.env })
+    if (help) { process.stdout.write(OVERRIDE_HELP); return 0 }
+    noExtraPositionals(positional, 0, OVERRIDE_HELP)
+    const versions = await overrideRepository(o.repo).list()
+    if (o.json) process.stdout.write(JSON.stringify(versions, null, 2) + '\n')
     else if (versions.length === 0) process.stdout.write('no overrides\n')
     else for (const v of versions) process.stdout.write(`${v.name}@${v.version}  ${v.size} bytes  ${v.entries} entries  ${v.compression}  ${v.createdAt}\n`)
     return 0
   }
   if (sub === 'rm' || sub === 'remove') {
-    const ref = args.positional[0]
-    if (ref === undefined) throw new SiError('ERR_INVALID_ARGUMENT', `missing NAME[@VERSION]; ${OVERRIDE_USAGE.split('\n')[0]}`)
-    noExtraPositionals(args, 1, OVERRIDE_USAGE)
-    for (const v of await repo.remove(ref)) process.stdout.write(`removed override ${v.name}@${v.version}\n`)
+    const { values: o, positional, help } = readCommandLine(argv.slice(1), RM_OPTIONS, { env: process.env })
+    if (help) { process.stdout.write(OVERRIDE_HELP); return 0 }
+    const ref = oneArgument(positional, 'NAME[@VERSION]', OVERRIDE_HELP)
+    for (const v of await overrideRepository(o.repo).remove(ref)) process.stdout.write(`removed override ${v.name}@${v.version}\n`)
     return 0
   }
   throw new SiError('ERR_INVALID_ARGUMENT', `unknown override command ${JSON.stringify(sub)}; try si-server override --help`)
 }
-
-/** For `image add --compression`. */
-export { compressionFlag }

@@ -1,5 +1,7 @@
 // What the agent tells the world while it works: one event type, several listeners
 // (terminal, --json, the server's fleet view).
+import type { Times } from '../image/times.ts'
+
 export type Phase = 'torrent' | 'staging' | 'download' | 'seeding' | 'done' | 'failed'
 
 export interface ProgressFigures {
@@ -25,3 +27,13 @@ export type DeployEvent =
   | { type: 'error'; phase: 'failed'; code: string; message: string }
 
 export type EventSink = (event: DeployEvent) => void
+
+/** How a download went, whatever its transport. */
+export interface DeployResult {
+  /** Root times from the image, when extraction kept the .si-incomplete marker (overrides follow). */
+  rootTimes?: Times
+  seconds: number
+  downloadSeconds: number
+  figures: ProgressFigures
+  leaveReason: string
+}

@@ -1,11 +1,10 @@
 // When a node that holds the whole image leaves the swarm. Leaving too early costs the
 // others their uploader (the paper's 150-node run); staying forever delays the reboot.
-import { SiError } from '../errors.ts'
+import { OptionValueError } from '../config/options.ts'
 import { abortableSleep } from './abortable-sleep.ts'
 
-export const DEFAULT_UPLOAD_MIN_KIB = 50
-export const DEFAULT_POLL_SECONDS = 2
-export const DEFAULT_SEED_MAX_SECONDS = 600
+/** upload-min without a threshold: SystemImager's BITTORRENT_UPLOAD_MIN default, KiB/s. */
+const UPLOAD_MIN_KIB = 50
 /** Consecutive "no leecher left" answers before a swarm-aware node leaves. */
 export const SWARM_EMPTY_CONFIRMATIONS = 2
 
@@ -14,13 +13,15 @@ export type SeedWait =
   | { kind: 'upload-min'; kibPerSecond: number }
   | { kind: 'swarm' }
 
+/** none, swarm, upload-min[=KIB_PER_S], or SystemImager's y/n, in any case. */
 export function parseSeedWait (text: string): SeedWait {
-  if (text === 'none' || text === 'n' || text === 'no') return { kind: 'none' }
-  if (text === 'swarm') return { kind: 'swarm' }
-  if (text === 'upload-min' || text === 'y' || text === 'yes') return { kind: 'upload-min', kibPerSecond: DEFAULT_UPLOAD_MIN_KIB }
-  const m = /^upload-min=(\d+(?:\.\d+)?)$/.exec(text)
+  const word = text.trim().toLowerCase()
+  if (word === 'none' || word === 'n' || word === 'no') return { kind: 'none' }
+  if (word === 'swarm') return { kind: 'swarm' }
+  if (word === 'upload-min' || word === 'y' || word === 'yes') return { kind: 'upload-min', kibPerSecond: UPLOAD_MIN_KIB }
+  const m = /^upload-min=(\d+(?:\.\d+)?)$/.exec(word)
   if (m !== null) return { kind: 'upload-min', kibPerSecond: Number(m[1]) }
-  throw new SiError('ERR_INVALID_ARGUMENT', `--seed-wait ${JSON.stringify(text)}: expected none, upload-min=KIB_PER_S or swarm`)
+  throw new OptionValueError('none, swarm, upload-min[=KIB_PER_S], y or n')
 }
 
 export interface SeedProbe {
@@ -31,10 +32,10 @@ export interface SeedProbe {
 }
 
 /** Resolves with the reason for leaving once the policy says so (or the bound is reached). */
-export async function waitToLeave (policy: SeedWait, probe: SeedProbe, opts: { pollSeconds?: number; maxSeconds?: number; signal?: AbortSignal } = {}): Promise<string> {
+export async function waitToLeave (policy: SeedWait, probe: SeedProbe, opts: { pollSeconds: number; maxSeconds: number; signal?: AbortSignal }): Promise<string> {
   if (policy.kind === 'none') return 'seed-wait none'
-  const pollMs = (opts.pollSeconds ?? DEFAULT_POLL_SECONDS) * 1000
-  const deadline = Date.now() + (opts.maxSeconds ?? DEFAULT_SEED_MAX_SECONDS) * 1000
+  const pollMs = opts.pollSeconds * 1000
+  const deadline = Date.now() + opts.maxSeconds * 1000
   let emptyAnswers = 0
   while (Date.now() < deadline) {
     await abortableSleep(Math.min(pollMs, Math.max(0, deadline - Date.now())), opts.signal, 'seeding')
@@ -47,6 +48,6 @@ export async function waitToLeave (policy: SeedWait, probe: SeedProbe, opts: { p
       if (emptyAnswers >= SWARM_EMPTY_CONFIRMATIONS) return 'tracker reports no leecher left'
     }
   }
-  return `seeded for the maximum of ${opts.maxSeconds ?? DEFAULT_SEED_MAX_SECONDS} s`
+  return `seeded for the maximum of ${opts.maxSeconds} s`
 }
 

@@ -4,10 +4,10 @@
 // whoever runs the deployment, for now the benchmark harness.
 import { spawn } from 'node:child_process'
 import { SiError } from '../errors.ts'
-import { deployFromStream, type StreamDeployOptions, type StreamDeployResult } from './transport-http.ts'
+import { deployFromStream, type StreamDeployOptions } from './stream-transport.ts'
+import type { DeployResult } from './events.ts'
 
 export const UDP_RECEIVER = 'udp-receiver'
-export const DEFAULT_MCAST_PORTBASE = 9000
 /** How long udp-receiver waits for the sender to start, and for data once started. */
 export const RECEIVER_START_TIMEOUT_S = 120
 export const RECEIVER_DATA_TIMEOUT_S = 60
@@ -19,13 +19,13 @@ const KILL_GRACE_MS = 2_000
 export interface MulticastOptions extends Omit<StreamDeployOptions, 'transport'> {
   /** network interface the multicast arrives on (default: udp-receiver's choice) */
   interface?: string
-  portbase?: number
+  portbase: number
 }
 
-export async function deployMulticast (opts: MulticastOptions): Promise<StreamDeployResult> {
+export async function deployMulticast (opts: MulticastOptions): Promise<DeployResult> {
   const args = [
     '--nokbd',
-    '--portbase', String(opts.portbase ?? DEFAULT_MCAST_PORTBASE),
+    '--portbase', String(opts.portbase),
     '--start-timeout', String(RECEIVER_START_TIMEOUT_S),
     '--receive-timeout', String(RECEIVER_DATA_TIMEOUT_S)
   ]

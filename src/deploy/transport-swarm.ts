@@ -2,7 +2,7 @@
 // target -> seeding by policy -> report. Extraction reads the payload in order as pieces
 // are verified, so it overlaps the download instead of waiting for it.
 import { randomBytes } from 'node:crypto'
-import { mkdir, rm, stat } from 'node:fs/promises'
+import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { SiError, describeError, isSiError } from '../errors.ts'
@@ -15,45 +15,36 @@ import { scrape, type PeerAddress } from '../swarm/tracker-client.ts'
 import { extractTar, type ExtractOptions } from './extract.ts'
 import type { Times } from '../image/times.ts'
 import { chooseStaging } from './staging.ts'
+import { ensureTargetDir } from './target-dir.ts'
 import { waitToLeave, type SeedWait } from './seed-policy.ts'
-import type { EventSink, Phase, ProgressFigures } from './events.ts'
+import type { DeployResult, EventSink, Phase, ProgressFigures } from './events.ts'
 
 export const PROGRESS_INTERVAL_MS = 500
-/** No verified byte for this long, with the swarm still incomplete: give up with a clear error. */
-export const DEFAULT_STALL_SECONDS = 300
 
-export interface DeployOptions {
+export interface SwarmDeployOptions {
   metainfo: Metainfo
   target: string
   staging?: string
   seedWait: SeedWait
-  seedMaxSeconds?: number
-  pollSeconds?: number
-  peerHost?: string
-  peerPort?: number
+  seedMaxSeconds: number
+  pollSeconds: number
+  peerHost: string
+  peerPort: number
   /** extra peers to dial at once (besides the tracker's) */
   peers?: PeerAddress[]
-  maxConnections?: number
+  maxConnections: number
   uploadSlots?: number
-  stallSeconds?: number
+  /** no verified byte for this long, with the swarm still incomplete: give up with a clear error */
+  stallSeconds: number
   /** cap on this node's upload to its peers, bytes per second */
   uploadBytesPerSecond?: number
-  /** keepMarker when overrides follow (see apply-overrides.ts); overlay when this torrent is an override. */
+  /** keepMarker when overrides follow; overlay when this torrent is an override */
   extract?: Pick<ExtractOptions, 'keepMarker' | 'overlay'>
   emit: EventSink
   signal?: AbortSignal
 }
 
-export interface DeployResult {
-  /** Root times from the image, when extraction kept the .si-incomplete marker (overrides follow). */
-  rootTimes?: Times
-  seconds: number
-  downloadSeconds: number
-  figures: ProgressFigures
-  leaveReason: string
-}
-
-export async function deploy (opts: DeployOptions): Promise<DeployResult> {
+export async function deploySwarm (opts: SwarmDeployOptions): Promise<DeployResult> {
   const started = Date.now()
   const meta = opts.metainfo
   const abort = new AbortController()
@@ -93,7 +84,7 @@ export async function deploy (opts: DeployOptions): Promise<DeployResult> {
   }
 
   try {
-    await listener.start(opts.peerHost ?? '0.0.0.0', opts.peerPort ?? 0)
+    await listener.start(opts.peerHost, opts.peerPort)
     listener.on('warning', err => opts.emit({ type: 'warning', message: describeError(err) }))
     swarm = new Swarm({
       infoHash: meta.infoHash,
@@ -119,7 +110,7 @@ export async function deploy (opts: DeployOptions): Promise<DeployResult> {
     opts.emit({ type: 'phase', phase, detail: `${meta.name}: ${meta.length} bytes in ${meta.pieceCount} pieces of ${meta.pieceLength}; listening for peers on port ${listener.port}` })
     ticker = setInterval(() => opts.emit({ type: 'progress', phase, ...figures() }), PROGRESS_INTERVAL_MS)
 
-    const complete = waitForComplete(active, signal, (opts.stallSeconds ?? DEFAULT_STALL_SECONDS) * 1000)
+    const complete = waitForComplete(active, signal, opts.stallSeconds * 1000)
       .then(() => { downloadSeconds = (Date.now() - started) / 1000 })
     const extracted = extractTar(Readable.from(store.readInOrder(signal)), opts.target, {
       ...opts.extract,
@@ -183,15 +174,6 @@ async function countLeechers (meta: Metainfo, signal: AbortSignal): Promise<numb
     } catch { /* try the next tracker */ }
   }
   return undefined
-}
-
-async function ensureTargetDir (target: string): Promise<void> {
-  try {
-    await mkdir(target, { recursive: true })
-    if (!(await stat(target)).isDirectory()) throw new Error('not a directory')
-  } catch (err) {
-    throw new SiError('ERR_INVALID_ARGUMENT', `target ${target} is not a usable directory: ${(err as Error).message}`, { cause: err })
-  }
 }
 
 function describeSeedWait (policy: SeedWait): string {

@@ -8,10 +8,10 @@ import { join } from 'node:path'
 import { SiError, describeError } from '../errors.ts'
 import type { Metainfo } from '../torrent/metainfo.ts'
 import { loadTorrent } from '../deploy/torrent-source.ts'
-import { deploy, type DeployOptions, type DeployResult } from '../deploy/transport-swarm.ts'
+import { deployImage, type DeployRequest } from '../deploy/deploy.ts'
+import type { DeployResult } from '../deploy/events.ts'
 import { completeTarget } from '../deploy/extract.ts'
-import { DEFAULT_UPLOAD_MIN_KIB } from '../deploy/seed-policy.ts'
-import type { InstallConfig } from './cmdline.ts'
+import type { InstallConfig } from './config.ts'
 import { fetchPlan, type FetchedPlan } from './plan-client.ts'
 import { resolveDisk, ensureUnused, SYSTEM_PATHS, type SystemPaths } from './disks.ts'
 import { placePartitions, mib, type DiskLayout } from './disk-layout.ts'
@@ -206,23 +206,9 @@ async function checkDisks (fetched: FetchedPlan, paths: SystemPaths, images: Met
   return layouts
 }
 
-async function download (opts: InstallOptions, metainfo: Metainfo, emit: InstallSink, setStep: (s: 'download') => void, extract?: DeployOptions['extract']): Promise<DeployResult> {
+async function download (opts: InstallOptions, metainfo: Metainfo, emit: InstallSink, setStep: (s: 'download') => void, extract?: DeployRequest['extract']): Promise<DeployResult> {
   setStep('download')
-  const c = opts.config
-  return await deploy({
-    metainfo,
-    target: opts.target,
-    staging: c.staging,
-    seedWait: c.seedWait ?? { kind: 'upload-min', kibPerSecond: DEFAULT_UPLOAD_MIN_KIB },
-    seedMaxSeconds: c.seedMaxSeconds,
-    pollSeconds: c.pollSeconds,
-    peerPort: c.peerPort,
-    maxConnections: c.maxPeers,
-    stallSeconds: c.stallSeconds,
-    extract,
-    emit,
-    signal: opts.signal
-  })
+  return await deployImage({ metainfo, target: opts.target, settings: opts.config, extract, emit, signal: opts.signal })
 }
 
 async function writeFstab (root: string, parts: Formatted[]): Promise<void> {

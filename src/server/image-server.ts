@@ -9,17 +9,15 @@ import { createHttpApi } from './http-api.ts'
 import { Fleet } from './fleet.ts'
 import { Seeder } from './seeder.ts'
 import { PlanStore } from './plans.ts'
+import { BOOT_DIR, PLANS_DIR } from './config.ts'
 
-export const DEFAULT_HTTP_PORT = 8470
-export const DEFAULT_PEER_PORT = 6881
-/** Under the repository unless given: node plans, and the files for network boot. */
-export const PLANS_DIR = 'plans'
-export const BOOT_DIR = 'boot'
 
 export interface ImageServerOptions {
   repoDir: string
   host: string
   port: number
+  /** the seeder's address (default: host) */
+  peerHost?: string
   peerPort: number
   publicUrl?: string
   announceIntervalSeconds?: number
@@ -61,7 +59,7 @@ export class ImageServer {
   }
 
   async start (): Promise<void> {
-    if (this.opts.seed !== false) await this.seeder.start(this.opts.host, this.opts.peerPort)
+    if (this.opts.seed !== false) await this.seeder.start(this.opts.peerHost ?? this.opts.host, this.opts.peerPort)
     this.tracker.start()
     const server = createHttpApi({
       repo: this.repo,

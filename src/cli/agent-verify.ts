@@ -1,0 +1,42 @@
+// `si-agent verify`: checks a deployed target against its image from the node itself.
+import { SiError } from '../errors.ts'
+import { listOption, option, switchOption } from '../config/options.ts'
+import { nonEmpty, oneOf } from '../config/values.ts'
+import { ATTRIBUTES, formatDifference } from '../image/verify.ts'
+import { verifyTarget } from '../deploy/verify-target.ts'
+import { DEPLOY_OPTIONS } from '../deploy/config.ts'
+import { noExtraPositionals, readCommandLine, required } from './args.ts'
+import { commandHelp } from './help.ts'
+
+export const VERIFY_OPTIONS = {
+  server: DEPLOY_OPTIONS.server,
+  image: DEPLOY_OPTIONS.image,
+  torrent: DEPLOY_OPTIONS.torrent,
+  target: option({ flag: 'target', arg: 'DIR', help: 'the deployed tree to check', parse: nonEmpty('a directory') }),
+  ignore: listOption({ flag: 'ignore', arg: 'ATTR,...', help: `leave attributes out: ${ATTRIBUTES.join(', ')}`, parseItem: oneOf(ATTRIBUTES) }),
+  json: switchOption({ flag: 'json', help: 'the differences as JSON' })
+}
+
+export const VERIFY_HELP = commandHelp([
+  'si-agent verify --server URL --image NAME[@VERSION] --target DIR [options]',
+  'si-agent verify --torrent FILE|URL --target DIR [options]'
+], VERIFY_OPTIONS, {
+  env: true,
+  intro: `Compares a deployed target with its image (streamed from the server's web seed) and
+lists every difference. Exit status 0: identical; 1: differences.`
+})
+
+export async function runVerifyCommand (argv: string[]): Promise<number> {
+  const { values: o, positional, help } = readCommandLine(argv, VERIFY_OPTIONS, { env: process.env })
+  if (help) { process.stdout.write(VERIFY_HELP); return 0 }
+  noExtraPositionals(positional, 0, VERIFY_HELP)
+  if (o.torrent === undefined && (o.server === undefined || o.image === undefined)) {
+    throw new SiError('ERR_INVALID_ARGUMENT', 'give --server URL and --image NAME[@VERSION], or --torrent FILE|URL (see si-agent verify --help)')
+  }
+  const target = required(o.target, 'target', 'DIR')
+  const { differences, entries } = await verifyTarget({ server: o.server, image: o.image, torrent: o.torrent, target, ignore: o.ignore })
+  if (o.json) process.stdout.write(JSON.stringify(differences, null, 2) + '\n')
+  else for (const d of differences) process.stdout.write(formatDifference(d) + '\n')
+  process.stderr.write(`si-agent: ${target}: ${differences.length === 0 ? 'no difference' : `${differences.length} difference(s)`} in ${entries} entries\n`)
+  return differences.length === 0 ? 0 : 1
+}

@@ -1,0 +1,40 @@
+// `si-server serve`: the HTTP API, the tracker and the first seeder, until stopped.
+import { describeError } from '../errors.ts'
+import { DEFAULT_PEER_PORT, SERVE_OPTIONS } from '../server/config.ts'
+import { ImageServer } from '../server/image-server.ts'
+import { noExtraPositionals, readCommandLine } from './args.ts'
+import { commandHelp } from './help.ts'
+
+export const SERVE_HELP = commandHelp(['si-server serve [--repo DIR] [--listen HOST:PORT] [options]'], SERVE_OPTIONS, { env: true })
+
+export async function runServeCommand (argv: string[]): Promise<number> {
+  const { values: o, positional, help } = readCommandLine(argv, SERVE_OPTIONS, { env: process.env })
+  if (help) { process.stdout.write(SERVE_HELP); return 0 }
+  noExtraPositionals(positional, 0, SERVE_HELP)
+  const peerListen = o.peerListen ?? { host: o.listen.host, port: DEFAULT_PEER_PORT }
+  const server = new ImageServer({
+    repoDir: o.repo,
+    host: o.listen.host,
+    port: o.listen.port,
+    peerHost: peerListen.host,
+    peerPort: peerListen.port,
+    publicUrl: o.publicUrl,
+    announceIntervalSeconds: o.announceInterval,
+    seed: o.seed,
+    uploadBytesPerSecond: o.uploadLimit,
+    plansDir: o.plans,
+    bootDir: o.bootDir,
+    bootKernelArgs: o.bootArgs
+  })
+  server.seeder.on('warning', err => process.stderr.write(`si-server: warning: ${describeError(err)}\n`))
+  await server.start()
+  const images = await server.repo.list()
+  process.stderr.write(`si-server: serving ${images.length} image version(s) from ${server.repo.root} on http://${o.listen.host}:${server.httpPort}, seeding on port ${server.seeder.port}\n`)
+  await new Promise<void>(resolve => {
+    process.once('SIGINT', resolve)
+    process.once('SIGTERM', resolve)
+  })
+  process.stderr.write('si-server: stopping\n')
+  await server.stop()
+  return 0
+}
