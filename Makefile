@@ -47,12 +47,10 @@ BENCH_ARGS ?=
 BENCH_SMOKE_OUT ?= $(or $(TMPDIR),/tmp)/si-bench-smoke
 .PHONY: bench bench-smoke
 
-bench: build ## Emulated cluster benchmark (root): bench/results/*.json, bench/REPORT.md
-	$(TSC) --noEmit -p scripts/bench/tsconfig.json
+bench: build typecheck ## Emulated cluster benchmark (root): bench/results/*.json, bench/REPORT.md
 	$(NODE) --import tsx scripts/bench/run.ts --plan full --out bench $(BENCH_ARGS)
 
-bench-smoke: build ## N=4 benchmark that checks the harness itself (root)
-	$(TSC) --noEmit -p scripts/bench/tsconfig.json
+bench-smoke: build typecheck ## N=4 benchmark that checks the harness itself (root)
 	$(NODE) --import tsx scripts/bench/run.ts --plan smoke --out $(BENCH_SMOKE_OUT)
 
 clean: ## Remove dist/

@@ -98,7 +98,7 @@ async function runDemo (opts: DemoOptions, workDir: string, children: ChildProce
   say(`sample image:   ${formatMB(tree.bytes)} in ${tree.files} files, ${tree.directories} directories, ${tree.symlinks} symlinks, ${tree.hardlinks} hard link`)
   const added = await untilAborted(addImage(children, SERVER_EXE, { name: IMAGE_NAME, from: source, repo }), signal)
   say(`image:          ${added.description.replace(INFO_HASH_CLAUSE, '')}`)
-  const server = await untilAborted(startServer(children, SERVER_EXE, { repo, uploadLimit: opts.uploadLimit }), signal)
+  const server = await untilAborted(startServer(children, SERVER_EXE, { repo, uploadLimit: `${Math.round(opts.uploadLimitBytesPerSecond)}B` }), signal)
   const imageBytes = await fetchImageSize(server.url, added.ref)
   say(`server:         ${server.url}, seeder on port ${server.peerPort}`)
 
@@ -107,7 +107,7 @@ async function runDemo (opts: DemoOptions, workDir: string, children: ChildProce
   const nodes = Array.from({ length: opts.nodes }, (_, i) => nodeName(i))
   const states: NodeState[] = [] // filled once the agents exist; the view reads it live
   const view = new LiveView(out, {
-    title: `${opts.nodes} nodes installing ${added.ref} (${formatMB(imageBytes)}), server upload capped at ${opts.uploadLimit}/s`,
+    title: `${opts.nodes} nodes installing ${added.ref} (${formatMB(imageBytes)}), server upload capped at ${formatMB(opts.uploadLimitBytesPerSecond)}/s`,
     nodes: states,
     imageBytes,
     startedAt: Date.now(),

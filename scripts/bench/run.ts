@@ -11,7 +11,10 @@ import { existsSync } from 'node:fs'
 import { cpus, release } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import minimist from 'minimist'
+import { listOption, option, switchOption, type Values } from '../../src/config/options.ts'
+import { decimal, integer, nonEmpty, oneOf } from '../../src/config/values.ts'
+import { noExtraPositionals, readCommandLine } from '../../src/cli/args.ts'
+import { commandHelp } from '../../src/cli/help.ts'
 import { SiError, describeError } from '../../src/errors.ts'
 import { Cluster } from './cluster.ts'
 import { AUTO, PREFERRED_CONGESTION_CONTROL, chooseCongestionControl } from './congestion.ts'
@@ -36,34 +39,32 @@ const SCRATCH_BASE = '/dev/shm'
  * piece count, took 2-3 s longer at N=32. rsync runs up to N=8 only: it is unicast, so
  * T >= N·F/U_s, and N=32 would take 7 minutes per run.
  */
-const DEFAULTS = { rate: 10, 'image-mib': 16, 'piece-kib': 128, sizes: '1,2,4,8,16,32', 'unicast-max': 32, 'rsync-max': 8, stagger: 1, 'raw-mib': 1024, 'tcp-cc': AUTO }
+const BENCH_OPTIONS = {
+  plan: option({ flag: 'plan', arg: 'full|smoke', help: 'the whole plan or the 4-node harness check', default: 'full' as 'full' | 'smoke', parse: oneOf(['full', 'smoke'] as const) }),
+  out: option({ flag: 'out', arg: 'DIR', help: 'where results and the report go', default: join(ROOT, 'bench'), defaultText: 'bench/', parse: nonEmpty('a directory') }),
+  rate: option({ flag: 'rate', arg: 'MBIT', help: 'each link\'s rate, both ways', default: 10, parse: decimal(0.1, 100_000) }),
+  imageMib: option({ flag: 'image-mib', arg: 'N', help: 'image size', default: 16, parse: decimal(1, 1_000_000) }),
+  pieceKib: option({ flag: 'piece-kib', arg: 'N', help: 'piece size; 0: si-server\'s choice by size', default: 128, parse: integer(0, 65_536) }),
+  sizes: listOption({ flag: 'sizes', arg: '1,2,4,...', help: 'node counts of the scale scenarios (default 1,2,4,8,16,32)', parseItem: integer(1, 1024) }),
+  unicastMax: option({ flag: 'unicast-max', arg: 'N', help: 'largest N for HTTP unicast', default: 32, parse: integer(0, 1024) }),
+  rsyncMax: option({ flag: 'rsync-max', arg: 'N', help: 'largest N for rsync', default: 8, parse: integer(0, 1024) }),
+  stagger: option({ flag: 'stagger', arg: 'S', help: 'seconds between node starts in the staggered scenario', default: 1, parse: decimal(0, 3600) }),
+  rawMib: option({ flag: 'raw-mib', arg: 'N', help: 'image of the loopback race, 0 to skip', default: 1024, parse: integer(0, 1_000_000) }),
+  tcpCc: option({ flag: 'tcp-cc', arg: 'NAME|auto', help: `TCP congestion control on every emulated host; auto: ${PREFERRED_CONGESTION_CONTROL} where allowed, else the machine's own`, default: AUTO, parse: nonEmpty('a congestion control name') }),
+  only: listOption({ flag: 'only', arg: 'GROUPS', help: 'scale,cpufair,hetero,loss,stagger,leave,raw', parseItem: nonEmpty('a scenario group') }),
+  transports: listOption({ flag: 'transports', arg: 'IDS', help: 'bt,http,multicast,aria2,rsync,auto', parseItem: nonEmpty('a transport') }),
+  merge: switchOption({ flag: 'merge', help: 'keep earlier results in OUT, replacing only the trials re-run' }),
+  reportOnly: switchOption({ flag: 'report-only', help: 'rewrite OUT/REPORT.md from OUT/results, running nothing' }),
+  agentBin: option({ flag: 'agent-bin', arg: 'FILE', help: 'run this si-agent instead of dist/si-agent', parse: nonEmpty('a file') }),
+  serverBin: option({ flag: 'server-bin', arg: 'FILE', help: 'run this si-server instead of dist/si-server', parse: nonEmpty('a file') })
+}
+type BenchOptions = Values<typeof BENCH_OPTIONS>
+const DEFAULT_SIZES = [1, 2, 4, 8, 16, 32]
 
-const USAGE = `usage: node --import tsx scripts/bench/run.ts [options]   (as root; make bench runs it)
-
-Builds emulated clusters, runs every transport of every scenario, and writes
-OUT/results/*.json and OUT/REPORT.md with SVG figures.
-
-  --plan full|smoke       the whole plan (default) or the 4-node harness check
-  --out DIR               where results and the report go (default bench/)
-  --rate MBIT             each link's rate, both ways (default ${DEFAULTS.rate})
-  --image-mib N           image size (default ${DEFAULTS['image-mib']})
-  --piece-kib N           piece size; 0: si-server's choice by size (default ${DEFAULTS['piece-kib']})
-  --sizes 1,2,4,...       node counts of the scale scenarios (default ${DEFAULTS.sizes})
-  --unicast-max N         largest N for HTTP unicast (default ${DEFAULTS['unicast-max']})
-  --rsync-max N           largest N for rsync (default ${DEFAULTS['rsync-max']})
-  --stagger S             seconds between node starts in the staggered scenario (default ${DEFAULTS.stagger})
-  --raw-mib N             image of the loopback race, 0 to skip (default ${DEFAULTS['raw-mib']})
-  --tcp-cc NAME|auto      TCP congestion control on every emulated host; auto (default):
-                          ${PREFERRED_CONGESTION_CONTROL} where allowed, else the machine's own
-  --only GROUPS           scale,cpufair,hetero,loss,stagger,leave,raw
-  --transports IDS        bt,http,multicast,aria2,rsync,auto
-  --merge                 keep earlier results in OUT, replacing only the trials re-run
-  --report-only           rewrite OUT/REPORT.md from OUT/results, running nothing
-  --agent-bin FILE        run this si-agent instead of dist/si-agent
-  --server-bin FILE       run this si-server instead of dist/si-server
-  --help                  this text`
-const STRING_FLAGS = ['plan', 'out', 'only', 'transports', 'sizes', 'agent-bin', 'server-bin', 'tcp-cc']
-const BOOLEAN_FLAGS = ['merge', 'report-only', 'help']
+const USAGE = commandHelp(['node --import tsx scripts/bench/run.ts [options]   (as root; make bench runs it)'], BENCH_OPTIONS, {
+  intro: `Builds emulated clusters, runs every transport of every scenario, and writes
+OUT/results/*.json and OUT/REPORT.md with SVG figures.`
+})
 
 function log (line: string): void {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}\n`)
@@ -75,21 +76,20 @@ export async function checkPrerequisites (): Promise<string | undefined> {
   return undefined
 }
 
-function buildPlan (args: minimist.ParsedArgs): Plan {
-  if (args.plan === 'smoke') return smokePlan()
-  if (args.plan !== 'full') throw new SiError('ERR_INVALID_ARGUMENT', `--plan ${String(args.plan)}: expected full or smoke`)
+function buildPlan (o: BenchOptions): Plan {
+  if (o.plan === 'smoke') return smokePlan()
   const plan = fullPlan({
-    rateMbit: Number(args.rate),
-    imageMib: Number(args['image-mib']),
-    pieceKib: Number(args['piece-kib']) > 0 ? Number(args['piece-kib']) : undefined,
-    sizes: String(args.sizes).split(',').map(Number).filter(n => Number.isInteger(n) && n > 0),
-    unicastMaxNodes: Number(args['unicast-max']),
-    rsyncMaxNodes: Number(args['rsync-max']),
-    staggerSeconds: Number(args.stagger),
-    rawMib: Number(args['raw-mib'])
+    rateMbit: o.rate,
+    imageMib: o.imageMib,
+    pieceKib: o.pieceKib > 0 ? o.pieceKib : undefined,
+    sizes: o.sizes.length > 0 ? o.sizes : DEFAULT_SIZES,
+    unicastMaxNodes: o.unicastMax,
+    rsyncMaxNodes: o.rsyncMax,
+    staggerSeconds: o.stagger,
+    rawMib: o.rawMib
   })
-  const only = args.only === undefined ? undefined : new Set(String(args.only).split(','))
-  const transports = args.transports === undefined ? undefined : new Set(String(args.transports).split(','))
+  const only = o.only.length === 0 ? undefined : new Set(o.only)
+  const transports = o.transports.length === 0 ? undefined : new Set(o.transports)
   plan.scenarios = plan.scenarios
     .filter(s => only === undefined || only.has(s.group))
     .map(s => ({ ...s, transports: s.transports.filter(t => transports === undefined || (transports.has(t.id) || transports.has(t.id.replace(/-.*/, '')))) }))
@@ -201,25 +201,18 @@ function installSignalCleanup (): void {
 }
 
 export async function main (argv: string[]): Promise<number> {
-  const known = new Set([...STRING_FLAGS, ...BOOLEAN_FLAGS, ...Object.keys(DEFAULTS)])
-  const unknown: string[] = []
-  const args = minimist(argv, {
-    string: STRING_FLAGS,
-    boolean: BOOLEAN_FLAGS,
-    default: { plan: 'full', out: join(ROOT, 'bench'), ...DEFAULTS },
-    unknown: arg => { if (!known.has(arg.replace(/^--?/, '').replace(/=.*/, ''))) unknown.push(arg); return true }
-  })
-  if (args.help === true) { process.stdout.write(`${USAGE}\n`); return 0 }
-  if (unknown.length > 0) { log(`unknown argument ${unknown[0]} (--help lists the options)`); return 2 }
-  if (args['report-only'] === true) return await reportOnly(resolve(String(args.out)))
+  const { values: args, positional, help } = readCommandLine(argv, BENCH_OPTIONS)
+  if (help) { process.stdout.write(USAGE); return 0 }
+  noExtraPositionals(positional, 0, USAGE)
+  if (args.reportOnly) return await reportOnly(resolve(args.out))
   const problem = await checkPrerequisites()
   if (problem !== undefined) { log(`cannot run: ${problem}`); return 2 }
-  const congestion = await chooseCongestionControl(String(args['tcp-cc']))
+  const congestion = await chooseCongestionControl(args.tcpCc)
   if ('problem' in congestion) { log(`cannot run: ${congestion.problem}`); return 2 }
   if (congestion.note !== undefined) log(congestion.note)
   const tcpCongestion = congestion.name
   const plan = buildPlan(args)
-  const outDir = resolve(String(args.out))
+  const outDir = resolve(args.out)
   installSignalCleanup()
   const swept = await sweepStaleNamespaces()
   if (swept.length > 0) log(`removed ${swept.length} stale namespaces of dead runs (${NS_PREFIX}*)`)
@@ -234,8 +227,8 @@ export async function main (argv: string[]): Promise<number> {
     const serverBin = join(scratch, 'bin', 'si-server')
     for (const [from, to] of [['si-agent', agentBin], ['si-server', serverBin]]) {
       // --agent-bin, --server-bin: experimental builds, to measure a proposed change side by side.
-      const override = args[`${from.slice(3)}-bin`] as unknown
-      const src = typeof override === 'string' ? resolve(override) : join(ROOT, 'dist', from)
+      const override = from === 'si-agent' ? args.agentBin : args.serverBin
+      const src = override !== undefined ? resolve(override) : join(ROOT, 'dist', from)
       if (!existsSync(src)) throw new SiError('ERR_BENCH', `${src} is missing: run make build first`)
       await copyFile(src, to)
     }
@@ -249,19 +242,19 @@ export async function main (argv: string[]): Promise<number> {
     const commit = (await run_('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { allowFail: true })).trim()
     const dirty = (await run_('git', ['-C', ROOT, 'status', '--porcelain', 'src'], { allowFail: true })).split('\n').filter(l => l !== '').length
     const run: RunResult = {
-      plan: plan.name, startedAt, source: { commit, dirtySrcFiles: dirty, agentBin: String(args['agent-bin'] ?? 'dist/si-agent'), serverBin: String(args['server-bin'] ?? 'dist/si-server') }, host: { cpus: cpus().length, kernel: release(), tcpCongestion }, imageBytes: image.size, pieceLength: image.pieceLength,
+      plan: plan.name, startedAt, source: { commit, dirtySrcFiles: dirty, agentBin: args.agentBin ?? 'dist/si-agent', serverBin: args.serverBin ?? 'dist/si-server' }, host: { cpus: cpus().length, kernel: release(), tcpCongestion }, imageBytes: image.size, pieceLength: image.pieceLength,
       rateMbit: plan.rateMbit, scenarios: [], cleanup: { namespacesLeft: [] },
-      rerun: args.merge === true ? plan.scenarios.map(s => `${s.id} (${s.transports.map(t => t.id).join(', ')})`) : undefined
+      rerun: args.merge ? plan.scenarios.map(s => `${s.id} (${s.transports.map(t => t.id).join(', ')})`) : undefined
     }
     await mkdir(join(outDir, 'results'), { recursive: true })
     const resultsDir = join(outDir, 'results')
     for (const [i, s] of plan.scenarios.entries()) {
       let result = await runScenario(s, i, { image, tree, scratch, agentBin, serverBin, repo, tcpCongestion })
-      if (args.merge === true) result = mergeTrials(await readScenario(join(resultsDir, `${s.id}.json`)), result)
+      if (args.merge) result = mergeTrials(await readScenario(join(resultsDir, `${s.id}.json`)), result)
       await writeFile(join(resultsDir, `${s.id}.json`), JSON.stringify(result) + '\n')
     }
-    run.scenarios = args.merge === true ? await readAllScenarios(resultsDir) : await Promise.all(plan.scenarios.map(async s => (await readScenario(join(resultsDir, `${s.id}.json`)))!))
-    if (plan.rawBytes === 0 && args.merge === true) {
+    run.scenarios = args.merge ? await readAllScenarios(resultsDir) : await Promise.all(plan.scenarios.map(async s => (await readScenario(join(resultsDir, `${s.id}.json`)))!))
+    if (plan.rawBytes === 0 && args.merge) {
       try { run.raw = JSON.parse(await readFile(join(resultsDir, 'raw.json'), 'utf8')) as RunResult['raw'] } catch { /* none yet */ }
     }
     if (plan.rawBytes > 0) {

@@ -10,7 +10,10 @@ import { mkdtemp, readFile, rm, stat, symlink, mkdir, open, writeFile } from 'no
 import { tmpdir } from 'node:os'
 import { join, resolve, dirname } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
-import minimist from 'minimist'
+import { option, switchOption } from '../../src/config/options.ts'
+import { decimal, integer, rate } from '../../src/config/values.ts'
+import { noExtraPositionals, readCommandLine } from '../../src/cli/args.ts'
+import { commandHelp } from '../../src/cli/help.ts'
 import { describeError } from '../../src/errors.ts'
 import { BUDGET_BYTES } from '../../initrd/build.ts'
 import { buildTestRoot } from './test-image.ts'
@@ -91,15 +94,24 @@ async function isAllZero (file: string): Promise<boolean> {
   } finally { await fh.close() }
 }
 
+const E2E_OPTIONS = {
+  vms: option({ flag: 'vms', arg: 'N', help: 'virtual machines on the emulated LAN', default: 1, parse: integer(1, 8) }),
+  dataMib: option({ flag: 'data-mib', arg: 'M', help: 'size of the test image\'s data, MiB', default: 8, parse: decimal(1, 4096) }),
+  uploadLimit: option({ flag: 'upload-limit', arg: 'RATE', help: 'cap on the server\'s upload', defaultText: '4mbit with several VMs, so pieces must also come from the peers; none with one', parse: rate }),
+  timeout: option({ flag: 'timeout', arg: 'S', help: 'fail when the VMs are not done by then', defaultText: '420 for one VM, 900 for several', parse: decimal(10, 7200) }),
+  keep: switchOption({ flag: 'keep', help: 'keep the work directory and the network for inspection' })
+}
+const USAGE = commandHelp(['node --import tsx scripts/e2e/run.ts --vms N [options]   (as root; make e2e runs it)'], E2E_OPTIONS)
+
 async function main (argv: string[]): Promise<number> {
-  const args = minimist(argv, { string: ['vms', 'data-mib', 'upload-limit', 'timeout'], boolean: ['keep', 'help'] })
-  if (args.help === true) { process.stdout.write('usage: node --import tsx scripts/e2e/run.ts --vms N [--data-mib M] [--upload-limit RATE] [--timeout S] [--keep]\n'); return 0 }
-  const vms = Number(args.vms ?? 1)
-  if (!Number.isInteger(vms) || vms < 1 || vms > 8) throw new Error('--vms: 1 to 8')
-  const dataBytes = Number(args['data-mib'] ?? 8) * MiB
-  const timeoutSeconds = Number(args.timeout ?? (vms === 1 ? 420 : 900))
+  const { values: o, positional, help } = readCommandLine(argv, E2E_OPTIONS)
+  if (help) { process.stdout.write(USAGE); return 0 }
+  noExtraPositionals(positional, 0, USAGE)
+  const vms = o.vms
+  const dataBytes = o.dataMib * MiB
+  const timeoutSeconds = o.timeout ?? (vms === 1 ? 420 : 900)
   // Slower than the VMs can take it: the pieces must also come from the peers.
-  const uploadLimit = args['upload-limit'] ?? (vms > 1 ? '4mbit' : undefined)
+  const uploadLimit = o.uploadLimit !== undefined ? `${Math.round(o.uploadLimit)}B` : (vms > 1 ? '4mbit' : undefined)
   const label = `e2e-${vms}vm`
 
   if (process.getuid?.() !== 0) throw new Error('needs root: network namespace, tap devices, loop devices')
@@ -220,7 +232,7 @@ async function main (argv: string[]): Promise<number> {
     process.off('SIGTERM', onSignal)
     await stopAll()
     if (lan !== undefined) await destroyLan(lan).catch(err => log(`cleanup: ${describeError(err)}`))
-    if (args.keep === true) log(`kept ${workdir}`)
+    if (o.keep) log(`kept ${workdir}`)
     else await rm(workdir, { recursive: true, force: true })
   }
 }
