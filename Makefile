@@ -20,12 +20,12 @@ test: build typecheck ## Build, type-check, then run the test suite
 demo: build ## Build, then run scripts/demo.ts
 	$(NODE) --import tsx scripts/demo.ts
 
-# Image fidelity (issue 3): needs root and attr, acl, rsync, zstd, debootstrap (.ci/run).
+# Image fidelity: needs root and attr, acl, rsync, zstd, debootstrap (.ci/run).
 .PHONY: fidelity
 fidelity: build ## Run the fidelity suites: round trips, hostile archives, capture, compression
 	$(NODE) --import tsx --test --test-concurrency=1 test/fidelity*.test.ts test/hostile.test.ts test/capture.test.ts test/compression.test.ts test/extract.test.ts test/image.test.ts
 
-# Boot path (issue 4). INITRD_COMPRESS=zstd[:LEVEL]|xz[:LEVEL] picks the compressor.
+# Boot path. INITRD_COMPRESS=zstd[:LEVEL]|xz[:LEVEL] picks the compressor.
 # The e2e runs need root (network namespace, tap devices, loop devices) and qemu.
 .PHONY: initrd e2e e2e-1vm e2e-3vm
 initrd: build ## Build dist/initrd.img (and dist/vmlinuz) from initrd/contents.txt
