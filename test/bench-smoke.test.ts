@@ -81,7 +81,7 @@ test('bench: --help prints the options and runs nothing; an unknown option is re
   assert.doesNotMatch(String(help.stderr), /building a cluster|making a/)
   const bad = run(['--sizse', '8'])
   assert.equal(bad.status, 2)
-  assert.match(String(bad.stderr), /unknown argument --sizse/)
+  assert.match(String(bad.stderr), /unknown option --sizse/)
   if (process.getuid?.() === 0) {
     // Checked before anything is built: a misspelt algorithm must not cost a half-hour run.
     const cc = run(['--tcp-cc', 'nosuchcc', '--out', join(tmpdir(), 'si-bench-never')])

@@ -15,7 +15,7 @@ import { listOption, option, switchOption, type Values } from '../../src/config/
 import { decimal, integer, nonEmpty, oneOf } from '../../src/config/values.ts'
 import { noExtraPositionals, readCommandLine } from '../../src/cli/args.ts'
 import { commandHelp } from '../../src/cli/help.ts'
-import { SiError, describeError } from '../../src/errors.ts'
+import { SiError, describeError, isSiError } from '../../src/errors.ts'
 import { Cluster } from './cluster.ts'
 import { AUTO, PREFERRED_CONGESTION_CONTROL, chooseCongestionControl } from './congestion.ts'
 import { hasTool, run as run_, stopAllChildren } from './exec.ts'
@@ -280,6 +280,6 @@ export async function main (argv: string[]): Promise<number> {
 if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   main(process.argv.slice(2)).then(code => { process.exitCode = code }, err => {
     log(`error: ${describeError(err)}`)
-    process.exitCode = 1
+    process.exitCode = isSiError(err, 'ERR_INVALID_ARGUMENT') ? 2 : 1
   })
 }
