@@ -1,8 +1,8 @@
 import { EventEmitter } from 'node:events'
 import { performance } from 'node:perf_hooks'
-import bencode from 'bencode'
 import { SiError, isSiError } from '../errors.ts'
 import { httpRequest } from '../http-client.ts'
+import { bencodeKey, decodeFirstBencodeValue, isBencodeDict, type BencodeDict, type BencodeValue } from '../torrent/bencode.ts'
 import { decodeCompactPeers, type PeerAddress } from '../torrent/compact-peers.ts'
 
 const HASH_LENGTH = 20
@@ -75,15 +75,14 @@ export async function scrape (announceUrl: string, infoHash: Uint8Array, opts: R
   const scrapeUrl = scrapeUrlFor(announceUrl)
   const body = await fetchReply(scrapeUrl, withQuery(scrapeUrl, [`info_hash=${percentEncode(infoHash)}`]), opts)
   const reply = decodeReply(body, scrapeUrl)
-  const files: unknown = reply.files
-  if (!isDict(files)) throw replyError(scrapeUrl, 'scrape reply has no files dictionary')
-  // The bencode package turns binary keys into text when they are valid UTF-8, else into hex.
-  const hex = Buffer.from(infoHash).toString('hex')
-  const key = Object.keys(files).find((k) => k === hex || Buffer.from(k, 'utf8').equals(infoHash))
+  const files = reply.files
+  if (!isBencodeDict(files)) throw replyError(scrapeUrl, 'scrape reply has no files dictionary')
+  // `files` is keyed by the raw 20-byte hash (BEP 48), which the decoder keeps byte for byte.
+  const key = bencodeKey(infoHash)
   // BEP 48: a torrent the tracker does not know is simply absent.
-  if (key === undefined) return { complete: 0, incomplete: 0, downloaded: 0 }
-  const entry: unknown = files[key]
-  if (!isDict(entry)) throw replyError(scrapeUrl, 'scrape entry is not a dictionary')
+  if (!Object.hasOwn(files, key)) return { complete: 0, incomplete: 0, downloaded: 0 }
+  const entry = files[key]
+  if (!isBencodeDict(entry)) throw replyError(scrapeUrl, 'scrape entry is not a dictionary')
   return {
     complete: optionalCount(entry, 'complete', scrapeUrl) ?? 0,
     incomplete: optionalCount(entry, 'incomplete', scrapeUrl) ?? 0,
@@ -117,7 +116,7 @@ export interface TrackerClientOptions {
  * Keeps this peer announced to its trackers. Emits 'announce' (AnnounceResult),
  * 'peers' (PeerAddress[], when the reply has any) and 'warning' (SiError). Never
  * 'error': a tracker fault must not be able to crash the agent, the swarm goes on
- * through PEX, LSD and DHT.
+ * through PEX (LSD and DHT, which would also find peers without a tracker, are not built).
  */
 export class TrackerClient extends EventEmitter {
   private readonly opts: TrackerClientOptions
@@ -353,29 +352,25 @@ function replyError (url: string, problem: string): SiError {
   return new SiError('ERR_TRACKER_REPLY', `tracker ${url}: ${problem}`)
 }
 
-type Dict = Record<string, unknown>
-
-function isDict (value: unknown): value is Dict {
-  return typeof value === 'object' && value !== null && !Array.isArray(value) && !ArrayBuffer.isView(value)
-}
-
 /** Decodes a whole reply as one bencoded dictionary; a tracker's failure reason becomes an error. */
-function decodeReply (body: Uint8Array, url: string): Dict {
-  let value: unknown
+function decodeReply (body: Uint8Array, url: string): BencodeDict {
+  const notOneDictionary = (): SiError => replyError(url, 'reply is not a single bencoded dictionary')
+  if (body.length === 0) throw notOneDictionary()
+  let first
   try {
-    value = bencode.decode(body)
+    first = decodeFirstBencodeValue(body, { maxBytes: MAX_REPLY_BYTES })
   } catch (err) {
     throw replyError(url, `reply is not bencoded (${err instanceof Error ? err.message : String(err)})`)
   }
-  // The decoder stops at the end of the first value; anything after it is not a tracker reply.
-  const consumed: number = bencode.decode.position
-  if (!isDict(value) || consumed !== body.length) throw replyError(url, 'reply is not a single bencoded dictionary')
+  const value = first.value
+  // Anything after the first value means this is not a tracker reply.
+  if (!isBencodeDict(value) || first.end !== body.length) throw notOneDictionary()
   const failure = value['failure reason']
   if (failure !== undefined) throw replyError(url, `refused: ${text(failure) ?? 'no reason given'}`)
   return value
 }
 
-function parseAnnounceReply (reply: Dict, url: string): AnnounceResult {
+function parseAnnounceReply (reply: BencodeDict, url: string): AnnounceResult {
   const interval = reply.interval
   if (!Number.isSafeInteger(interval) || (interval as number) < 1) {
     throw replyError(url, interval === undefined ? 'reply has no interval' : `bad interval ${String(interval)}`)
@@ -395,7 +390,7 @@ function parseAnnounceReply (reply: Dict, url: string): AnnounceResult {
   return result
 }
 
-function peerList (value: unknown, family: 4 | 6, url: string): PeerAddress[] {
+function peerList (value: BencodeValue | undefined, family: 4 | 6, url: string): PeerAddress[] {
   const field = family === 4 ? 'peers' : 'peers6'
   if (value === undefined) return []
   if (value instanceof Uint8Array) return decodeCompactPeers(value, family, field, problem => { throw replyError(url, problem) })
@@ -403,8 +398,8 @@ function peerList (value: unknown, family: 4 | 6, url: string): PeerAddress[] {
   throw replyError(url, `${field} is neither a compact string nor a list`)
 }
 
-function dictPeer (entry: unknown, url: string): PeerAddress {
-  if (!isDict(entry)) throw replyError(url, 'peer list entry is not a dictionary')
+function dictPeer (entry: BencodeValue, url: string): PeerAddress {
+  if (!isBencodeDict(entry)) throw replyError(url, 'peer list entry is not a dictionary')
   const host = text(entry.ip)
   if (host === undefined || host === '') throw replyError(url, 'peer list entry has no ip')
   if (!Number.isSafeInteger(entry.port)) throw replyError(url, 'peer list entry has no integer port')
@@ -416,15 +411,14 @@ function checkPort (port: number, url: string): number {
   return port
 }
 
-function optionalCount (dict: Dict, key: string, url: string): number | undefined {
+function optionalCount (dict: BencodeDict, key: string, url: string): number | undefined {
   const value = dict[key]
   if (value === undefined) return undefined
   if (!Number.isSafeInteger(value) || (value as number) < 0) throw replyError(url, `bad ${key} ${String(value)}`)
   return value as number
 }
 
-function text (value: unknown): string | undefined {
+function text (value: BencodeValue | undefined): string | undefined {
   if (value instanceof Uint8Array) return Buffer.from(value).toString('utf8').slice(0, MAX_TEXT_LENGTH)
-  if (typeof value === 'string') return value.slice(0, MAX_TEXT_LENGTH)
   return undefined
 }
