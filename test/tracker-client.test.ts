@@ -291,7 +291,7 @@ test('TrackerClient re-announces at the interval override, no faster than min in
     peerId: peerId(1),
     port: 6001,
     getStats: () => ({ uploaded: 0, downloaded: 0, left: 1 }),
-    intervalOverrideSeconds: 0.1
+    config: { announceIntervalSeconds: 0.1 }
   })
   let count = 0
   client.on('announce', () => count++)
