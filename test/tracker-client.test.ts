@@ -77,7 +77,7 @@ async function until (what: string, check: () => boolean): Promise<void> {
 }
 
 test('announce round trip between client and tracker with several peers', async () => {
-  const t = await serveTracker({ intervalSeconds: 30, minIntervalSeconds: 10 })
+  const t = await serveTracker({ config: { intervalSeconds: 30, minIntervalSeconds: 10 } })
   try {
     const first = await announce(t.url, params(1, { event: 'started' }))
     assert.deepEqual(first.peers, [])
@@ -228,7 +228,7 @@ test('unreachable, silent and aborted trackers fail with their own codes', async
 })
 
 test('TrackerClient announces started, completed and stopped, and emits peers', async () => {
-  const t = await serveTracker({ intervalSeconds: 60, minIntervalSeconds: 1 })
+  const t = await serveTracker({ config: { intervalSeconds: 60, minIntervalSeconds: 1 } })
   const hex = INFO_HASH.toString('hex')
   await announce(t.url, params(2))
   let left = 100
@@ -284,7 +284,7 @@ test('TrackerClient announces started, completed and stopped, and emits peers', 
 })
 
 test('TrackerClient re-announces at the interval override, no faster than min interval', async () => {
-  const t = await serveTracker({ intervalSeconds: 60, minIntervalSeconds: 1 })
+  const t = await serveTracker({ config: { intervalSeconds: 60, minIntervalSeconds: 1 } })
   const client = new TrackerClient({
     announceUrls: [t.url],
     infoHash: INFO_HASH,
@@ -310,7 +310,7 @@ test('TrackerClient falls over to the next URL and sticks with the one that answ
   const dead = await serve(() => {})
   const deadUrl = dead.url
   await dead.close()
-  const t = await serveTracker({ intervalSeconds: 60 })
+  const t = await serveTracker({ config: { intervalSeconds: 60 } })
   const client = new TrackerClient({
     announceUrls: [deadUrl, t.url],
     infoHash: INFO_HASH,

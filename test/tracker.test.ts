@@ -108,7 +108,7 @@ function failureOf (reply: any): string {
 }
 
 test('compact announce: counts, intervals, other peers, own entry excluded', async () => {
-  const t = await startTracker({ intervalSeconds: 20, minIntervalSeconds: 4 })
+  const t = await startTracker({ config: { intervalSeconds: 20, minIntervalSeconds: 4 } })
   try {
     await announceRaw(t.port, { peer: 1, event: 'started' })
     await announceRaw(t.port, { peer: 2, event: 'started' })
@@ -158,8 +158,21 @@ test('compact=0 returns the dictionary list, no_peer_id drops ids', async () => 
   }
 })
 
+test('the default numwant, interval and min interval come from the config', async () => {
+  const t = await startTracker({ config: { defaultNumwant: 2, intervalSeconds: 9 } })
+  try {
+    for (let i = 1; i <= 4; i++) await announceRaw(t.port, { peer: i })
+    const reply = await announceRaw(t.port, { peer: 5 })
+    assert.equal(compactToList(reply.peers).length, 2, 'no numwant: the configured default')
+    assert.equal(reply.interval, 9)
+    assert.equal(reply['min interval'], 3, 'a third of the interval')
+  } finally {
+    await t.close()
+  }
+})
+
 test('a seeder is sent leechers only; numwant samples and is capped', async () => {
-  const t = await startTracker({ maxPeersPerReply: 3 })
+  const t = await startTracker({ config: { maxPeersPerReply: 3 } })
   try {
     for (let i = 1; i <= 5; i++) await announceRaw(t.port, { peer: i })
     await announceRaw(t.port, { peer: 6, left: 0 })
@@ -236,7 +249,7 @@ test('completed counts once per peer and moves it to complete', async () => {
 })
 
 test('silent peers expire after the ttl', async () => {
-  const t = await startTracker({ peerTtlSeconds: 0.2 })
+  const t = await startTracker({ config: { peerTtlSeconds: 0.2 } })
   try {
     await announceRaw(t.port, { peer: 1 })
     await announceRaw(t.port, { peer: 2, infoHash: HASH_B })
@@ -351,7 +364,7 @@ test('unknown info hashes are refused when the tracker knows its torrents', asyn
 })
 
 test('bounds: peers per swarm and number of swarms', async () => {
-  const t = await startTracker({ maxPeersPerSwarm: 2, maxSwarms: 1 })
+  const t = await startTracker({ config: { maxPeersPerSwarm: 2, maxSwarms: 1 } })
   try {
     await announceRaw(t.port, { peer: 1 })
     await announceRaw(t.port, { peer: 2 })
@@ -391,7 +404,8 @@ test('IPv4 clients of a dual-stack listener are reported as IPv4', async (ctx) =
 })
 
 test('constructor rejects nonsense options', () => {
-  assert.throws(() => new Tracker({ intervalSeconds: 0 }), { code: 'ERR_INVALID_ARGUMENT' })
-  assert.throws(() => new Tracker({ peerTtlSeconds: -1 }), { code: 'ERR_INVALID_ARGUMENT' })
-  assert.throws(() => new Tracker({ maxPeersPerReply: 1.5 }), { code: 'ERR_INVALID_ARGUMENT' })
+  assert.throws(() => new Tracker({ config: { intervalSeconds: 0 } }), { code: 'ERR_INVALID_ARGUMENT' })
+  assert.throws(() => new Tracker({ intervalSeconds: 0 }), { code: 'ERR_INVALID_ARGUMENT' }, 'the image server still passes intervalSeconds here')
+  assert.throws(() => new Tracker({ config: { peerTtlSeconds: -1 } }), { code: 'ERR_INVALID_ARGUMENT' })
+  assert.throws(() => new Tracker({ config: { maxPeersPerReply: 1.5 } }), { code: 'ERR_INVALID_ARGUMENT' })
 })
