@@ -253,7 +253,6 @@ export type PickerConfig = Pick<SwarmConfig, 'randomFirstPieces' | 'endgameReque
 export type RequestConfig = PickerConfig & Pick<SwarmConfig,
   'requestTimeoutMs' | 'requestQueueSeconds' | 'minPipeline' | 'maxPipeline' | 'requestBatchFraction' |
   'endgameLatencyFactor' | 'endgameMaxWaitMs'>
-export type ChokerConfig = Pick<SwarmConfig, 'rotateAfterMs'>
 export type SuperSeedConfig = Pick<SwarmConfig,
   'superSeedOffersPerPeer' | 'superSeedStaleOfferMs' | 'superSeedStarvedAfterMs' | 'superSeedMaxShareLead'>
 export type TrackerClientConfig = Pick<SwarmConfig,

@@ -48,12 +48,10 @@ export class Peer extends EventEmitter<PeerEvents> {
   listenPort: number | undefined
   id = ''
   readonly downloadRate = new RateMeter()
-  readonly uploadRate = new RateMeter()
   /** blocks we asked for and have not received */
   outstanding = 0
   unchokedSince = 0
   waitingSince = Date.now()
-  hashFailures = 0
   private readonly uploads: QueuedRequest[] = []
   /** requests being read from the store, so that a cancel can still stop their answer */
   private readonly reading = new Set<QueuedRequest>()
@@ -87,7 +85,6 @@ export class Peer extends EventEmitter<PeerEvents> {
     socket.on('close', () => this.destroy())
     socket.on('drain', () => this.pump())
     this.wire.on('download', n => this.downloadRate.add(n))
-    this.wire.on('upload', n => this.uploadRate.add(n))
     this.wire.on('request', (index, offset, length) => this.onRequest(index, offset, length))
     // A cancelled block is not read from disk at all, nor sent if its read is under way.
     this.wire.on('cancel', (index, offset, length) => this.cancelUpload(index, offset, length))

@@ -24,7 +24,6 @@ export class PieceStore extends EventEmitter<PieceStoreEvents> {
   readonly path: string
   private readonly file: FileHandle
   private readonly have: Uint8Array
-  private haveCount: number
   private readonly assembling = new Map<number, Buffer>()
   private readonly readCache = new Map<number, Promise<Buffer>>()
   private closed = false
@@ -37,7 +36,6 @@ export class PieceStore extends EventEmitter<PieceStoreEvents> {
     this.layout = layout
     this.config = swarmConfig(config)
     this.have = new Uint8Array(layout.pieceCount).fill(complete ? 1 : 0)
-    this.haveCount = complete ? layout.pieceCount : 0
   }
 
   /** A complete payload already on disk (the server's image, or a seed's own copy). */
@@ -64,8 +62,6 @@ export class PieceStore extends EventEmitter<PieceStoreEvents> {
     return new PieceStore(path, file, layout, false, config)
   }
 
-  get completed (): number { return this.haveCount }
-  get isComplete (): boolean { return this.haveCount === this.layout.pieceCount }
   has (index: number): boolean { return this.have[index] === 1 }
 
   pieceSize (index: number): number {
@@ -107,7 +103,6 @@ export class PieceStore extends EventEmitter<PieceStoreEvents> {
     await this.file.write(buf, 0, buf.length, index * this.layout.pieceLength)
     if (this.closed || this.have[index] === 1) return { verified: true, data: buf }
     this.have[index] = 1
-    this.haveCount++
     this.cachePiece(index, Promise.resolve(buf))
     this.emit('verified', index)
     return { verified: true, data: buf }

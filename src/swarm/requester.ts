@@ -254,10 +254,6 @@ export class Requester extends EventEmitter<RequesterEvents> {
     this.picker.failed(index)
     this.store.discard(index)
     const contributors = [...new Set(senders.filter((s): s is string => s !== undefined))]
-    for (const id of contributors) {
-      const state = this.states.get(id)
-      if (state !== undefined) state.peer.hashFailures++
-    }
     // A piece from one peer alone convicts it; a shared one is settled when the piece,
     // fetched again from a single peer, passes and the blocks can be compared.
     if (contributors.length === 1) this.emit('convicted', contributors[0], `sent corrupt data for piece ${index}`)

@@ -50,7 +50,7 @@ export interface SwarmStats {
   downloadRate: number
   uploadRate: number
   peers: number
-  /** peers known to hold every piece; a finished agent shows as one only to peers that lacked its last pieces (see needsHave) */
+  /** peers known to hold every piece; a finished agent shows as one only to peers that lacked its last pieces (see needsHave in requester.ts) */
   seeds: number
   hashFailures: number
   bannedPeers: number

@@ -144,7 +144,7 @@ export class TrackerClient extends EventEmitter<TrackerClientEvents> {
     this.config = swarmConfig(opts.config)
   }
 
-  /** The latest successful reply; its complete/incomplete feed the leave-the-swarm policy. */
+  /** The latest successful reply. */
   get last (): AnnounceResult | undefined {
     return this.latest
   }
