@@ -45,7 +45,7 @@ export interface SwarmConfig {
   dialMaxRetryMs: number
   /** Below this many peers an incomplete swarm asks the tracker for more before the next interval. */
   lowPeerCount: number
-  /** ms between keep-alives on an otherwise quiet connection (BEP 3 suggests two minutes; peers drop at about that). */
+  /** ms between keep-alives on an otherwise quiet connection: well inside the two minutes after which clients commonly drop a silent one (BEP 3). */
   keepAliveIntervalMs: number
 
   // --- requesting --------------------------------------------------------------------
