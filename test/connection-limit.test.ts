@@ -13,12 +13,19 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { createTorrent, parseTorrent, type Metainfo } from '../src/torrent/metainfo.ts'
 import { PeerListener } from '../src/swarm/peer-listener.ts'
 import { PieceStore } from '../src/swarm/piece-store.ts'
-import { Swarm, SERVER_PEER_ID_PREFIX, CHOKE_INTERVAL_MS, DIAL_SHARE } from '../src/swarm/swarm.ts'
-import { DialBackoff, FIRST_RETRY_MS, MAX_RETRY_MS } from '../src/swarm/dial-backoff.ts'
+import { Swarm, SERVER_PEER_ID_PREFIX } from '../src/swarm/swarm.ts'
+import { DEFAULT_SWARM_CONFIG } from '../src/swarm/config.ts'
+import { DialBackoff } from '../src/swarm/dial-backoff.ts'
 import { waitFor } from './helpers/interop.ts'
 
 const PAYLOAD_BYTES = 256 * 1024
 const WAIT_MS = 10_000
+/** Rechokes (which dial) and dial backoffs quicker than the defaults, so that each test waits less for them. */
+const CHOKE_INTERVAL_MS = 500
+const FIRST_RETRY_MS = 2_000
+const MAX_RETRY_MS = 8_000
+const { dialShare: DIAL_SHARE } = DEFAULT_SWARM_CONFIG
+const CONFIG = { chokeIntervalMs: CHOKE_INTERVAL_MS, dialFirstRetryMs: FIRST_RETRY_MS, dialMaxRetryMs: MAX_RETRY_MS }
 
 let dir: string
 let payload: string
@@ -51,7 +58,7 @@ async function startNode (name: string, opts: { maxConnections?: number; idPrefi
   await listener.start('127.0.0.1', 0)
   const store = await PieceStore.createStaging(join(dir, `${name}.staging`), meta)
   const peerId = Buffer.from(`${opts.idPrefix ?? '-SI0000-'}${name}`.padEnd(20, '0').slice(0, 20))
-  const swarm = new Swarm({ infoHash: meta.infoHash, peerId, store, listener, announceUrls: [], maxConnections: opts.maxConnections })
+  const swarm = new Swarm({ infoHash: meta.infoHash, peerId, store, listener, announceUrls: [], config: { ...CONFIG, maxConnections: opts.maxConnections } })
   const node: Node = { swarm, listener, store, incoming: 0 }
   const adopt = swarm.adoptIncoming.bind(swarm)
   swarm.adoptIncoming = peer => { node.incoming++; adopt(peer) }
@@ -71,7 +78,7 @@ function address (n: Node): { host: string; port: number } {
 }
 
 test('dial backoff: each refusal doubles the wait up to its cap, and a handshake clears it', () => {
-  const backoff = new DialBackoff()
+  const backoff = new DialBackoff({ dialFirstRetryMs: FIRST_RETRY_MS, dialMaxRetryMs: MAX_RETRY_MS })
   const t0 = 1_000_000
   assert.equal(backoff.mayDial('a', t0), true)
   backoff.refused('a', t0)

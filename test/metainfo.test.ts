@@ -4,7 +4,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { decodeBencode, encodeBencode, MAX_BENCODE_BYTES } from '../src/torrent/bencode.ts'
+import { decodeBencode, encodeBencode, MAX_BENCODE_BYTES, type BencodeInput } from '../src/torrent/bencode.ts'
 import {
   createTorrent, GIB, LARGE_IMAGE_PIECE_LENGTH, MEDIUM_IMAGE_MAX_BYTES, MEDIUM_IMAGE_PIECE_LENGTH, MIB,
   parseTorrent, pieceLengthFor, pieceSize, SMALL_IMAGE_MAX_BYTES, SMALL_IMAGE_PIECE_LENGTH, withTrackers
@@ -23,11 +23,11 @@ async function fixture (t: { after(fn: () => Promise<void>): void }): Promise<{ 
   return { file, data }
 }
 
-function goodInfo (): Record<string, unknown> {
+function goodInfo (): Record<string, BencodeInput | undefined> {
   return { length: 2 * PIECE, name: 'img.tar', 'piece length': PIECE, pieces: Buffer.alloc(40, 7) }
 }
 
-function torrentWith (info: Record<string, unknown>, top: Record<string, unknown> = {}): Buffer {
+function torrentWith (info: Record<string, BencodeInput | undefined>, top: Record<string, BencodeInput> = {}): Buffer {
   return encodeBencode({ announce: 'http://10.0.0.1:6969/announce', ...top, info })
 }
 
@@ -80,7 +80,7 @@ test('create then parse round-trips every field and hashes every piece', async t
   assert.throws(() => pieceSize(meta, 4), (err: unknown) => isSiError(err, 'ERR_INVALID_ARGUMENT'))
 
   const top = decodeBencode(raw) as Record<string, any>
-  assert.equal(top.info.private, undefined, 'private would disable PEX, LSD and DHT')
+  assert.equal(top.info.private, undefined, 'private would disable PEX (and LSD and DHT, once built)')
   const expected = createHash('sha1').update(encodeBencode(top.info)).digest()
   assert.deepEqual(meta.infoHash, expected)
   assert.equal(meta.infoHashHex, expected.toString('hex'))

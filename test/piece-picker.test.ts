@@ -1,6 +1,9 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { PiecePicker, BLOCK_SIZE, RANDOM_FIRST_PIECES, ENDGAME_REQUESTS_PER_BLOCK } from '../src/swarm/piece-picker.ts'
+import { PiecePicker, BLOCK_SIZE } from '../src/swarm/piece-picker.ts'
+import { DEFAULT_SWARM_CONFIG } from '../src/swarm/config.ts'
+
+const { randomFirstPieces } = DEFAULT_SWARM_CONFIG
 
 const PIECE = 4 * BLOCK_SIZE
 const all = (): boolean => true
@@ -12,7 +15,7 @@ function seededRandom (seed: number): () => number {
 
 let clock = 0
 function picker (pieces: number, lastPieceBytes = PIECE): PiecePicker {
-  return new PiecePicker({ pieceCount: pieces, pieceLength: PIECE, totalLength: PIECE * (pieces - 1) + lastPieceBytes, random: seededRandom(7), now: () => clock, endgameAfterMs: 1000 })
+  return new PiecePicker({ pieceCount: pieces, pieceLength: PIECE, totalLength: PIECE * (pieces - 1) + lastPieceBytes, random: seededRandom(7), now: () => clock, config: { endgameAfterMs: 1000 } })
 }
 
 function completePiece (p: PiecePicker, peer: string, index: number): void {
@@ -31,7 +34,7 @@ test('the first pieces are spread at random, not all the same for every node', (
 
 test('after the random start, the rarest piece the peer has is picked', () => {
   const p = picker(10)
-  for (let i = 0; i < RANDOM_FIRST_PIECES; i++) completePiece(p, 'x', i)
+  for (let i = 0; i < randomFirstPieces; i++) completePiece(p, 'x', i)
   for (let i = 0; i < 10; i++) { p.peerHasPiece(i); p.peerHasPiece(i) }
   p.peerLostPiece(7) // piece 7 now held by one peer only
   const blocks = p.pick('a', all, 1)
@@ -71,7 +74,7 @@ test('a block is never requested twice outside endgame, and endgame allows a bou
   const b = p.pick('b', all, 10)
   assert.equal(b.length, 4, 'endgame: everything requested long ago, so b may duplicate')
   const c = p.pick('c', all, 10)
-  assert.equal(ENDGAME_REQUESTS_PER_BLOCK, 2)
+  assert.equal(DEFAULT_SWARM_CONFIG.endgameRequestsPerBlock, 2)
   assert.equal(c.length, 0, 'no block is requested from more than two peers')
   assert.equal(p.pick('a', all, 10).length, 0, 'a peer is never asked twice for one block')
 })
@@ -81,7 +84,7 @@ test('endgame waits longer before duplicating a block held by a peer with a long
   const waits: Record<string, number> = { slow: 8000, quick: 1000 }
   const p = new PiecePicker({
     pieceCount: 2, pieceLength: PIECE, totalLength: 2 * PIECE, random: seededRandom(3), now: () => clock,
-    endgameAfterMs: requesters => Math.max(...[...requesters].map(id => waits[id] ?? 1000))
+    endgameWait: requesters => Math.max(...[...requesters].map(id => waits[id] ?? 1000))
   })
   const fromSlow = p.pick('slow', i => i === 0, 10)
   const fromQuick = p.pick('quick', i => i === 1, 10)

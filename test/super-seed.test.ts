@@ -1,6 +1,14 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { SuperSeed, REVEALED_PER_PEER, STALE_OFFER_MS, STARVED_AFTER_MS, MAX_SHARE_LEAD, type Offer, type SeedCandidate } from '../src/swarm/super-seed.ts'
+import { SuperSeed, type Offer, type SeedCandidate } from '../src/swarm/super-seed.ts'
+import { DEFAULT_SWARM_CONFIG } from '../src/swarm/config.ts'
+
+const {
+  superSeedOffersPerPeer: REVEALED_PER_PEER,
+  superSeedStaleOfferMs: STALE_OFFER_MS,
+  superSeedStarvedAfterMs: STARVED_AFTER_MS,
+  superSeedMaxShareLead: MAX_SHARE_LEAD
+} = DEFAULT_SWARM_CONFIG
 
 const none = (): boolean => false
 const noCopies = (): number => 0
@@ -163,4 +171,14 @@ test('a peer that stopped asking sets nobody a pace', () => {
   clock = STALE_OFFER_MS + 1 // the silent peer never asked for its offers
   fast.record(seed.allocate([silent, fast.candidate], noCopies, CAPACITY))
   assert.ok(fast.shown() > capped, 'served again once the silent peer\'s offers went stale')
+})
+
+test('the offers per peer and the stale time come from the config', () => {
+  let clock = 0
+  const seed = new SuperSeed(40, { now: () => clock, config: { superSeedOffersPerPeer: 3, superSeedStaleOfferMs: 100 } })
+  const offers = seed.allocate(peers(2), noCopies, 6)
+  assert.deepEqual([piecesOf(offers, 'p0').length, piecesOf(offers, 'p1').length], [3, 3])
+  assert.deepEqual(seed.allocate(peers(2), noCopies, 6), [], 'every slot is taken')
+  clock = 101
+  assert.equal(seed.allocate(peers(2), noCopies, 6).length, 6, 'the offers went stale after 100 ms')
 })

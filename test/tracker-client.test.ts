@@ -4,7 +4,7 @@ import http from 'node:http'
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
-import bencode from 'bencode'
+import { encodeBencode } from '../src/torrent/bencode.ts'
 import { SiError } from '../src/errors.ts'
 import { waitFor } from './helpers/interop.ts'
 import { Tracker, type TrackerOptions } from '../src/tracker/tracker.ts'
@@ -77,7 +77,7 @@ async function until (what: string, check: () => boolean): Promise<void> {
 }
 
 test('announce round trip between client and tracker with several peers', async () => {
-  const t = await serveTracker({ intervalSeconds: 30, minIntervalSeconds: 10 })
+  const t = await serveTracker({ config: { intervalSeconds: 30, minIntervalSeconds: 10 } })
   try {
     const first = await announce(t.url, params(1, { event: 'started' }))
     assert.deepEqual(first.peers, [])
@@ -114,7 +114,7 @@ test('scrape URL derivation follows BEP 48', () => {
 })
 
 test('the client keeps an existing query and encodes binary bytes', async () => {
-  const s = await serve((_req, res) => res.end(bencode.encode({ interval: 5, peers: new Uint8Array(0) })))
+  const s = await serve((_req, res) => res.end(encodeBencode({ interval: 5, peers: new Uint8Array(0) })))
   try {
     await announce(`${s.url}?passkey=abc`, params(1, { event: 'completed', numwant: 3 }))
     const query = s.requests[0].split('?')[1]
@@ -127,7 +127,7 @@ test('the client keeps an existing query and encodes binary bytes', async () => 
 })
 
 test('the client decodes the dictionary form, peers6 and warnings', async () => {
-  const s = await serve((_req, res) => res.end(bencode.encode({
+  const s = await serve((_req, res) => res.end(encodeBencode({
     interval: 7,
     'warning message': 'tracker is busy',
     peers: [{ ip: '10.1.2.3', port: 51413, 'peer id': peerId(9) }, { ip: 'node7.cluster', port: 6881 }],
@@ -151,18 +151,18 @@ test('malformed replies are rejected with ERR_TRACKER_REPLY naming the problem a
   const bodies: Record<string, { status?: number; body: Uint8Array | string }> = {
     '/html/announce': { body: '<html>hello</html>' },
     '/empty/announce': { body: '' },
-    '/list/announce': { body: bencode.encode([1, 2]) },
-    '/trailing/announce': { body: Buffer.concat([Buffer.from(bencode.encode({ interval: 5, peers: '' })), Buffer.from('junk')]) },
-    '/failure/announce': { body: bencode.encode({ 'failure reason': 'go away' }) },
-    '/compact/announce': { body: bencode.encode({ interval: 5, peers: Buffer.alloc(7) }) },
-    '/compact6/announce': { body: bencode.encode({ interval: 5, peers: Buffer.alloc(0), peers6: Buffer.alloc(17) }) },
-    '/port0/announce': { body: bencode.encode({ interval: 5, peers: Buffer.from([10, 0, 0, 1, 0, 0]) }) },
-    '/dictport0/announce': { body: bencode.encode({ interval: 5, peers: [{ ip: '10.0.0.1', port: 0 }] }) },
-    '/noip/announce': { body: bencode.encode({ interval: 5, peers: [{ port: 5 }] }) },
-    '/nointerval/announce': { body: bencode.encode({ peers: Buffer.alloc(0) }) },
-    '/badinterval/announce': { body: bencode.encode({ interval: -3, peers: Buffer.alloc(0) }) },
-    '/badcount/announce': { body: bencode.encode({ interval: 3, complete: 'many', peers: Buffer.alloc(0) }) },
-    '/peersint/announce': { body: bencode.encode({ interval: 3, peers: 12 }) },
+    '/list/announce': { body: encodeBencode([1, 2]) },
+    '/trailing/announce': { body: Buffer.concat([Buffer.from(encodeBencode({ interval: 5, peers: '' })), Buffer.from('junk')]) },
+    '/failure/announce': { body: encodeBencode({ 'failure reason': 'go away' }) },
+    '/compact/announce': { body: encodeBencode({ interval: 5, peers: Buffer.alloc(7) }) },
+    '/compact6/announce': { body: encodeBencode({ interval: 5, peers: Buffer.alloc(0), peers6: Buffer.alloc(17) }) },
+    '/port0/announce': { body: encodeBencode({ interval: 5, peers: Buffer.from([10, 0, 0, 1, 0, 0]) }) },
+    '/dictport0/announce': { body: encodeBencode({ interval: 5, peers: [{ ip: '10.0.0.1', port: 0 }] }) },
+    '/noip/announce': { body: encodeBencode({ interval: 5, peers: [{ port: 5 }] }) },
+    '/nointerval/announce': { body: encodeBencode({ peers: Buffer.alloc(0) }) },
+    '/badinterval/announce': { body: encodeBencode({ interval: -3, peers: Buffer.alloc(0) }) },
+    '/badcount/announce': { body: encodeBencode({ interval: 3, complete: 'many', peers: Buffer.alloc(0) }) },
+    '/peersint/announce': { body: encodeBencode({ interval: 3, peers: 12 }) },
     '/http500/announce': { status: 500, body: 'oops' },
     '/huge/announce': { body: 'd5:peers' + '9'.repeat(300_000) }
   }
@@ -228,7 +228,7 @@ test('unreachable, silent and aborted trackers fail with their own codes', async
 })
 
 test('TrackerClient announces started, completed and stopped, and emits peers', async () => {
-  const t = await serveTracker({ intervalSeconds: 60, minIntervalSeconds: 1 })
+  const t = await serveTracker({ config: { intervalSeconds: 60, minIntervalSeconds: 1 } })
   const hex = INFO_HASH.toString('hex')
   await announce(t.url, params(2))
   let left = 100
@@ -284,14 +284,14 @@ test('TrackerClient announces started, completed and stopped, and emits peers', 
 })
 
 test('TrackerClient re-announces at the interval override, no faster than min interval', async () => {
-  const t = await serveTracker({ intervalSeconds: 60, minIntervalSeconds: 1 })
+  const t = await serveTracker({ config: { intervalSeconds: 60, minIntervalSeconds: 1 } })
   const client = new TrackerClient({
     announceUrls: [t.url],
     infoHash: INFO_HASH,
     peerId: peerId(1),
     port: 6001,
     getStats: () => ({ uploaded: 0, downloaded: 0, left: 1 }),
-    intervalOverrideSeconds: 0.1
+    config: { announceIntervalSeconds: 0.1 }
   })
   let count = 0
   client.on('announce', () => count++)
@@ -310,7 +310,7 @@ test('TrackerClient falls over to the next URL and sticks with the one that answ
   const dead = await serve(() => {})
   const deadUrl = dead.url
   await dead.close()
-  const t = await serveTracker({ intervalSeconds: 60 })
+  const t = await serveTracker({ config: { intervalSeconds: 60 } })
   const client = new TrackerClient({
     announceUrls: [deadUrl, t.url],
     infoHash: INFO_HASH,

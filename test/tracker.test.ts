@@ -4,7 +4,7 @@ import http from 'node:http'
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
-import bencode from 'bencode'
+import { bencodeKey, decodeBencode } from '../src/torrent/bencode.ts'
 import { Tracker, type TrackerOptions } from '../src/tracker/tracker.ts'
 
 const HASH_A = Buffer.alloc(20, 0xaa)
@@ -86,7 +86,12 @@ function announcePath (q: AnnounceQuery): string {
 async function announceRaw (port: number, q: AnnounceQuery, localAddress?: string): Promise<any> {
   const res = await get(port, announcePath(q), { localAddress })
   assert.equal(res.status, 200)
-  return bencode.decode(res.body)
+  return decode(res.body)
+}
+
+/** A reply as the tests read it: fields looked up by name, without narrowing each one. */
+function decode (body: Uint8Array): any {
+  return decodeBencode(body)
 }
 
 function compactToList (bytes: Uint8Array): string[] {
@@ -103,7 +108,7 @@ function failureOf (reply: any): string {
 }
 
 test('compact announce: counts, intervals, other peers, own entry excluded', async () => {
-  const t = await startTracker({ intervalSeconds: 20, minIntervalSeconds: 4 })
+  const t = await startTracker({ config: { intervalSeconds: 20, minIntervalSeconds: 4 } })
   try {
     await announceRaw(t.port, { peer: 1, event: 'started' })
     await announceRaw(t.port, { peer: 2, event: 'started' })
@@ -153,8 +158,21 @@ test('compact=0 returns the dictionary list, no_peer_id drops ids', async () => 
   }
 })
 
+test('the default numwant, interval and min interval come from the config', async () => {
+  const t = await startTracker({ config: { defaultNumwant: 2, intervalSeconds: 9 } })
+  try {
+    for (let i = 1; i <= 4; i++) await announceRaw(t.port, { peer: i })
+    const reply = await announceRaw(t.port, { peer: 5 })
+    assert.equal(compactToList(reply.peers).length, 2, 'no numwant: the configured default')
+    assert.equal(reply.interval, 9)
+    assert.equal(reply['min interval'], 3, 'a third of the interval')
+  } finally {
+    await t.close()
+  }
+})
+
 test('a seeder is sent leechers only; numwant samples and is capped', async () => {
-  const t = await startTracker({ maxPeersPerReply: 3 })
+  const t = await startTracker({ config: { maxPeersPerReply: 3 } })
   try {
     for (let i = 1; i <= 5; i++) await announceRaw(t.port, { peer: i })
     await announceRaw(t.port, { peer: 6, left: 0 })
@@ -231,7 +249,7 @@ test('completed counts once per peer and moves it to complete', async () => {
 })
 
 test('silent peers expire after the ttl', async () => {
-  const t = await startTracker({ peerTtlSeconds: 0.2 })
+  const t = await startTracker({ config: { peerTtlSeconds: 0.2 } })
   try {
     await announceRaw(t.port, { peer: 1 })
     await announceRaw(t.port, { peer: 2, infoHash: HASH_B })
@@ -243,7 +261,7 @@ test('silent peers expire after the ttl', async () => {
     assert.deepEqual(t.tracker.swarm(HASH_A.toString('hex')).peers.map((p) => p.port).sort(), [6003, 6004])
     // The sweep timer forgets the other swarm entirely: scrape of everything no longer lists it.
     await sleep(350)
-    const all: any = bencode.decode((await get(t.port, '/scrape')).body)
+    const all: any = decode((await get(t.port, '/scrape')).body)
     assert.equal(Object.keys(all.files).length, 0)
     assert.equal(t.tracker.swarm(HASH_B.toString('hex')).peers.length, 0)
   } finally {
@@ -266,15 +284,15 @@ test('scrape: one, several, none (all known), unknown hash', async () => {
     assert.deepEqual(one.body, expected)
 
     const several = await get(t.port, `/scrape?info_hash=${escapeAll(HASH_A)}&info_hash=${escapeAll(HASH_B)}&info_hash=${escapeAll(unknown)}`)
-    const files: any = bencode.decode(several.body).files
+    const files: any = decode(several.body).files
     assert.equal(Object.keys(files).length, 3)
-    assert.deepEqual(files[HASH_B.toString('hex')], { complete: 1, incomplete: 0, downloaded: 1 })
-    assert.deepEqual(files[unknown.toString('utf8')], { complete: 0, incomplete: 0, downloaded: 0 })
+    assert.deepEqual(files[bencodeKey(HASH_B)], { complete: 1, incomplete: 0, downloaded: 1 })
+    assert.deepEqual(files[bencodeKey(unknown)], { complete: 0, incomplete: 0, downloaded: 0 })
 
-    const all: any = bencode.decode((await get(t.port, '/scrape')).body)
+    const all: any = decode((await get(t.port, '/scrape')).body)
     assert.equal(Object.keys(all.files).length, 2)
 
-    const bad: any = bencode.decode((await get(t.port, '/scrape?info_hash=abc')).body)
+    const bad: any = decode((await get(t.port, '/scrape?info_hash=abc')).body)
     assert.match(failureOf(bad), /info_hash/)
   } finally {
     await t.close()
@@ -309,7 +327,7 @@ test('malformed announces get a failure reason naming the field; the server carr
     for (const [path, pattern] of cases) {
       const res = await get(t.port, path)
       assert.equal(res.status, 200, path)
-      assert.match(failureOf(bencode.decode(res.body)), pattern, path.slice(0, 120))
+      assert.match(failureOf(decode(res.body)), pattern, path.slice(0, 120))
     }
     // Beyond Node's own header limit the HTTP layer refuses, and the tracker lives on.
     const huge = await get(t.port, `/announce?${base}&port=1&pad=${'x'.repeat(20_000)}`)
@@ -317,7 +335,7 @@ test('malformed announces get a failure reason naming the field; the server carr
 
     const post = await get(t.port, announcePath({ peer: 1 }), { method: 'POST' })
     assert.equal(post.status, 405)
-    assert.match(failureOf(bencode.decode(post.body)), /method POST/)
+    assert.match(failureOf(decode(post.body)), /method POST/)
 
     const other = await get(t.port, '/announcements')
     assert.equal(other.status, 404, 'other paths are left to the caller')
@@ -338,7 +356,7 @@ test('unknown info hashes are refused when the tracker knows its torrents', asyn
     assert.equal(ok['failure reason'], undefined)
     const refused = await announceRaw(t.port, { peer: 1, infoHash: HASH_B })
     assert.match(failureOf(refused), /info_hash [0-9a-f]{40} is not served/)
-    const scraped: any = bencode.decode((await get(t.port, `/scrape?info_hash=${escapeAll(HASH_B)}`)).body)
+    const scraped: any = decode((await get(t.port, `/scrape?info_hash=${escapeAll(HASH_B)}`)).body)
     assert.equal(Object.keys(scraped.files).length, 0)
   } finally {
     await t.close()
@@ -346,7 +364,7 @@ test('unknown info hashes are refused when the tracker knows its torrents', asyn
 })
 
 test('bounds: peers per swarm and number of swarms', async () => {
-  const t = await startTracker({ maxPeersPerSwarm: 2, maxSwarms: 1 })
+  const t = await startTracker({ config: { maxPeersPerSwarm: 2, maxSwarms: 1 } })
   try {
     await announceRaw(t.port, { peer: 1 })
     await announceRaw(t.port, { peer: 2 })
@@ -372,7 +390,7 @@ test('IPv4 clients of a dual-stack listener are reported as IPv4', async (ctx) =
     assert.equal(t.tracker.swarm(HASH_A.toString('hex')).peers[0].host, '127.0.0.1')
     const v6 = await get(t.port, announcePath({ peer: 2 }), { host: '::1' }).catch(() => undefined)
     if (v6 !== undefined) {
-      const reply: any = bencode.decode(v6.body)
+      const reply: any = decode(v6.body)
       assert.deepEqual(compactToList(reply.peers), ['127.0.0.1:6001'])
       const other = await announceRaw(t.port, { peer: 1 })
       const peers6 = Buffer.from(other.peers6)
@@ -386,7 +404,7 @@ test('IPv4 clients of a dual-stack listener are reported as IPv4', async (ctx) =
 })
 
 test('constructor rejects nonsense options', () => {
-  assert.throws(() => new Tracker({ intervalSeconds: 0 }), { code: 'ERR_INVALID_ARGUMENT' })
-  assert.throws(() => new Tracker({ peerTtlSeconds: -1 }), { code: 'ERR_INVALID_ARGUMENT' })
-  assert.throws(() => new Tracker({ maxPeersPerReply: 1.5 }), { code: 'ERR_INVALID_ARGUMENT' })
+  assert.throws(() => new Tracker({ config: { intervalSeconds: 0 } }), { code: 'ERR_INVALID_ARGUMENT' })
+  assert.throws(() => new Tracker({ config: { peerTtlSeconds: -1 } }), { code: 'ERR_INVALID_ARGUMENT' })
+  assert.throws(() => new Tracker({ config: { maxPeersPerReply: 1.5 } }), { code: 'ERR_INVALID_ARGUMENT' })
 })

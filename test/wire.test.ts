@@ -6,8 +6,9 @@ import { once } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { PeerWire } from '../src/swarm/wire.ts'
 import { MESSAGE, encodeMessageHead } from '../src/swarm/wire-reader.ts'
-import { Peer, MAX_QUEUED_REQUESTS, UPLOAD_HIGH_WATER, READ_HOLD_MS, dialPeer } from '../src/swarm/peer.ts'
-import { PexExchange, PEX_INTERVAL_MS } from '../src/swarm/pex.ts'
+import { Peer, dialPeer } from '../src/swarm/peer.ts'
+import { PexExchange } from '../src/swarm/pex.ts'
+import { DEFAULT_SWARM_CONFIG } from '../src/swarm/config.ts'
 import { decodeBencode, encodeBencode, isBencodeDict } from '../src/torrent/bencode.ts'
 import { isSiError } from '../src/errors.ts'
 
@@ -15,6 +16,23 @@ const INFO_HASH = Buffer.alloc(20, 1)
 const ID_A = Buffer.alloc(20, 0xa)
 const ID_B = Buffer.alloc(20, 0xb)
 const PIECES = 16
+const { pexIntervalMs: PEX_INTERVAL_MS, readHoldMs: READ_HOLD_MS } = DEFAULT_SWARM_CONFIG
+/** A small upload queue, so that filling it takes a few dozen requests rather than thousands. */
+const QUEUE_CONFIG = { maxQueuedRequests: 64, uploadHighWaterBytes: 4 * 16384 }
+
+/** A seeding Peer over `socket` whose store never answers (requests pile up), and a bare wire unchoked by it. */
+async function stuckSeed (t: TestContext, client: Socket, inbound: Socket): Promise<{ seed: Peer; leech: PeerWire }> {
+  const seed = new Peer(inbound, { outgoing: false, config: QUEUE_CONFIG })
+  t.after(() => seed.destroy())
+  seed.wire.setPieceCount(PIECES)
+  seed.serveFrom(() => new Promise<Buffer>(() => { /* a store that never answers: requests pile up */ }), () => undefined)
+  seed.wire.handshake(INFO_HASH, ID_B)
+  const leech = bareWire(client)
+  leech.handshake(INFO_HASH, ID_A)
+  seed.wire.unchoke()
+  await once(leech, 'unchoke')
+  return { seed, leech }
+}
 
 /** A connected pair over loopback: the dialling side (made by `dial`) and the accepted one. */
 async function socketPair (t: TestContext, dial: (host: string, port: number) => Socket = (host, port) => connect(port, host)): Promise<[Socket, Socket]> {
@@ -178,17 +196,9 @@ test('a peer answers requests from its store, and a block cancelled while being 
 
 test('requests voided by our choke do not count against the queue limit once the peer asks again', async t => {
   const [client, inbound] = await socketPair(t)
-  const seed = new Peer(inbound, { outgoing: false })
-  t.after(() => seed.destroy())
-  seed.wire.setPieceCount(PIECES)
-  seed.serveFrom(() => new Promise<Buffer>(() => { /* a store that never answers: requests pile up */ }), () => undefined)
-  seed.wire.handshake(INFO_HASH, ID_B)
-  const leech = bareWire(client)
-  leech.handshake(INFO_HASH, ID_A)
-  seed.wire.unchoke()
-  await once(leech, 'unchoke')
-  // a megabyte of them is being read, the rest fill the queue to its limit
-  const total = UPLOAD_HIGH_WATER / 16384 + MAX_QUEUED_REQUESTS
+  const { seed, leech } = await stuckSeed(t, client, inbound)
+  // the high-water mark's worth of them is being read, the rest fill the queue to its limit
+  const total = QUEUE_CONFIG.uploadHighWaterBytes / 16384 + QUEUE_CONFIG.maxQueuedRequests
   let seen = 0
   seed.wire.on('request', () => { seen++ })
   for (let i = 0; i < total; i++) leech.request(i % PIECES, (i >> 4) * 16384, 16384, () => {})
@@ -201,6 +211,17 @@ test('requests voided by our choke do not count against the queue limit once the
   leech.request(0, 0, 16384, () => {})
   await once(seed.wire, 'request')
   assert.equal(seed.isClosed, false, 'the peer was not dropped for requests we voided')
+})
+
+test('a peer that queues more requests than the limit is dropped', async t => {
+  const [client, inbound] = await socketPair(t)
+  const { seed, leech } = await stuckSeed(t, client, inbound)
+  const closed = once(seed, 'close') as Promise<[Error | undefined]>
+  const total = QUEUE_CONFIG.uploadHighWaterBytes / 16384 + QUEUE_CONFIG.maxQueuedRequests + 1
+  for (let i = 0; i < total; i++) leech.request(i % PIECES, (i >> 4) * 16384, 16384, () => {})
+  const [err] = await closed
+  assert.ok(isSiError(err, 'ERR_PEER_PROTOCOL'))
+  assert.match(err.message, /more than 64 requests queued/)
 })
 
 test('PEX: the peers met since the last message go out once a minute, the ones heard are passed on once', t => {

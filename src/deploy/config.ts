@@ -2,7 +2,7 @@
 // every default here, once, with the help text --help and the README show.
 import { option, switchOption, listOption, type Values } from '../config/options.ts'
 import { decimal, hostPort, integer, nonEmpty, oneOf, rate, serverUrl, type HostPort } from '../config/values.ts'
-import { DEFAULT_MAX_CONNECTIONS } from '../swarm/swarm.ts'
+import { DEFAULT_SWARM_CONFIG } from '../swarm/config.ts'
 import { parseSeedWait, type SeedWait } from './seed-policy.ts'
 
 export const TRANSPORTS = ['bt', 'http', 'multicast', 'auto'] as const
@@ -56,7 +56,7 @@ export const DOWNLOAD_OPTIONS = {
   maxPeers: option({
     flag: 'max-peers', arg: 'N', param: 'si.max_peers', env: 'SI_MAX_PEERS',
     help: 'connections to other nodes, dialled or accepted; more are refused (the server\'s seeder is not counted)',
-    default: DEFAULT_MAX_CONNECTIONS, parse: integer(1, 10_000)
+    default: DEFAULT_SWARM_CONFIG.maxConnections, parse: integer(1, 10_000)
   }),
   stallSeconds: option({
     flag: 'stall-seconds', arg: 'N', param: 'si.stall', env: 'SI_STALL',

@@ -92,16 +92,15 @@ export async function deploySwarm (opts: SwarmDeployOptions): Promise<DeployResu
       store,
       listener,
       announceUrls: meta.announce,
-      maxConnections: opts.maxConnections,
-      uploadSlots: opts.uploadSlots,
+      config: { maxConnections: opts.maxConnections, uploadSlots: opts.uploadSlots },
       uploadLimit: opts.uploadBytesPerSecond === undefined ? undefined : new TokenBucket(opts.uploadBytesPerSecond)
     })
     const active = swarm
     active.on('warning', err => opts.emit({ type: 'warning', message: describeError(err) }))
-    active.on('peer-banned', (key: string, reason: string) => opts.emit({ type: 'warning', message: `dropped peer ${key}: ${reason}` }))
+    active.on('peer-banned', (key, reason) => opts.emit({ type: 'warning', message: `dropped peer ${key}: ${reason}` }))
     // A peer that broke the protocol or left requests unanswered is worth a line; resets of
     // peers that finished and left are routine, and a ban is reported above.
-    active.on('peer-error', (key: string, err: Error) => {
+    active.on('peer-error', (key, err) => {
       if (isSiError(err, 'ERR_PEER_PROTOCOL')) opts.emit({ type: 'warning', message: `dropped peer ${key}: ${err.message}` })
     })
     active.start()

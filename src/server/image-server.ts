@@ -49,7 +49,7 @@ export class ImageServer {
     this.repo = new ImageRepository(opts.repoDir)
     this.seeder = new Seeder(this.repo, { uploadBytesPerSecond: opts.uploadBytesPerSecond })
     this.tracker = new Tracker({
-      intervalSeconds: opts.announceIntervalSeconds,
+      config: { intervalSeconds: opts.announceIntervalSeconds },
       // The seeder never announces over HTTP: it would be seen at the loopback address.
       // Every reply instead names it at the address the node used to reach us.
       seedPeers: (infoHashHex, localAddress) => this.opts.seed !== false && this.seeder.isSeeding(infoHashHex)

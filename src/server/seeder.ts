@@ -4,32 +4,61 @@ import { EventEmitter } from 'node:events'
 import { describeError } from '../errors.ts'
 import type { ImageRepository, ImageVersion } from '../image/repository.ts'
 import { parseTorrent } from '../torrent/metainfo.ts'
+import { withDefaults, type SwarmConfig } from '../swarm/config.ts'
 import { PeerListener } from '../swarm/peer-listener.ts'
 import { PieceStore } from '../swarm/piece-store.ts'
 import { Swarm, SERVER_PEER_ID_PREFIX, newPeerId } from '../swarm/swarm.ts'
 import { TokenBucket } from '../swarm/token-bucket.ts'
 
-export const RESCAN_INTERVAL_MS = 3_000
-/** The server seeds to everyone who asks: its upload is what starts every deployment. */
-export const SERVER_UPLOAD_SLOTS = 256
-export const SERVER_MAX_CONNECTIONS = 2048
+export interface SeederConfig {
+  /** ms between looks at the repository for images added or removed. */
+  rescanIntervalMs: number
+  /**
+   * The swarms' config over the swarm defaults. The server seeds to everyone who asks: its
+   * upload is what starts every deployment, so it serves many more peers at once than a
+   * node (256 upload slots, 2048 connections; ARCHITECTURE.md, the first seeder).
+   */
+  swarm: Partial<SwarmConfig>
+}
+
+export const DEFAULT_SEEDER_CONFIG: Readonly<SeederConfig> = Object.freeze({
+  rescanIntervalMs: 3_000,
+  swarm: Object.freeze({ uploadSlots: 256, maxConnections: 2048 })
+})
+
+export interface SeederOptions {
+  /** cap on the upload of every image together, bytes per second */
+  uploadBytesPerSecond?: number
+  /** overrides of DEFAULT_SEEDER_CONFIG; `swarm` is merged over its default, field by field */
+  config?: Partial<SeederConfig>
+}
+
+export interface SeederEvents {
+  /** a fault that stops no other image's seeding (the repository, one image, the listener) */
+  warning: [err: Error]
+}
 
 interface Seeding { version: ImageVersion; swarm: Swarm }
 
-export class Seeder extends EventEmitter {
+export class Seeder extends EventEmitter<SeederEvents> {
   readonly peerId = newPeerId(SERVER_PEER_ID_PREFIX)
+  readonly config: Readonly<SeederConfig>
   private readonly repo: ImageRepository
-  private readonly listener = new PeerListener()
+  private readonly listener: PeerListener
   private readonly seeding = new Map<string, Seeding>()
   private timer: NodeJS.Timeout | undefined
   private scanning: Promise<void> | undefined
   private stopped = false
   private readonly uploadLimit: TokenBucket | undefined
 
-  constructor (repo: ImageRepository, opts: { uploadBytesPerSecond?: number } = {}) {
+  constructor (repo: ImageRepository, opts: SeederOptions = {}) {
     super()
     this.repo = repo
+    const config = withDefaults(DEFAULT_SEEDER_CONFIG, opts.config)
+    this.config = { ...config, swarm: withDefaults<Partial<SwarmConfig>>(DEFAULT_SEEDER_CONFIG.swarm, opts.config?.swarm) }
     this.uploadLimit = opts.uploadBytesPerSecond === undefined ? undefined : new TokenBucket(opts.uploadBytesPerSecond)
+    // The peers that dial in are built with the listener's config: the same as the swarms'.
+    this.listener = new PeerListener({ config: this.config.swarm })
     this.listener.on('warning', err => this.emit('warning', err))
   }
 
@@ -38,7 +67,7 @@ export class Seeder extends EventEmitter {
   async start (host: string, port: number): Promise<void> {
     await this.listener.start(host, port)
     await this.rescan()
-    this.timer = setInterval(() => { void this.rescan() }, RESCAN_INTERVAL_MS)
+    this.timer = setInterval(() => { void this.rescan() }, this.config.rescanIntervalMs)
     this.timer.unref()
   }
 
@@ -80,7 +109,7 @@ export class Seeder extends EventEmitter {
     try {
       versions = await this.repo.list()
     } catch (err) {
-      this.emit('warning', err)
+      this.emit('warning', err instanceof Error ? err : new Error(describeError(err)))
       return
     }
     const present = new Set(versions.map(v => v.infoHashHex))
@@ -102,15 +131,14 @@ export class Seeder extends EventEmitter {
 
   private async seed (version: ImageVersion): Promise<void> {
     const meta = parseTorrent(await this.repo.readTorrent(version))
-    const store = await PieceStore.openComplete(version.tarPath, meta)
+    const store = await PieceStore.openComplete(version.tarPath, meta, this.config.swarm)
     const swarm = new Swarm({
       infoHash: meta.infoHash,
       peerId: this.peerId,
       store,
       listener: this.listener,
       announceUrls: [],
-      uploadSlots: SERVER_UPLOAD_SLOTS,
-      maxConnections: SERVER_MAX_CONNECTIONS,
+      config: this.config.swarm,
       uploadLimit: this.uploadLimit,
       superSeed: true
     })

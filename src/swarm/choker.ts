@@ -2,9 +2,7 @@
 // there is no tit-for-tat: every interested peer is unchoked while the slots allow, and
 // when there are more interested peers than slots, the slots rotate so that nobody waits
 // for long (longest-waiting first), which keeps the swarm's pieces spreading evenly.
-
-export const DEFAULT_UPLOAD_SLOTS = 64
-export const ROTATE_AFTER_MS = 10_000
+import { DEFAULT_SWARM_CONFIG } from './config.ts'
 
 export interface ChokeCandidate {
   id: string
@@ -16,7 +14,8 @@ export interface ChokeCandidate {
   waitingSince: number
 }
 
-export function selectUnchoked (candidates: ChokeCandidate[], slots: number, now: number, rotateAfterMs = ROTATE_AFTER_MS): Set<string> {
+/** `rotateAfterMs`: SwarmConfig.rotateAfterMs. */
+export function selectUnchoked (candidates: ChokeCandidate[], slots: number, now: number, rotateAfterMs = DEFAULT_SWARM_CONFIG.rotateAfterMs): Set<string> {
   const interested = candidates.filter(c => c.interested)
   if (interested.length <= slots) return new Set(interested.map(c => c.id))
 

@@ -1,10 +1,6 @@
-// Remembers peers that closed our connection before answering the handshake: on a cluster
-// that is a node whose connection limit is full, and dialling it again at every rechoke
-// would only cost both sides a TCP handshake. Each refusal doubles the wait, up to a cap,
-// so a node that frees a slot later is still found.
-
-export const FIRST_RETRY_MS = 5_000
-export const MAX_RETRY_MS = 60_000
+// Remembers peers that closed our connection before answering the handshake, and how long
+// to wait before dialling each again (why: SwarmConfig.dialFirstRetryMs).
+import { swarmConfig, type DialBackoffConfig } from './config.ts'
 
 interface Refusal {
   count: number
@@ -13,10 +9,15 @@ interface Refusal {
 
 export class DialBackoff {
   private readonly refusals = new Map<string, Refusal>()
+  private readonly config: Readonly<DialBackoffConfig>
+
+  constructor (config?: Partial<DialBackoffConfig>) {
+    this.config = swarmConfig(config)
+  }
 
   refused (key: string, now = Date.now()): void {
     const count = (this.refusals.get(key)?.count ?? 0) + 1
-    const wait = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** (count - 1))
+    const wait = Math.min(this.config.dialMaxRetryMs, this.config.dialFirstRetryMs * 2 ** (count - 1))
     this.refusals.set(key, { count, retryAt: now + wait })
   }
 

@@ -5,19 +5,33 @@ import { createServer, type Server, type Socket } from 'node:net'
 import { EventEmitter } from 'node:events'
 import { SiError } from '../errors.ts'
 import { Peer, PEER_SOCKET_READ_BUFFER } from './peer.ts'
-
-export const MAX_PENDING_HANDSHAKES = 256
+import { swarmConfig, type ListenerConfig } from './config.ts'
 
 export interface IncomingPeerHandler {
   /** Takes over a handshaken incoming peer; the handler answers the handshake. */
   adoptIncoming (peer: Peer): void
 }
 
-export class PeerListener extends EventEmitter {
+export interface PeerListenerEvents {
+  /** the listening socket failed after it was up */
+  warning: [err: Error]
+}
+
+/**
+ * The peers that dial in are built with this listener's config (one listener serves many
+ * swarms): give it the same peer-level overrides as the swarms behind it.
+ */
+export class PeerListener extends EventEmitter<PeerListenerEvents> {
   private server: Server | undefined
   private readonly torrents = new Map<string, IncomingPeerHandler>()
   private readonly pending = new Set<Peer>()
+  private readonly config: Readonly<ListenerConfig>
   port = 0
+
+  constructor (opts: { config?: Partial<ListenerConfig> } = {}) {
+    super()
+    this.config = swarmConfig(opts.config)
+  }
 
   register (infoHashHex: string, handler: IncomingPeerHandler): void {
     this.torrents.set(infoHashHex, handler)
@@ -51,11 +65,11 @@ export class PeerListener extends EventEmitter {
   }
 
   private onConnection (socket: Socket): void {
-    if (this.pending.size >= MAX_PENDING_HANDSHAKES) {
+    if (this.pending.size >= this.config.maxPendingHandshakes) {
       socket.destroy()
       return
     }
-    const peer = new Peer(socket, { outgoing: false })
+    const peer = new Peer(socket, { outgoing: false, config: this.config })
     this.pending.add(peer)
     peer.awaitHandshake(infoHashHex => {
       const handler = this.torrents.get(infoHashHex)

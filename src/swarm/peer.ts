@@ -4,26 +4,15 @@ import { EventEmitter } from 'node:events'
 import { connect, type NetConnectOpts, type Socket } from 'node:net'
 import { SiError, describeError } from '../errors.ts'
 import { PeerWire } from './wire.ts'
-import { MAX_BLOCK_LENGTH, type Handshake } from './wire-reader.ts'
+import { MAX_BLOCK_LENGTH } from './wire-reader.ts'
 import { RateMeter } from './rate-meter.ts'
 import type { TokenBucket } from './token-bucket.ts'
+import { swarmConfig, type PeerConfig } from './config.ts'
 
-/** Bytes of answered blocks allowed to wait in user space for the socket. */
-export const UPLOAD_HIGH_WATER = 1024 * 1024
-/** A peer asking for more blocks at once than this is misbehaving. */
-export const MAX_QUEUED_REQUESTS = 2048
-export const HANDSHAKE_TIMEOUT_MS = 10_000
 /**
- * While blocks stream in below the CPU's speed, every TCP segment would wake the process
- * on its own (about 860 a second at 10 Mbit/s). A read smaller than READ_HOLD_BELOW_BYTES
- * on a connection we await blocks from pauses its reads for READ_HOLD_MS, so that the
- * next read takes what arrived meanwhile in one go; the kernel acknowledges the data all
- * the same, so the transfer does not slow. Control messages are not held: with no
- * request outstanding, reads are served at once.
+ * Readable buffer of a peer socket: one chunk, so that a paused socket stops reading
+ * (the read hold, SwarmConfig.readHoldMs, relies on it).
  */
-export const READ_HOLD_MS = 10
-export const READ_HOLD_BELOW_BYTES = 16 * 1024
-/** Readable buffer of a peer socket: one chunk, so that a paused socket stops reading. */
 export const PEER_SOCKET_READ_BUFFER = 1
 
 export type ReadBlock = (index: number, offset: number, length: number) => Promise<Buffer>
@@ -37,7 +26,7 @@ interface QueuedRequest {
   cancelled: boolean
 }
 
-/** Opens a connection to a peer with the read buffer READ_HOLD_MS relies on. */
+/** Opens a connection to a peer with the read buffer the read hold relies on. */
 export function dialPeer (host: string, port: number): Socket {
   // net.Socket hands its options to stream.Duplex, which honours readableHighWaterMark;
   // @types/node leaves it out of NetConnectOpts.
@@ -45,7 +34,12 @@ export function dialPeer (host: string, port: number): Socket {
   return connect(options)
 }
 
-export class Peer extends EventEmitter {
+export interface PeerEvents {
+  /** the connection is gone; `err` says why when it was not an orderly close */
+  close: [err?: Error]
+}
+
+export class Peer extends EventEmitter<PeerEvents> {
   readonly socket: Socket
   readonly wire: PeerWire
   readonly outgoing: boolean
@@ -54,12 +48,10 @@ export class Peer extends EventEmitter {
   listenPort: number | undefined
   id = ''
   readonly downloadRate = new RateMeter()
-  readonly uploadRate = new RateMeter()
   /** blocks we asked for and have not received */
   outstanding = 0
   unchokedSince = 0
   waitingSince = Date.now()
-  hashFailures = 0
   private readonly uploads: QueuedRequest[] = []
   /** requests being read from the store, so that a cancel can still stop their answer */
   private readonly reading = new Set<QueuedRequest>()
@@ -69,14 +61,16 @@ export class Peer extends EventEmitter {
   private throttleTimer: NodeJS.Timeout | undefined
   private readHoldTimer: NodeJS.Timeout | undefined
   private closed = false
+  private readonly config: Readonly<PeerConfig>
 
-  constructor (socket: Socket, opts: { outgoing: boolean; listenPort?: number }) {
+  constructor (socket: Socket, opts: { outgoing: boolean; listenPort?: number; config?: Partial<PeerConfig> }) {
     super()
     this.socket = socket
     this.outgoing = opts.outgoing
     this.remoteHost = normaliseHost(socket.remoteAddress ?? '')
     this.listenPort = opts.listenPort
-    this.wire = new PeerWire(socket)
+    this.config = swarmConfig(opts.config)
+    this.wire = new PeerWire(socket, this.config)
     socket.setNoDelay(true)
     socket.on('data', (chunk: Buffer) => {
       try {
@@ -85,16 +79,15 @@ export class Peer extends EventEmitter {
         this.destroy(err instanceof Error ? err : new SiError('ERR_PEER_PROTOCOL', String(err)))
         return
       }
-      if (chunk.length < READ_HOLD_BELOW_BYTES && this.outstanding > 0) this.holdReads()
+      if (chunk.length < this.config.readHoldBelowBytes && this.outstanding > 0) this.holdReads()
     })
     socket.on('error', (err: Error) => this.destroy(err))
     socket.on('close', () => this.destroy())
     socket.on('drain', () => this.pump())
-    this.wire.on('download', (n: number) => this.downloadRate.add(n))
-    this.wire.on('upload', (n: number) => this.uploadRate.add(n))
-    this.wire.on('request', (index: number, offset: number, length: number) => this.onRequest(index, offset, length))
+    this.wire.on('download', n => this.downloadRate.add(n))
+    this.wire.on('request', (index, offset, length) => this.onRequest(index, offset, length))
     // A cancelled block is not read from disk at all, nor sent if its read is under way.
-    this.wire.on('cancel', (index: number, offset: number, length: number) => this.cancelUpload(index, offset, length))
+    this.wire.on('cancel', (index, offset, length) => this.cancelUpload(index, offset, length))
     this.wire.on('extended-handshake', () => {
       const p = this.wire.peerExtendedHandshake.p
       if (typeof p === 'number' && Number.isInteger(p) && p > 0 && p < 65536 && this.listenPort === undefined) this.listenPort = p
@@ -123,10 +116,10 @@ export class Peer extends EventEmitter {
       clearTimeout(timer)
       settled()
     }
-    const timer = setTimeout(() => this.destroy(new SiError('ERR_PEER_PROTOCOL', 'no handshake in time')), HANDSHAKE_TIMEOUT_MS)
+    const timer = setTimeout(() => this.destroy(new SiError('ERR_PEER_PROTOCOL', 'no handshake in time')), this.config.handshakeTimeoutMs)
     timer.unref()
     this.once('close', settle)
-    this.wire.once('handshake', (h: Handshake) => {
+    this.wire.once('handshake', h => {
       settle()
       if (!this.closed) onHandshake(h.infoHash.toString('hex'))
     })
@@ -150,7 +143,7 @@ export class Peer extends EventEmitter {
     this.readHoldTimer = setTimeout(() => {
       this.readHoldTimer = undefined
       if (!this.closed) this.socket.resume()
-    }, READ_HOLD_MS)
+    }, this.config.readHoldMs)
   }
 
   private validateRequest: (index: number, offset: number, length: number) => string | undefined = () => 'no torrent yet'
@@ -162,9 +155,10 @@ export class Peer extends EventEmitter {
       return
     }
     // Requests voided by a choke of ours stay queued until the pump reaches them: not the peer's fault.
-    if (this.uploads.length >= MAX_QUEUED_REQUESTS) this.dropVoid()
-    if (this.uploads.length >= MAX_QUEUED_REQUESTS) {
-      this.destroy(new SiError('ERR_PEER_PROTOCOL', `peer has more than ${MAX_QUEUED_REQUESTS} requests queued`))
+    const maxQueued = this.config.maxQueuedRequests
+    if (this.uploads.length >= maxQueued) this.dropVoid()
+    if (this.uploads.length >= maxQueued) {
+      this.destroy(new SiError('ERR_PEER_PROTOCOL', `peer has more than ${maxQueued} requests queued`))
       return
     }
     this.uploads.push({ index, offset, length, chokeCount: this.wire.chokeCount, cancelled: false })
@@ -192,7 +186,7 @@ export class Peer extends EventEmitter {
   private pump (): void {
     const readBlock = this.readBlock
     if (readBlock === undefined || this.throttleTimer !== undefined) return
-    while (!this.closed && this.uploads.length > 0 && this.socket.writableLength + this.readingBytes < UPLOAD_HIGH_WATER) {
+    while (!this.closed && this.uploads.length > 0 && this.socket.writableLength + this.readingBytes < this.config.uploadHighWaterBytes) {
       const req = this.uploads[0]
       if (this.isVoid(req)) { this.uploads.shift(); continue }
       if (this.uploadLimit !== undefined && !this.uploadLimit.tryTake(req.length)) {

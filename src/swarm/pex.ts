@@ -4,32 +4,36 @@ import { EventEmitter } from 'node:events'
 import { SiError } from '../errors.ts'
 import { decodeBencode, encodeBencode, isBencodeDict } from '../torrent/bencode.ts'
 import { COMPACT_IPV4_LENGTH, COMPACT_IPV6_LENGTH, decodeCompactPeers, encodeCompactPeers, type PeerAddress } from '../torrent/compact-peers.ts'
+import { swarmConfig, type PexConfig } from './config.ts'
 
-/** BEP 11: no more than one message a minute each way. */
-export const PEX_INTERVAL_MS = 65_000
-/** A message arriving sooner than this after the last one is ignored. */
-const PEX_MIN_RECEIVE_INTERVAL_MS = 50_000
 /** BEP 11: at most 50 added and 50 dropped peers per message. */
 export const PEX_MAX_PEERS = 50
+/** Far above 50 + 50 addresses with their flags: anything longer is not PEX. */
 const MAX_PEX_MESSAGE_BYTES = 64 * 1024
 
 function keyOf (a: PeerAddress): string { return `${a.host}:${a.port}` }
 
+export interface PexEvents {
+  /** an address the remote side named for the first time */
+  peer: [addr: PeerAddress]
+}
+
 /**
- * Emits 'peer' (PeerAddress) for each new address the remote side names. Nothing goes
- * out until `start`, and only through `send`, which the wire points at the peer's
- * ut_pex id once its extended handshake names one.
+ * Nothing goes out until `start`, and only through `send`, which the wire points at the
+ * peer's ut_pex id once its extended handshake names one.
  */
-export class PexExchange extends EventEmitter {
+export class PexExchange extends EventEmitter<PexEvents> {
   private readonly added = new Map<string, PeerAddress>()
   private readonly dropped = new Map<string, PeerAddress>()
   /** addresses the remote side told us about: never sent back to it */
   private readonly heard = new Set<string>()
   private timer: NodeJS.Timeout | undefined
   private lastReceivedAt = -Infinity
+  private readonly config: Readonly<PexConfig>
 
-  constructor (private readonly send: (payload: Buffer) => void) {
+  constructor (private readonly send: (payload: Buffer) => void, config?: Partial<PexConfig>) {
     super()
+    this.config = swarmConfig(config)
   }
 
   addPeer (addr: PeerAddress): void {
@@ -47,7 +51,7 @@ export class PexExchange extends EventEmitter {
 
   start (): void {
     if (this.timer !== undefined) return
-    this.timer = setInterval(() => this.flush(), PEX_INTERVAL_MS)
+    this.timer = setInterval(() => this.flush(), this.config.pexIntervalMs)
     this.timer.unref()
   }
 
@@ -58,7 +62,7 @@ export class PexExchange extends EventEmitter {
 
   /** A ut_pex message from the remote side; throws ERR_PEER_PROTOCOL if it is malformed. */
   receive (payload: Buffer, now = Date.now()): void {
-    if (now - this.lastReceivedAt < PEX_MIN_RECEIVE_INTERVAL_MS) return
+    if (now - this.lastReceivedAt < this.config.pexMinReceiveIntervalMs) return
     this.lastReceivedAt = now
     const fail = (problem: string): never => { throw new SiError('ERR_PEER_PROTOCOL', `peer sent a bad PEX message: ${problem}`) }
     let message

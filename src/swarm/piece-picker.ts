@@ -7,15 +7,10 @@
 // finished before new ones are started, so pieces become shareable quickly. When every
 // missing block is already requested, endgame lets a block be requested from a second peer.
 
+import { swarmConfig, type PickerConfig } from './config.ts'
+
+/** The block every client requests (BEP 3 practice; MAX_BLOCK_LENGTH is what we accept). */
 export const BLOCK_SIZE = 16 * 1024
-export const RANDOM_FIRST_PIECES = 4
-export const ENDGAME_REQUESTS_PER_BLOCK = 2
-/**
- * In endgame a block is asked of a second peer only once its first request is this old
- * (at least; the swarm stretches it for a peer whose queue is long for its rate): deep
- * request queues on a LAN would otherwise duplicate most of the last pieces.
- */
-export const ENDGAME_AFTER_MS = 2_000
 
 export interface BlockRequest { index: number; offset: number; length: number }
 
@@ -54,13 +49,23 @@ export class PiecePicker {
   private lastPickInEndgame = false
   private readonly random: () => number
   private readonly now: () => number
-  private readonly endgameAfterMs: (requesters: Set<string>) => number
+  private readonly endgameWait: (requesters: Set<string>) => number
+  private readonly config: Readonly<PickerConfig>
 
   /**
-   * `endgameAfterMs` tells how long the peers already asked for a block may take before a
-   * second peer is asked too: a busy peer's queue takes longer to drain than an idle one's.
+   * `endgameWait` tells how long the peers already asked for a block may take before a
+   * second peer is asked too (a busy peer's queue takes longer to drain than an idle
+   * one's); without it, `config.endgameAfterMs` for every block.
    */
-  constructor (opts: { pieceCount: number; pieceLength: number; totalLength: number; random?: () => number; now?: () => number; endgameAfterMs?: number | ((requesters: Set<string>) => number) }) {
+  constructor (opts: {
+    pieceCount: number
+    pieceLength: number
+    totalLength: number
+    random?: () => number
+    now?: () => number
+    endgameWait?: (requesters: Set<string>) => number
+    config?: Partial<PickerConfig>
+  }) {
     this.pieceCount = opts.pieceCount
     this.pieceLength = opts.pieceLength
     this.totalLength = opts.totalLength
@@ -68,8 +73,9 @@ export class PiecePicker {
     this.availability = new Uint32Array(opts.pieceCount)
     this.random = opts.random ?? Math.random
     this.now = opts.now ?? (() => performance.now())
-    const after = opts.endgameAfterMs ?? ENDGAME_AFTER_MS
-    this.endgameAfterMs = typeof after === 'number' ? () => after : after
+    this.config = swarmConfig(opts.config)
+    const after = this.config.endgameAfterMs
+    this.endgameWait = opts.endgameWait ?? (() => after)
   }
 
   get completed (): number { return this.haveCount }
@@ -271,8 +277,8 @@ export class PiecePicker {
       const requesters = piece.requesters[block]
       const count = requesters?.size ?? 0
       if (endgame
-        ? (count >= ENDGAME_REQUESTS_PER_BLOCK || requesters?.has(peer) === true ||
-            (requesters !== undefined && count > 0 && now - piece.requestedAt[block] < this.endgameAfterMs(requesters)))
+        ? (count >= this.config.endgameRequestsPerBlock || requesters?.has(peer) === true ||
+            (requesters !== undefined && count > 0 && now - piece.requestedAt[block] < this.endgameWait(requesters)))
         : count > 0) continue
       const set = requesters ?? new Set<string>()
       set.add(peer)
@@ -286,7 +292,7 @@ export class PiecePicker {
   private chooseNewPiece (peerHas: (index: number) => boolean): number {
     const n = this.pieceCount
     const start = Math.floor(this.random() * n)
-    const randomPhase = this.haveCount < RANDOM_FIRST_PIECES
+    const randomPhase = this.haveCount < this.config.randomFirstPieces
     let best = -1
     let bestAvailability = Infinity
     for (let k = 0; k < n; k++) {

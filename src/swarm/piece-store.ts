@@ -5,9 +5,7 @@ import { EventEmitter } from 'node:events'
 import { createHash } from 'node:crypto'
 import { open, type FileHandle } from 'node:fs/promises'
 import { SiError } from '../errors.ts'
-
-/** Pieces kept in memory for uploads: peers ask for a piece's blocks one after another. */
-export const READ_CACHE_PIECES = 16
+import { swarmConfig, type PieceStoreConfig } from './config.ts'
 
 export interface PieceLayout {
   length: number
@@ -16,38 +14,43 @@ export interface PieceLayout {
   pieceHashes: Buffer[]
 }
 
-export class PieceStore extends EventEmitter {
+export interface PieceStoreEvents {
+  verified: [index: number]
+  closed: []
+}
+
+export class PieceStore extends EventEmitter<PieceStoreEvents> {
   readonly layout: PieceLayout
   readonly path: string
   private readonly file: FileHandle
   private readonly have: Uint8Array
-  private haveCount: number
   private readonly assembling = new Map<number, Buffer>()
   private readonly readCache = new Map<number, Promise<Buffer>>()
   private closed = false
+  private readonly config: Readonly<PieceStoreConfig>
 
-  private constructor (path: string, file: FileHandle, layout: PieceLayout, complete: boolean) {
+  private constructor (path: string, file: FileHandle, layout: PieceLayout, complete: boolean, config: Partial<PieceStoreConfig> | undefined) {
     super()
     this.path = path
     this.file = file
     this.layout = layout
+    this.config = swarmConfig(config)
     this.have = new Uint8Array(layout.pieceCount).fill(complete ? 1 : 0)
-    this.haveCount = complete ? layout.pieceCount : 0
   }
 
   /** A complete payload already on disk (the server's image, or a seed's own copy). */
-  static async openComplete (path: string, layout: PieceLayout): Promise<PieceStore> {
+  static async openComplete (path: string, layout: PieceLayout, config?: Partial<PieceStoreConfig>): Promise<PieceStore> {
     const file = await openOrFail(path, 'r')
     const { size } = await file.stat()
     if (size !== layout.length) {
       await file.close()
       throw new SiError('ERR_STAGING', `${path} holds ${size} bytes, the torrent describes ${layout.length}`)
     }
-    return new PieceStore(path, file, layout, true)
+    return new PieceStore(path, file, layout, true, config)
   }
 
   /** An empty staging file that downloaded pieces are written into. */
-  static async createStaging (path: string, layout: PieceLayout): Promise<PieceStore> {
+  static async createStaging (path: string, layout: PieceLayout, config?: Partial<PieceStoreConfig>): Promise<PieceStore> {
     // wx+: never take over a file someone else is staging into.
     const file = await openOrFail(path, 'wx+')
     try {
@@ -56,11 +59,9 @@ export class PieceStore extends EventEmitter {
       await file.close()
       throw new SiError('ERR_STAGING', `cannot size staging file ${path} to ${layout.length} bytes: ${(err as Error).message}`, { cause: err })
     }
-    return new PieceStore(path, file, layout, false)
+    return new PieceStore(path, file, layout, false, config)
   }
 
-  get completed (): number { return this.haveCount }
-  get isComplete (): boolean { return this.haveCount === this.layout.pieceCount }
   has (index: number): boolean { return this.have[index] === 1 }
 
   pieceSize (index: number): number {
@@ -102,7 +103,6 @@ export class PieceStore extends EventEmitter {
     await this.file.write(buf, 0, buf.length, index * this.layout.pieceLength)
     if (this.closed || this.have[index] === 1) return { verified: true, data: buf }
     this.have[index] = 1
-    this.haveCount++
     this.cachePiece(index, Promise.resolve(buf))
     this.emit('verified', index)
     return { verified: true, data: buf }
@@ -158,7 +158,7 @@ export class PieceStore extends EventEmitter {
 
   private cachePiece (index: number, p: Promise<Buffer>): void {
     this.readCache.set(index, p)
-    while (this.readCache.size > READ_CACHE_PIECES) {
+    while (this.readCache.size > this.config.readCachePieces) {
       const oldest = this.readCache.keys().next().value as number
       this.readCache.delete(oldest)
     }

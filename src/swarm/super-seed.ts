@@ -17,22 +17,17 @@
 // filled its share with pieces it already had and the seed stopped revealing.
 //
 // No peer may lead the least-served peer still fetching from the seed by more than
-// `MAX_SHARE_LEAD` pieces. Without it the seed's pieces went to the nodes at the pace each
-// finished its offers, and that pace fed itself: a node holding many unique pieces is
-// asked for them by everyone, sends more than it receives from its peers, so its download
-// link has room for the seed's flow, which brings it more unique pieces. At N=4 and 8 one
-// node got up to 0.76 F from the seed while others got 0.05 F, and that node often
-// finished last. Only peers with a live offer count (one that holds every piece has none),
-// so a peer that stopped asking cannot hold the others back.
+// `superSeedMaxShareLead` pieces. Without it the seed's pieces went to the nodes at the
+// pace each finished its offers, and that pace fed itself: a node holding many unique
+// pieces is asked for them by everyone, sends more than it receives from its peers, so its
+// download link has room for the seed's flow, which brings it more unique pieces (the
+// figures: SwarmConfig.superSeedMaxShareLead). Only peers with a live offer count (one
+// that holds every piece has none), so a peer that stopped asking cannot hold the others
+// back.
 //
-// A peer that has had no such offer for `STARVED_AFTER_MS` is shown pieces that other
-// peers hold too, rarest first: it may be cut off from those peers (seen once: a node of
-// a second wave left with the server as its only peer, shown nothing for two minutes).
-// In a healthy swarm no trial's tail comes near that long, so it costs no server bytes.
-export const REVEALED_PER_PEER = 2
-export const STALE_OFFER_MS = 3_000
-export const STARVED_AFTER_MS = 20_000
-export const MAX_SHARE_LEAD = 4
+// A peer that has had no such offer for `superSeedStarvedAfterMs` is shown pieces that
+// other peers hold too, rarest first (why: SwarmConfig.superSeedStarvedAfterMs).
+import { swarmConfig, type SuperSeedConfig } from './config.ts'
 
 export interface SeedCandidate {
   id: string
@@ -56,12 +51,14 @@ export class SuperSeed {
   private readonly records = new Map<string, PeerRecord>()
   private readonly random: () => number
   private readonly now: () => number
+  private readonly config: Readonly<SuperSeedConfig>
 
-  constructor (pieceCount: number, opts: { random?: () => number; now?: () => number } = {}) {
+  constructor (pieceCount: number, opts: { random?: () => number; now?: () => number; config?: Partial<SuperSeedConfig> } = {}) {
     this.inFlight = new Uint16Array(pieceCount)
     this.offeredAt = new Float64Array(pieceCount)
     this.random = opts.random ?? Math.random
     this.now = opts.now ?? (() => performance.now())
+    this.config = swarmConfig(opts.config)
   }
 
   /**
@@ -74,7 +71,7 @@ export class SuperSeed {
     const entries = candidates.map(c => ({ c, r: this.record(c.id) }))
     for (const { c, r } of entries) for (const i of r.pending) if (c.has(i)) this.release(c.id, i)
     let live = this.liveOffers(now)
-    const perPeer = Math.max(REVEALED_PER_PEER, Math.floor(capacity / Math.max(1, candidates.length)))
+    const perPeer = Math.max(this.config.superSeedOffersPerPeer, Math.floor(capacity / Math.max(1, candidates.length)))
     entries.sort((a, b) => a.r.revealed - b.r.revealed || a.r.lastOfferAt - b.r.lastOfferAt)
     const pace = this.pace(entries, now)
     const out: Offer[] = []
@@ -84,10 +81,10 @@ export class SuperSeed {
       for (const { c, r } of entries) {
         if (live >= capacity) break
         if (this.livePending(r, now) >= perPeer) continue
-        if (r.revealed >= pace + MAX_SHARE_LEAD) continue
+        if (r.revealed >= pace + this.config.superSeedMaxShareLead) continue
         let index = this.choosePiece(c, r, copies, now)
         if (index >= 0) r.lastUniqueOfferAt = now
-        else if (now - r.lastUniqueOfferAt >= STARVED_AFTER_MS) index = this.chooseHeldPiece(c, r, copies, now)
+        else if (now - r.lastUniqueOfferAt >= this.config.superSeedStarvedAfterMs) index = this.chooseHeldPiece(c, r, copies, now)
         if (index < 0) continue
         this.inFlight[index]++
         this.offeredAt[index] = now
@@ -142,7 +139,7 @@ export class SuperSeed {
 
   private livePending (record: PeerRecord, now: number): number {
     let live = 0
-    for (const i of record.pending) if (now - this.offeredAt[i] < STALE_OFFER_MS) live++
+    for (const i of record.pending) if (now - this.offeredAt[i] < this.config.superSeedStaleOfferMs) live++
     return live
   }
 
@@ -173,6 +170,6 @@ export class SuperSeed {
   /** The peer lacks the piece, it is not on offer to the peer yet, and no live offer of it is out. */
   private isOfferable (c: SeedCandidate, r: PeerRecord, i: number, now: number): boolean {
     if (c.has(i) || r.pending.has(i)) return false
-    return this.inFlight[i] === 0 || now - this.offeredAt[i] >= STALE_OFFER_MS
+    return this.inFlight[i] === 0 || now - this.offeredAt[i] >= this.config.superSeedStaleOfferMs
   }
 }

@@ -1,26 +1,17 @@
 import { EventEmitter } from 'node:events'
 import { performance } from 'node:perf_hooks'
-import bencode from 'bencode'
 import { SiError, isSiError } from '../errors.ts'
 import { httpRequest } from '../http-client.ts'
+import { bencodeKey, decodeFirstBencodeValue, isBencodeDict, type BencodeDict, type BencodeValue } from '../torrent/bencode.ts'
 import { decodeCompactPeers, type PeerAddress } from '../torrent/compact-peers.ts'
+import { DEFAULT_SWARM_CONFIG, swarmConfig, type TrackerClientConfig } from './config.ts'
 
 const HASH_LENGTH = 20
 const MAX_PORT = 65535
-// Bounded so a confused or hostile server cannot hold the agent's memory: 200 peers in
-// the dictionary form are about 20 KiB.
-const MAX_REPLY_BYTES = 256 * 1024
+/** Failure reasons and warnings are cut to this many characters. */
 const MAX_TEXT_LENGTH = 1024
-const ANNOUNCE_TIMEOUT_MS = 10_000
-// Leaving must never delay a node's reboot by more than a moment.
-const STOP_TIMEOUT_MS = 1_000
-// Used for announceNow() until the tracker has said what its min interval is.
-const DEFAULT_MIN_INTERVAL_SECONDS = 5
-// Retry soon (a tracker restart is brief), but spread out: a thousand nodes that lost
-// the tracker together must not come back in lockstep.
-const BACKOFF_INITIAL_MS = 2_000
-const BACKOFF_MAX_MS = 60_000
-const BACKOFF_JITTER = 0.25
+/** Failed announces double their wait at most this many times (the cap is reached long before). */
+const MAX_BACKOFF_DOUBLINGS = 16
 const UNRESERVED = /^[A-Za-z0-9\-._~]$/
 
 export interface AnnounceParams {
@@ -47,7 +38,13 @@ export interface AnnounceResult {
 
 export interface ScrapeResult { complete: number; incomplete: number; downloaded: number }
 
-export interface RequestOptions { signal?: AbortSignal; timeoutMs?: number }
+export interface RequestOptions {
+  signal?: AbortSignal
+  /** default SwarmConfig.announceTimeoutMs */
+  timeoutMs?: number
+  /** default SwarmConfig.maxTrackerReplyBytes */
+  maxReplyBytes?: number
+}
 
 /** One BEP 3 announce; the reply is validated, any fault is an SiError naming the URL. */
 export async function announce (announceUrl: string, params: AnnounceParams, opts: RequestOptions = {}): Promise<AnnounceResult> {
@@ -75,15 +72,14 @@ export async function scrape (announceUrl: string, infoHash: Uint8Array, opts: R
   const scrapeUrl = scrapeUrlFor(announceUrl)
   const body = await fetchReply(scrapeUrl, withQuery(scrapeUrl, [`info_hash=${percentEncode(infoHash)}`]), opts)
   const reply = decodeReply(body, scrapeUrl)
-  const files: unknown = reply.files
-  if (!isDict(files)) throw replyError(scrapeUrl, 'scrape reply has no files dictionary')
-  // The bencode package turns binary keys into text when they are valid UTF-8, else into hex.
-  const hex = Buffer.from(infoHash).toString('hex')
-  const key = Object.keys(files).find((k) => k === hex || Buffer.from(k, 'utf8').equals(infoHash))
+  const files = reply.files
+  if (!isBencodeDict(files)) throw replyError(scrapeUrl, 'scrape reply has no files dictionary')
+  // `files` is keyed by the raw 20-byte hash (BEP 48), which the decoder keeps byte for byte.
+  const key = bencodeKey(infoHash)
   // BEP 48: a torrent the tracker does not know is simply absent.
-  if (key === undefined) return { complete: 0, incomplete: 0, downloaded: 0 }
-  const entry: unknown = files[key]
-  if (!isDict(entry)) throw replyError(scrapeUrl, 'scrape entry is not a dictionary')
+  if (!Object.hasOwn(files, key)) return { complete: 0, incomplete: 0, downloaded: 0 }
+  const entry = files[key]
+  if (!isBencodeDict(entry)) throw replyError(scrapeUrl, 'scrape entry is not a dictionary')
   return {
     complete: optionalCount(entry, 'complete', scrapeUrl) ?? 0,
     incomplete: optionalCount(entry, 'incomplete', scrapeUrl) ?? 0,
@@ -109,18 +105,24 @@ export interface TrackerClientOptions {
   peerId: Uint8Array
   port: number
   getStats: () => { uploaded: number; downloaded: number; left: number }
-  /** Announce every N seconds whatever the tracker says (still no faster than its min interval). */
-  intervalOverrideSeconds?: number
+  config?: Partial<TrackerClientConfig>
+}
+
+export interface TrackerClientEvents {
+  announce: [result: AnnounceResult]
+  /** the peers of a reply that named any */
+  peers: [peers: PeerAddress[]]
+  warning: [err: SiError]
 }
 
 /**
- * Keeps this peer announced to its trackers. Emits 'announce' (AnnounceResult),
- * 'peers' (PeerAddress[], when the reply has any) and 'warning' (SiError). Never
- * 'error': a tracker fault must not be able to crash the agent, the swarm goes on
- * through PEX, LSD and DHT.
+ * Keeps this peer announced to its trackers. Never emits 'error': a tracker fault must not
+ * be able to crash the agent, the swarm goes on through PEX (LSD and DHT, which would also
+ * find peers without a tracker, are not built).
  */
-export class TrackerClient extends EventEmitter {
+export class TrackerClient extends EventEmitter<TrackerClientEvents> {
   private readonly opts: TrackerClientOptions
+  private readonly config: Readonly<TrackerClientConfig>
   private preferred = 0
   private timer: NodeJS.Timeout | undefined
   private timerAt = Infinity
@@ -139,9 +141,10 @@ export class TrackerClient extends EventEmitter {
     for (const url of opts.announceUrls) parseUrl(url)
     checkParams({ infoHash: opts.infoHash, peerId: opts.peerId, port: opts.port, uploaded: 0, downloaded: 0, left: 0 })
     this.opts = { ...opts, announceUrls: [...opts.announceUrls] }
+    this.config = swarmConfig(opts.config)
   }
 
-  /** The latest successful reply; its complete/incomplete feed the leave-the-swarm policy. */
+  /** The latest successful reply. */
   get last (): AnnounceResult | undefined {
     return this.latest
   }
@@ -166,7 +169,7 @@ export class TrackerClient extends EventEmitter {
     if (!this.started || this.stopping !== undefined || this.inFlight !== undefined) return
     // Without a reply yet, or while failing, the retries with backoff are already on it.
     if (this.latest === undefined || this.failures > 0) return
-    const minMs = (this.latest.minInterval ?? DEFAULT_MIN_INTERVAL_SECONDS) * 1000
+    const minMs = (this.latest.minInterval ?? this.config.defaultMinIntervalSeconds) * 1000
     const wait = this.lastSuccessAt + minMs - performance.now()
     if (wait <= 0) void this.run()
     else if (performance.now() + wait < this.timerAt) this.schedule(wait)
@@ -184,7 +187,7 @@ export class TrackerClient extends EventEmitter {
     if (!this.started) return
     try {
       const url = this.opts.announceUrls[this.preferred]
-      await announce(url, { ...this.baseParams(), event: 'stopped', numwant: 0 }, { timeoutMs: STOP_TIMEOUT_MS })
+      await announce(url, { ...this.baseParams(), event: 'stopped', numwant: 0 }, { timeoutMs: this.config.leaveTimeoutMs, maxReplyBytes: this.config.maxTrackerReplyBytes })
     } catch (err) {
       this.emit('warning', asSiError(err))
     }
@@ -212,11 +215,11 @@ export class TrackerClient extends EventEmitter {
       this.failures = 0
       this.lastSuccessAt = performance.now()
       this.latest = result
-      const intervalSeconds = this.opts.intervalOverrideSeconds ?? result.interval
+      const intervalSeconds = this.config.announceIntervalSeconds ?? result.interval
       delayMs = Math.max(intervalSeconds, result.minInterval ?? 0) * 1000
     } else {
       this.failures++
-      delayMs = backoffMs(this.failures)
+      delayMs = this.backoffMs()
     }
     if (this.rerun) {
       this.rerun = false
@@ -236,7 +239,7 @@ export class TrackerClient extends EventEmitter {
     for (let i = 0; i < urls.length; i++) {
       const index = (this.preferred + i) % urls.length
       try {
-        const result = await announce(urls[index], params, { signal, timeoutMs: ANNOUNCE_TIMEOUT_MS })
+        const result = await announce(urls[index], params, { signal, timeoutMs: this.config.announceTimeoutMs, maxReplyBytes: this.config.maxTrackerReplyBytes })
         this.preferred = index
         return result
       } catch (err) {
@@ -250,6 +253,13 @@ export class TrackerClient extends EventEmitter {
   private baseParams (): AnnounceParams {
     const { uploaded, downloaded, left } = this.opts.getStats()
     return { infoHash: this.opts.infoHash, peerId: this.opts.peerId, port: this.opts.port, uploaded, downloaded, left }
+  }
+
+  /** The wait before the next try after `failures` failed announces in a row. */
+  private backoffMs (): number {
+    const { trackerBackoffInitialMs, trackerBackoffMaxMs, trackerBackoffJitter } = this.config
+    const base = Math.min(trackerBackoffMaxMs, trackerBackoffInitialMs * 2 ** Math.min(this.failures - 1, MAX_BACKOFF_DOUBLINGS))
+    return base * (1 - trackerBackoffJitter + Math.random() * 2 * trackerBackoffJitter)
   }
 
   private schedule (delayMs: number): void {
@@ -269,11 +279,6 @@ export class TrackerClient extends EventEmitter {
     this.timer = undefined
     this.timerAt = Infinity
   }
-}
-
-function backoffMs (failures: number): number {
-  const base = Math.min(BACKOFF_MAX_MS, BACKOFF_INITIAL_MS * 2 ** Math.min(failures - 1, 16))
-  return base * (1 - BACKOFF_JITTER + Math.random() * 2 * BACKOFF_JITTER)
 }
 
 function asSiError (err: unknown): SiError {
@@ -330,19 +335,20 @@ function parseUrl (text: string): URL {
 
 /** GET with a deadline, an abort signal and a size cap; only HTTP 200 is a reply. */
 async function fetchReply (baseUrl: string, fullUrl: string, opts: RequestOptions): Promise<Uint8Array> {
+  const maxBytes = opts.maxReplyBytes ?? DEFAULT_SWARM_CONFIG.maxTrackerReplyBytes
   let res
   try {
     res = await httpRequest(fullUrl, {
       headers: { Accept: 'text/plain' },
       signal: opts.signal,
-      timeoutMs: opts.timeoutMs ?? ANNOUNCE_TIMEOUT_MS,
-      maxBytes: MAX_REPLY_BYTES,
+      timeoutMs: opts.timeoutMs ?? DEFAULT_SWARM_CONFIG.announceTimeoutMs,
+      maxBytes,
       maxRedirects: 0,
       name: `tracker ${baseUrl}`
     })
   } catch (err) {
     // A reply too long is the tracker's fault, not the network's.
-    if (isSiError(err, 'ERR_HTTP_STATUS')) throw replyError(baseUrl, `reply larger than ${MAX_REPLY_BYTES} bytes`)
+    if (isSiError(err, 'ERR_HTTP_STATUS')) throw replyError(baseUrl, `reply larger than ${maxBytes} bytes`)
     throw err
   }
   if (res.status !== 200) throw replyError(baseUrl, `HTTP ${res.status} ${res.statusMessage}`.trim())
@@ -353,29 +359,25 @@ function replyError (url: string, problem: string): SiError {
   return new SiError('ERR_TRACKER_REPLY', `tracker ${url}: ${problem}`)
 }
 
-type Dict = Record<string, unknown>
-
-function isDict (value: unknown): value is Dict {
-  return typeof value === 'object' && value !== null && !Array.isArray(value) && !ArrayBuffer.isView(value)
-}
-
 /** Decodes a whole reply as one bencoded dictionary; a tracker's failure reason becomes an error. */
-function decodeReply (body: Uint8Array, url: string): Dict {
-  let value: unknown
+function decodeReply (body: Uint8Array, url: string): BencodeDict {
+  const notOneDictionary = (): SiError => replyError(url, 'reply is not a single bencoded dictionary')
+  if (body.length === 0) throw notOneDictionary()
+  let first
   try {
-    value = bencode.decode(body)
+    first = decodeFirstBencodeValue(body, { maxBytes: body.length })
   } catch (err) {
     throw replyError(url, `reply is not bencoded (${err instanceof Error ? err.message : String(err)})`)
   }
-  // The decoder stops at the end of the first value; anything after it is not a tracker reply.
-  const consumed: number = bencode.decode.position
-  if (!isDict(value) || consumed !== body.length) throw replyError(url, 'reply is not a single bencoded dictionary')
+  const value = first.value
+  // Anything after the first value means this is not a tracker reply.
+  if (!isBencodeDict(value) || first.end !== body.length) throw notOneDictionary()
   const failure = value['failure reason']
   if (failure !== undefined) throw replyError(url, `refused: ${text(failure) ?? 'no reason given'}`)
   return value
 }
 
-function parseAnnounceReply (reply: Dict, url: string): AnnounceResult {
+function parseAnnounceReply (reply: BencodeDict, url: string): AnnounceResult {
   const interval = reply.interval
   if (!Number.isSafeInteger(interval) || (interval as number) < 1) {
     throw replyError(url, interval === undefined ? 'reply has no interval' : `bad interval ${String(interval)}`)
@@ -395,7 +397,7 @@ function parseAnnounceReply (reply: Dict, url: string): AnnounceResult {
   return result
 }
 
-function peerList (value: unknown, family: 4 | 6, url: string): PeerAddress[] {
+function peerList (value: BencodeValue | undefined, family: 4 | 6, url: string): PeerAddress[] {
   const field = family === 4 ? 'peers' : 'peers6'
   if (value === undefined) return []
   if (value instanceof Uint8Array) return decodeCompactPeers(value, family, field, problem => { throw replyError(url, problem) })
@@ -403,8 +405,8 @@ function peerList (value: unknown, family: 4 | 6, url: string): PeerAddress[] {
   throw replyError(url, `${field} is neither a compact string nor a list`)
 }
 
-function dictPeer (entry: unknown, url: string): PeerAddress {
-  if (!isDict(entry)) throw replyError(url, 'peer list entry is not a dictionary')
+function dictPeer (entry: BencodeValue, url: string): PeerAddress {
+  if (!isBencodeDict(entry)) throw replyError(url, 'peer list entry is not a dictionary')
   const host = text(entry.ip)
   if (host === undefined || host === '') throw replyError(url, 'peer list entry has no ip')
   if (!Number.isSafeInteger(entry.port)) throw replyError(url, 'peer list entry has no integer port')
@@ -416,15 +418,14 @@ function checkPort (port: number, url: string): number {
   return port
 }
 
-function optionalCount (dict: Dict, key: string, url: string): number | undefined {
+function optionalCount (dict: BencodeDict, key: string, url: string): number | undefined {
   const value = dict[key]
   if (value === undefined) return undefined
   if (!Number.isSafeInteger(value) || (value as number) < 0) throw replyError(url, `bad ${key} ${String(value)}`)
   return value as number
 }
 
-function text (value: unknown): string | undefined {
+function text (value: BencodeValue | undefined): string | undefined {
   if (value instanceof Uint8Array) return Buffer.from(value).toString('utf8').slice(0, MAX_TEXT_LENGTH)
-  if (typeof value === 'string') return value.slice(0, MAX_TEXT_LENGTH)
   return undefined
 }

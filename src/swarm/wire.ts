@@ -7,10 +7,10 @@ import { EventEmitter } from 'node:events'
 import type { Socket } from 'node:net'
 import { SiError } from '../errors.ts'
 import { decodeBencode, encodeBencode, isBencodeDict, type BencodeDict } from '../torrent/bencode.ts'
+import { swarmConfig, type WireConfig } from './config.ts'
 import { PexExchange } from './pex.ts'
 import { MESSAGE, WireReader, encodeHandshake, encodeMessageHead, type Handshake } from './wire-reader.ts'
 
-export const KEEP_ALIVE_INTERVAL_MS = 60_000
 /** Our id for ut_pex messages, as our extended handshake announces it. */
 const UT_PEX_LOCAL_ID = 1
 const EXTENDED_HANDSHAKE_ID = 0
@@ -39,13 +39,29 @@ export class PeerPieces {
   }
 }
 
-/**
- * Events: 'handshake' (Handshake), 'extended-handshake' (BencodeDict), 'choke',
- * 'unchoke', 'interested', 'uninterested', 'have' (index), 'bitfield', 'request'
- * (index, offset, length), 'cancel' (index, offset, length), 'download' (bytes),
- * 'upload' (bytes), 'timeout'. A malformed message makes `feed` throw ERR_PEER_PROTOCOL.
- */
-export class PeerWire extends EventEmitter {
+export interface PeerWireEvents {
+  handshake: [handshake: Handshake]
+  'extended-handshake': [dict: BencodeDict]
+  choke: []
+  unchoke: []
+  interested: []
+  uninterested: []
+  /** a piece the remote side newly holds (or one outside the torrent, for the owner to judge) */
+  have: [index: number]
+  /** the remote side's bitfield arrived: `peerPieces` holds it */
+  bitfield: []
+  request: [index: number, offset: number, length: number]
+  cancel: [index: number, offset: number, length: number]
+  /** block bytes received, asked for or not */
+  download: [bytes: number]
+  /** block bytes sent */
+  upload: [bytes: number]
+  /** requests went unanswered for the request timeout */
+  timeout: []
+}
+
+/** A malformed message makes `feed` throw ERR_PEER_PROTOCOL. */
+export class PeerWire extends EventEmitter<PeerWireEvents> {
   amChoking = true
   amInterested = false
   peerChoking = true
@@ -72,16 +88,18 @@ export class PeerWire extends EventEmitter {
   private keepAliveTimer: NodeJS.Timeout | undefined
   private corked = false
   private closed = false
+  private readonly config: Readonly<WireConfig>
 
-  constructor (private readonly socket: Socket) {
+  constructor (private readonly socket: Socket, config?: Partial<WireConfig>) {
     super()
+    this.config = swarmConfig(config)
     this.reader = new WireReader({
       handshake: h => this.onHandshake(h),
       message: (id, body) => this.onMessage(id, body)
     })
     this.pex = new PexExchange(payload => {
       if (this.peerPexId !== 0) this.sendExtended(this.peerPexId, payload)
-    })
+    }, this.config)
   }
 
   /** Bytes from the socket; throws ERR_PEER_PROTOCOL at the first thing wrong with them. */
@@ -103,7 +121,7 @@ export class PeerWire extends EventEmitter {
 
   startKeepAlive (): void {
     clearInterval(this.keepAliveTimer)
-    this.keepAliveTimer = setInterval(() => this.send(KEEP_ALIVE), KEEP_ALIVE_INTERVAL_MS)
+    this.keepAliveTimer = setInterval(() => this.send(KEEP_ALIVE), this.config.keepAliveIntervalMs)
     this.keepAliveTimer.unref()
   }
 

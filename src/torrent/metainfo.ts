@@ -4,10 +4,7 @@
 import { createHash } from 'node:crypto'
 import { open } from 'node:fs/promises'
 import { SiError } from '../errors.ts'
-import {
-  decodeBencode, encodeBencode, encodeRawDict, isBencodeDict, rawDictEntries,
-  type BencodeDict, type BencodeValue
-} from './bencode.ts'
+import { decodeBencodeWithEntries, encodeBencode, encodeRawDict, isBencodeDict, type BencodeDict, type BencodeInput, type BencodeValue, type RawDictEntry } from './bencode.ts'
 
 export const KIB = 1024
 export const MIB = 1024 * KIB
@@ -118,16 +115,20 @@ function announceOf (top: BencodeDict): string[] {
   return [...new Set(urls.filter(u => u.length > 0))]
 }
 
-export function parseTorrent (buf: Uint8Array): Metainfo {
-  let top: BencodeValue
-  let entries
+/** The torrent's top-level dictionary, with the byte span of each value. */
+function decodeTorrent (buf: Uint8Array): { top: BencodeDict; entries: RawDictEntry[] } {
+  let decoded
   try {
-    top = decodeBencode(buf)
-    entries = isBencodeDict(top) ? rawDictEntries(buf) : []
+    decoded = decodeBencodeWithEntries(buf)
   } catch (err) {
     invalid(`torrent is not valid bencode: ${(err as Error).message}`, err)
   }
-  if (!isBencodeDict(top)) invalid('torrent is not a dictionary')
+  if (!isBencodeDict(decoded.value)) invalid('torrent is not a dictionary')
+  return { top: decoded.value, entries: decoded.entries }
+}
+
+export function parseTorrent (buf: Uint8Array): Metainfo {
+  const { top, entries } = decodeTorrent(buf)
   const info = top.info
   if (info === undefined) invalid('"info" is missing')
   if (!isBencodeDict(info)) invalid('"info" is not a dictionary')
@@ -200,10 +201,10 @@ function uniqueUrls (urls: string[] | undefined): string[] {
 }
 
 /** announce, announce-list and url-list values for the given URLs; one tier per tracker, in order. */
-function trackerFields (announce: string[] | undefined, urlList: string[] | undefined): Record<string, unknown> {
+function trackerFields (announce: string[] | undefined, urlList: string[] | undefined): Record<string, BencodeInput> {
   const trackers = uniqueUrls(announce)
   const seeds = uniqueUrls(urlList)
-  const fields: Record<string, unknown> = {}
+  const fields: Record<string, BencodeInput> = {}
   if (trackers.length > 0) fields.announce = trackers[0]
   if (trackers.length > 1) fields['announce-list'] = trackers.map(t => [t])
   if (seeds.length > 0) fields['url-list'] = seeds
@@ -258,9 +259,10 @@ export async function createTorrent (opts: CreateTorrentOptions): Promise<Buffer
     const { bytesRead: extra } = await fh.read(chunk, 0, 1, total)
     if (extra !== 0) throw new SiError('ERR_SOURCE_CHANGED', `${opts.file} grew while being hashed`)
 
-    // Not private: PEX, LSD and DHT must keep a deployment going without the tracker.
+    // Not private: BEP 27 would forbid PEX, which keeps a deployment going without the
+    // tracker (so would LSD and DHT, not built yet).
     const info = { length: total, name: opts.name, 'piece length': pieceLength, pieces }
-    const torrent: Record<string, unknown> = {
+    const torrent: Record<string, BencodeInput> = {
       ...trackerFields(opts.announce, opts.urlList),
       'created by': opts.createdBy ?? DEFAULT_CREATED_BY,
       info
@@ -277,7 +279,7 @@ const REPLACED_KEYS = new Set(['announce', 'announce-list', 'url-list'])
 /** The same torrent (same info bytes, same info hash) with its trackers and web seeds replaced. */
 export function withTrackers (raw: Uint8Array, opts: { announce?: string[]; urlList?: string[] }): Buffer {
   const meta = parseTorrent(raw)
-  const entries = rawDictEntries(raw)
+  const entries = decodeTorrent(raw).entries
     .filter(e => !REPLACED_KEYS.has(e.key.toString('latin1')))
     .map(e => ({ key: e.key, value: raw.subarray(e.valueStart, e.valueEnd) }))
   for (const [key, value] of Object.entries(trackerFields(opts.announce, opts.urlList))) {

@@ -1,9 +1,9 @@
-import bencode from 'bencode'
+import { encodeBencode, type BencodeInput } from '../torrent/bencode.ts'
 import type { PeerEntry, SwarmStats } from './peer-table.ts'
 import { encodeCompactPeers } from '../torrent/compact-peers.ts'
 
 export function failureReply (reason: string): Uint8Array {
-  return bencode.encode({ 'failure reason': reason })
+  return encodeBencode({ 'failure reason': reason })
 }
 
 export interface AnnounceReplyFields {
@@ -16,7 +16,7 @@ export interface AnnounceReplyFields {
 }
 
 export function announceReply (fields: AnnounceReplyFields): Uint8Array {
-  const reply: Record<string, unknown> = {
+  const reply: Record<string, BencodeInput> = {
     interval: fields.intervalSeconds,
     'min interval': fields.minIntervalSeconds,
     complete: fields.stats.complete,
@@ -32,19 +32,10 @@ export function announceReply (fields: AnnounceReplyFields): Uint8Array {
       ? { ip: p.host, port: p.port }
       : { ip: p.host, port: p.port, 'peer id': p.peerId })
   }
-  return bencode.encode(reply)
+  return encodeBencode(reply)
 }
 
-/**
- * BEP 48 keys `files` by the raw 20-byte hash. The bencode package sorts Map keys as
- * strings, not bytes, so this dictionary is assembled here in byte order.
- */
+/** BEP 48 keys `files` by the raw 20-byte hash; the encoder sorts such keys by their bytes. */
 export function scrapeReply (entries: Array<{ infoHash: Uint8Array; stats: SwarmStats }>): Uint8Array {
-  const sorted = [...entries].sort((a, b) => Buffer.compare(a.infoHash, b.infoHash))
-  const parts: Uint8Array[] = [Buffer.from('d5:filesd')]
-  for (const { infoHash, stats } of sorted) {
-    parts.push(Buffer.from(`${infoHash.length}:`), infoHash, bencode.encode({ ...stats }))
-  }
-  parts.push(Buffer.from('ee'))
-  return Buffer.concat(parts)
+  return encodeBencode({ files: new Map(entries.map(({ infoHash, stats }) => [infoHash, { ...stats }])) })
 }

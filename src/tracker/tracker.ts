@@ -6,36 +6,17 @@ import { PeerTable, type PeerEntry, type SwarmStats } from './peer-table.ts'
 import { parseRawQuery } from './query.ts'
 import { announceReply, failureReply, scrapeReply } from './replies.ts'
 import { parseScrapeRequest } from './scrape-request.ts'
+import { trackerConfig, type TrackerConfig } from './config.ts'
 
 export const ANNOUNCE_PATH = '/announce'
 export const SCRAPE_PATH = '/scrape'
-// Short on purpose: during a deployment a new node should hear of its peers within
-// seconds, and a few hundred tiny requests per second cost the server nothing.
-const DEFAULT_INTERVAL_SECONDS = 15
-const DEFAULT_MAX_PEERS_PER_REPLY = 200
-const DEFAULT_NUMWANT = 50
-const TTL_INTERVALS = 3
-const DEFAULT_MAX_PEERS_PER_SWARM = 5000
-const DEFAULT_MAX_SWARMS = 1024
-const MAX_SWEEP_MS = 60_000
-const MIN_SWEEP_MS = 50
 const MAPPED_IPV4 = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i
 
 export interface TrackerOptions {
-  /** Default 15: short during deployments. */
-  intervalSeconds?: number
-  /** Default a third of the interval (at least 1). */
-  minIntervalSeconds?: number
-  /** Upper bound on numwant; default 200. */
-  maxPeersPerReply?: number
-  /** Default 3 intervals. Fractions allowed (tests). */
-  peerTtlSeconds?: number
+  /** overrides of DEFAULT_TRACKER_CONFIG */
+  config?: Partial<TrackerConfig>
   /** When set, announces for other hashes get a failure reason. */
   isKnownInfoHash?: (infoHashHex: string) => boolean
-  /** Default 5000. */
-  maxPeersPerSwarm?: number
-  /** Default 1024. */
-  maxSwarms?: number
   /**
    * Seeders living in the same process as the tracker (the image server's first seeder).
    * They never announce over HTTP, where they would be seen at a loopback address; each
@@ -51,6 +32,7 @@ export interface SwarmView extends SwarmStats { peers: SwarmPeer[] }
 
 /** BEP 3 HTTP tracker with compact peers (BEP 23) and scrape (BEP 48), mounted by the caller's HTTP server. */
 export class Tracker {
+  private readonly config: Readonly<TrackerConfig>
   private readonly intervalSeconds: number
   private readonly minIntervalSeconds: number
   private readonly maxPeersPerReply: number
@@ -61,11 +43,13 @@ export class Tracker {
   private sweepTimer: NodeJS.Timeout | undefined
 
   constructor (opts: TrackerOptions = {}) {
-    this.intervalSeconds = positiveInteger('intervalSeconds', opts.intervalSeconds ?? DEFAULT_INTERVAL_SECONDS)
+    const config = trackerConfig(opts.config ?? {})
+    this.config = config
+    this.intervalSeconds = positiveInteger('intervalSeconds', config.intervalSeconds)
     this.minIntervalSeconds = positiveInteger('minIntervalSeconds',
-      opts.minIntervalSeconds ?? Math.max(1, Math.floor(this.intervalSeconds / 3)))
-    this.maxPeersPerReply = positiveInteger('maxPeersPerReply', opts.maxPeersPerReply ?? DEFAULT_MAX_PEERS_PER_REPLY)
-    const ttlSeconds = opts.peerTtlSeconds ?? TTL_INTERVALS * this.intervalSeconds
+      config.minIntervalSeconds ?? Math.max(1, Math.floor(this.intervalSeconds / 3)))
+    this.maxPeersPerReply = positiveInteger('maxPeersPerReply', config.maxPeersPerReply)
+    const ttlSeconds = config.peerTtlSeconds ?? config.peerTtlIntervals * this.intervalSeconds
     if (!(ttlSeconds > 0) || !Number.isFinite(ttlSeconds)) {
       throw new SiError('ERR_INVALID_ARGUMENT', `peerTtlSeconds must be a positive number (got ${ttlSeconds})`)
     }
@@ -74,14 +58,14 @@ export class Tracker {
     this.seedPeers = opts.seedPeers
     this.table = new PeerTable({
       peerTtlMs: this.peerTtlMs,
-      maxPeersPerSwarm: positiveInteger('maxPeersPerSwarm', opts.maxPeersPerSwarm ?? DEFAULT_MAX_PEERS_PER_SWARM),
-      maxSwarms: positiveInteger('maxSwarms', opts.maxSwarms ?? DEFAULT_MAX_SWARMS)
+      maxPeersPerSwarm: positiveInteger('maxPeersPerSwarm', config.maxPeersPerSwarm),
+      maxSwarms: positiveInteger('maxSwarms', config.maxSwarms)
     })
   }
 
   start (): void {
     if (this.sweepTimer !== undefined) return
-    const period = Math.min(MAX_SWEEP_MS, Math.max(MIN_SWEEP_MS, this.peerTtlMs / 2))
+    const period = Math.min(this.config.maxSweepMs, Math.max(this.config.minSweepMs, this.peerTtlMs / 2))
     this.sweepTimer = setInterval(() => this.table.expire(performance.now()), period)
     this.sweepTimer.unref()
   }
@@ -136,7 +120,7 @@ export class Tracker {
 
   private onAnnounce (req: http.IncomingMessage, query: string): Uint8Array {
     const announce = parseAnnounceRequest(parseRawQuery(query), {
-      defaultNumwant: Math.min(DEFAULT_NUMWANT, this.maxPeersPerReply),
+      defaultNumwant: Math.min(this.config.defaultNumwant, this.maxPeersPerReply),
       maxNumwant: this.maxPeersPerReply
     })
     if (this.isKnownInfoHash !== undefined && !this.isKnownInfoHash(announce.infoHashHex)) {
