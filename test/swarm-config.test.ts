@@ -1,7 +1,8 @@
 // The swarm's and the tracker's config: overrides over frozen defaults, undefined keeps a default.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { DEFAULT_SWARM_CONFIG, swarmConfig, withDefaults } from '../src/swarm/config.ts'
+import { DEFAULT_SWARM_CONFIG, swarmConfig } from '../src/swarm/config.ts'
+import { withDefaults } from '../src/config/defaults.ts'
 import { DEFAULT_TRACKER_CONFIG, trackerConfig } from '../src/tracker/config.ts'
 
 test('overrides replace defaults field by field; an undefined override keeps the default', () => {

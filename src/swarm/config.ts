@@ -6,6 +6,7 @@
 // A component takes `Partial` overrides merged over DEFAULT_SWARM_CONFIG; the Swarm
 // resolves its config once and hands the same object to the parts it builds, each of
 // which reads only its own slice (the `...Config` types below).
+import { withDefaults } from '../config/defaults.ts'
 
 export interface SwarmConfig {
   // --- connections -----------------------------------------------------------------
@@ -259,18 +260,6 @@ export type TrackerClientConfig = Pick<SwarmConfig,
   'announceIntervalSeconds' | 'announceTimeoutMs' | 'leaveTimeoutMs' | 'defaultMinIntervalSeconds' |
   'trackerBackoffInitialMs' | 'trackerBackoffMaxMs' | 'trackerBackoffJitter' | 'maxTrackerReplyBytes'>
 export type PieceStoreConfig = Pick<SwarmConfig, 'readCachePieces'>
-
-/**
- * `defaults` with the given overrides; an override left undefined keeps its default, so
- * that an optional flag passed through as undefined changes nothing.
- */
-export function withDefaults<T extends object> (defaults: Readonly<T>, overrides: Partial<T> | undefined): Readonly<T> {
-  const merged = { ...defaults }
-  for (const [key, value] of Object.entries(overrides ?? {})) {
-    if (value !== undefined) (merged as Record<string, unknown>)[key] = value
-  }
-  return Object.freeze(merged)
-}
 
 /** A swarm part's config: its overrides over DEFAULT_SWARM_CONFIG. */
 export function swarmConfig (overrides?: Partial<SwarmConfig>): Readonly<SwarmConfig> {

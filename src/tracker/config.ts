@@ -1,5 +1,5 @@
 // Every tunable of the HTTP tracker, documented once with its unit and why it has its value.
-import { withDefaults } from '../swarm/config.ts'
+import { withDefaults } from '../config/defaults.ts'
 
 export interface TrackerConfig {
   /**
