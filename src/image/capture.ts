@@ -11,7 +11,7 @@ import { join } from 'node:path'
 import { SiError } from '../errors.ts'
 import type { Compression } from './compression.ts'
 import { parseImageRef } from '../formats/image-ref.ts'
-import { type AddPhase, type ImageRepository, type ImageVersion } from './repository.ts'
+import type { AddPhase, ImageRepository, ImageVersion } from './repository.ts'
 
 /** Staging trees live in the repository (same file system as the versions). */
 export const CAPTURE_DIR = '.capture'
