@@ -1,31 +1,81 @@
 // Compression figures for docs/FIDELITY.md: for a tree (default: the cached debootstrap
-// minbase), the size and packing time of each compression, and the agent's
-// decompression throughput (decompressed(): zlib for gzip, the zstd binary for zstd).
-//   node --import tsx scripts/bench-compression.ts [TREE]
+// minbase), the size and packing time of each compression and zstd level, and the
+// agent's decompression throughput (decompressed(), Node's zlib). With --extract, also
+// the agent's whole path from the payload file: decompression and extraction with
+// every attribute (needs root). Runs are interleaved, so a noisy machine slows every
+// configuration alike; each figure is the range over the runs.
+//   node --import tsx scripts/bench-compression.ts [--runs N] [--zstd-levels 1,3,9] [--extract] [TREE]
 import { createReadStream } from 'node:fs'
-import { mkdtemp, rm, stat } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { COMPRESSIONS, compressToFile, decompressed } from '../src/image/compression.ts'
+import minimist from 'minimist'
+import { GZIP_LEVEL, ZSTD_LEVEL, compressToFile, decompressed, type Compression } from '../src/image/compression.ts'
 import { packDirectory } from '../src/image/pack.ts'
+import { extractTar } from '../src/deploy/extract.ts'
 
-const tree = process.argv[2] ?? '/var/cache/swarmimager-test/bookworm-minbase'
+const DEFAULT_TREE = '/var/cache/swarmimager-test/bookworm-minbase'
+const DEFAULT_RUNS = 3
+const READ_CHUNK_BYTES = 1024 * 1024
+
+interface Config { compression: Compression; level?: number; label: string }
+interface Figures { size: number; packS: number[]; readS: number[]; extractS: number[] }
+
+const args = minimist(process.argv.slice(2), { string: ['runs', 'zstd-levels'], boolean: ['extract'] })
+const tree = String(args._[0] ?? DEFAULT_TREE)
+const runs = Number(args.runs ?? DEFAULT_RUNS)
+const zstdLevels = args['zstd-levels'] === undefined ? [ZSTD_LEVEL] : String(args['zstd-levels']).split(',').map(Number)
+const configs: Config[] = [
+  { compression: 'none', label: 'none' },
+  { compression: 'gzip', label: `gzip -${GZIP_LEVEL}` },
+  ...zstdLevels.map(level => ({ compression: 'zstd' as const, level, label: `zstd -${level}` }))
+]
+
+const seconds = (since: bigint): number => Number(process.hrtime.bigint() - since) / 1e9
+const range = (values: number[], f: (v: number) => string): string => {
+  const lo = f(Math.min(...values))
+  const hi = f(Math.max(...values))
+  return lo === hi ? lo : `${lo}–${hi}`
+}
+
 const work = await mkdtemp(join(tmpdir(), 'si-bench-compression-'))
 try {
   let tarBytes = 0
-  for (const c of COMPRESSIONS) {
-    const file = join(work, `image.${c}`)
-    const started = process.hrtime.bigint()
-    const out = compressToFile(c, file)
-    const [packed] = await Promise.all([packDirectory(tree, out.input), out.done])
-    const packS = Number(process.hrtime.bigint() - started) / 1e9
-    tarBytes = packed.bytes
-    const size = (await stat(file)).size
-    const t0 = process.hrtime.bigint()
-    let bytes = 0
-    for await (const chunk of decompressed(createReadStream(file, { highWaterMark: 1024 * 1024 }))) bytes += chunk.length
-    const readS = Number(process.hrtime.bigint() - t0) / 1e9
-    console.log(`${c.padEnd(5)} size ${(size / 1e6).toFixed(1)} MB (${(100 * size / tarBytes).toFixed(0)}% of ${(tarBytes / 1e6).toFixed(1)} MB tar)  pack ${packS.toFixed(2)} s (${(tarBytes / 1e6 / packS).toFixed(0)} MB/s)  decompress ${readS.toFixed(2)} s (${(bytes / 1e6 / readS).toFixed(0)} MB/s of tar)`)
+  const figures = new Map<Config, Figures>(configs.map(c => [c, { size: 0, packS: [], readS: [], extractS: [] }]))
+  for (let run = 1; run <= runs; run++) {
+    for (const config of configs) {
+      const f = figures.get(config)!
+      const file = join(work, 'payload')
+      let started = process.hrtime.bigint()
+      const out = compressToFile(config.compression, file, { level: config.level })
+      const [packed] = await Promise.all([packDirectory(tree, out.input), out.done])
+      f.packS.push(seconds(started))
+      tarBytes = packed.bytes
+      f.size = (await stat(file)).size
+
+      started = process.hrtime.bigint()
+      for await (const chunk of decompressed(createReadStream(file, { highWaterMark: READ_CHUNK_BYTES }))) void chunk
+      f.readS.push(seconds(started))
+
+      if (args.extract === true) {
+        const target = join(work, 'target')
+        await mkdir(target)
+        started = process.hrtime.bigint()
+        await extractTar(createReadStream(file, { highWaterMark: READ_CHUNK_BYTES }), target)
+        f.extractS.push(seconds(started))
+        await rm(target, { recursive: true, force: true })
+      }
+      await rm(file)
+      console.error(`run ${run}/${runs} ${config.label}: pack ${f.packS.at(-1)!.toFixed(2)} s, decompress ${f.readS.at(-1)!.toFixed(2)} s${args.extract === true ? `, extract ${f.extractS.at(-1)!.toFixed(2)} s` : ''}`)
+    }
+  }
+  const mbPerS = (s: number): number => tarBytes / 1e6 / s
+  console.log(`${tree}: ${(tarBytes / 1e6).toFixed(1)} MB tar, ${runs} runs, Node ${process.version}`)
+  console.log(`| | size | pack s (MB/s of tar) | decompress MB/s of tar |${args.extract === true ? ' decompress + extract s |' : ''}`)
+  console.log(`| --- | --- | --- | --- |${args.extract === true ? ' --- |' : ''}`)
+  for (const [config, f] of figures) {
+    const decompress = config.compression === 'none' ? '—' : range(f.readS.map(mbPerS), v => v.toFixed(0))
+    console.log(`| ${config.label} | ${(f.size / 1e6).toFixed(1)} MB (${(100 * f.size / tarBytes).toFixed(0)}%) | ${range(f.packS, v => v.toFixed(1))} (${range(f.packS.map(mbPerS), v => v.toFixed(0))}) | ${decompress} |${args.extract === true ? ` ${range(f.extractS, v => v.toFixed(1))} |` : ''}`)
   }
 } finally {
   await rm(work, { recursive: true, force: true })

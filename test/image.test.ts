@@ -2,14 +2,15 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { createReadStream } from 'node:fs'
-import { appendFile, chmod, link, mkdir, mkdtemp, readdir, readFile, rm, symlink, truncate, unlink, utimes, writeFile } from 'node:fs/promises'
+import { appendFile, chmod, link, mkdir, mkdtemp, readdir, readFile, rename, rm, symlink, truncate, unlink, utimes, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
 import { isSiError, type SiErrorCode } from '../src/errors.ts'
 import { packDirectory } from '../src/image/pack.ts'
-import { ImageRepository } from '../src/image/repository.ts'
+import { ImageRepository, PAYLOAD_FILES } from '../src/image/repository.ts'
+import { ImageServer } from '../src/server/image-server.ts'
 import { parseImageRef } from '../src/formats/image-ref.ts'
 import { compareTrees } from '../src/image/verify.ts'
 import { extractTar } from '../src/deploy/extract.ts'
@@ -73,11 +74,12 @@ test('repository add numbers versions, lists, resolves and removes them', async 
   assert.equal(v1.pieceLength, 16384)
   assert.equal(v1.source, v1src)
   assert.equal(v1.entries, 5)
-  assert.deepEqual((await readdir(v1.dir)).sort(), ['image.tar', 'image.torrent', 'meta.json'])
+  assert.equal(v1.compression, 'zstd', 'the default')
+  assert.deepEqual((await readdir(v1.dir)).sort(), ['image.tar.zst', 'image.torrent', 'meta.json'])
   const meta = parseTorrent(await repo.readTorrent(v1))
   assert.equal(meta.infoHashHex, v1.infoHashHex)
   assert.equal(meta.length, v1.size)
-  assert.equal(meta.name, 'centos-1.tar')
+  assert.equal(meta.name, 'centos-1.tar.zst')
   assert.deepEqual(meta.announce, [], 'the server adds its own tracker when serving')
   assert.equal((decodeBencode(meta.raw) as Record<string, unknown>).announce, undefined)
 
@@ -232,4 +234,98 @@ test('compareTrees reports each kind of difference', async t => {
   const mode = (await compareTrees(a, b)).find(d => d.path === 'mode')
   assert.deepEqual(mode, { path: 'mode', attribute: 'mode', expected: '0644', actual: '4711' })
   assert.ok((await readFile(join(a, 'content'), 'utf8')) === 'same')
+})
+
+/** An image server over `root` (HTTP only: no seeder), stopped after the test. */
+async function httpServer (t: After, root: string): Promise<string> {
+  const server = new ImageServer({ repoDir: root, host: '127.0.0.1', port: 0, peerPort: 0, seed: false })
+  await server.start()
+  t.after(() => server.stop())
+  return `http://127.0.0.1:${server.httpPort}`
+}
+
+async function getBytes (url: string, headers: Record<string, string> = {}): Promise<{ status: number; type: string | null; body: Buffer }> {
+  const res = await fetch(url, { headers })
+  return { status: res.status, type: res.headers.get('content-type'), body: Buffer.from(await res.arrayBuffer()) }
+}
+
+/** What the server says about a version: its torrent's name and web seed, its payload under each name. */
+async function served (base: string, ref: string, names: string[]): Promise<{ torrentName: string; infoHash: string; webSeed: string[]; listed: unknown; payloads: Record<string, { status: number; type: string | null; body: Buffer }> }> {
+  const path = `/images/${ref.replace('@', '/')}`
+  const torrent = parseTorrent((await getBytes(`${base}${path}/image.torrent`)).body)
+  const list = JSON.parse((await getBytes(`${base}/api/images`)).body.toString()) as Array<{ name: string; version: number; payload: string; compression: string }>
+  const payloads: Record<string, { status: number; type: string | null; body: Buffer }> = {}
+  for (const n of names) payloads[n] = await getBytes(`${base}${path}/${n}`)
+  return { torrentName: torrent.name, infoHash: torrent.infoHashHex, webSeed: torrent.urlList, listed: list.find(v => `${v.name}@${v.version}` === ref), payloads }
+}
+
+test('compressed payloads are stored and served under names that say so; the web seed follows', async t => {
+  const root = await tempDir(t, 'si-repo-')
+  const repo = new ImageRepository(root)
+  const src = await smallTree(t)
+  const made = { none: await repo.add('x', { from: src, compression: 'none' }), gzip: await repo.add('x', { from: src, compression: 'gzip' }), zstd: await repo.add('x', { from: src, compression: 'zstd' }) }
+  const base = await httpServer(t, root)
+  for (const [compression, file, suffix, type] of [['none', 'image.tar', '', 'application/x-tar'], ['gzip', 'image.tar.gz', '.gz', 'application/gzip'], ['zstd', 'image.tar.zst', '.zst', 'application/zstd']] as const) {
+    const v = made[compression]
+    assert.equal(v.payloadName, file)
+    assert.equal(v.tarPath, join(v.dir, file))
+    assert.deepEqual((await readdir(v.dir)).sort(), [file, 'image.torrent', 'meta.json'].sort())
+    const ref = `x@${v.version}`
+    const s = await served(base, ref, PAYLOAD_FILES as string[])
+    assert.equal(s.torrentName, `x-${v.version}.tar${suffix}`)
+    assert.equal(s.infoHash, v.infoHashHex)
+    assert.deepEqual(s.webSeed, [`${base}/images/x/${v.version}/${file}`])
+    assert.deepEqual(s.listed, { name: 'x', version: v.version, size: v.size, infoHash: v.infoHashHex, pieceLength: v.pieceLength, createdAt: v.createdAt, entries: v.entries, compression, torrent: `/images/x/${v.version}/image.torrent`, payload: `/images/x/${v.version}/${file}` })
+    const stored = await readFile(v.tarPath)
+    assert.equal(s.payloads[file].status, 200, file)
+    assert.equal(s.payloads[file].type, type)
+    assert.ok(s.payloads[file].body.equals(stored), `${ref} ${file}: the stored bytes`)
+    assert.ok(s.payloads['image.tar'].body.equals(stored), `${ref}: image.tar still answers, for old clients`)
+    for (const other of PAYLOAD_FILES.filter(n => n !== file && n !== 'image.tar')) {
+      assert.equal(s.payloads[other].status, 404, `${ref} ${other}`)
+      assert.match(s.payloads[other].body.toString(), new RegExp(`compressed as ${compression}: its payload is ${file.replaceAll('.', '\\.')}`))
+    }
+    const out = await tempDir(t, 'si-out-')
+    await extractTar(createReadStream(v.tarPath), out)
+    assert.deepEqual(await compareTrees(src, out, { ignore: ['atime'] }), [], ref)
+  }
+  const ranged = await getBytes(`${base}/images/x/${made.zstd.version}/image.tar.zst`, { range: 'bytes=4-9' })
+  assert.equal(ranged.status, 206)
+  assert.ok(ranged.body.equals((await readFile(made.zstd.tarPath)).subarray(4, 10)))
+})
+
+test('a repository laid out the old way (compressed payloads named image.tar) is still read and served', async t => {
+  const root = await tempDir(t, 'si-repo-')
+  const src = await smallTree(t)
+  const made = await new ImageRepository(root).add('old', { from: src, compression: 'zstd' })
+  // What versions made before payloads were named by compression look like on disk.
+  await rename(made.tarPath, join(made.dir, 'image.tar'))
+  const { payloadFile, ...oldMeta } = JSON.parse(await readFile(join(made.dir, 'meta.json'), 'utf8')) as Record<string, unknown>
+  assert.equal(payloadFile, 'image.tar.zst')
+  await writeFile(join(made.dir, 'meta.json'), JSON.stringify(oldMeta, null, 2) + '\n')
+  assert.deepEqual((await readdir(made.dir)).sort(), ['image.tar', 'image.torrent', 'meta.json'])
+
+  const repo = new ImageRepository(root)
+  const v = await repo.resolve('old@1')
+  assert.equal(v.compression, 'zstd')
+  assert.equal(v.tarPath, join(v.dir, 'image.tar'))
+  assert.equal(v.payloadName, 'image.tar.zst')
+  assert.equal(v.infoHashHex, made.infoHashHex, 'an existing version keeps its info hash')
+  const out = await tempDir(t, 'si-out-')
+  await extractTar(createReadStream(v.tarPath), out)
+  assert.deepEqual(await compareTrees(src, out, { ignore: ['atime'] }), [])
+
+  const base = await httpServer(t, root)
+  const s = await served(base, 'old@1', ['image.tar', 'image.tar.zst', 'image.tar.gz'])
+  assert.equal(s.torrentName, 'old-1.tar.zst')
+  assert.equal(s.infoHash, made.infoHashHex)
+  assert.deepEqual(s.webSeed, [`${base}/images/old/1/image.tar.zst`])
+  const stored = await readFile(v.tarPath)
+  assert.ok(s.payloads['image.tar.zst'].body.equals(stored))
+  assert.ok(s.payloads['image.tar'].body.equals(stored))
+  assert.equal(s.payloads['image.tar.gz'].status, 404)
+
+  // A version whose meta.json names a payload that its compression does not is not offered.
+  await writeFile(join(v.dir, 'meta.json'), JSON.stringify({ ...oldMeta, payloadFile: '../../etc/passwd' }))
+  assert.deepEqual(await repo.list(), [])
 })

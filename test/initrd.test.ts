@@ -8,11 +8,11 @@ import { mkdtemp, readFile, readlink, rm, stat, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { isSiError } from '../src/errors.ts'
-import { newcArchive } from '../initrd/lib/newc.ts'
+import { newcArchive, type Entry } from '../initrd/lib/newc.ts'
 import { parseContents } from '../initrd/lib/contents.ts'
 import { parseModuleIndex, selectModules, indexFiles, loadModuleIndex } from '../initrd/lib/kmod.ts'
 import { parseLdd } from '../initrd/lib/libs.ts'
-import { buildInitrd, parseCompression, defaultKernelVersion, formatReport } from '../initrd/build.ts'
+import { buildInitrd, parseCompression, defaultKernelVersion, formatReport, isMostlyX86Code, DEFAULT_COMPRESSION } from '../initrd/build.ts'
 
 const has = (cmd: string): boolean => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0
 
@@ -88,6 +88,29 @@ test('ldd output: libraries and the loader, a missing library is an error', () =
   assert.throws(() => parseCompression('lz4'), /expected zstd/)
 })
 
+test('xz: the x86 filter only for parts that are mostly x86-64 executables or libraries', () => {
+  const xz = parseCompression(DEFAULT_COMPRESSION)
+  assert.deepEqual(xz.command, ['xz', '--lzma2=preset=9e', '--check=crc32', '-T1', '-c'])
+  assert.deepEqual(xz.codeCommand, ['xz', '--x86', '--lzma2=preset=9e', '--check=crc32', '-T1', '-c'])
+  assert.deepEqual(parseCompression('xz:6').command.slice(0, 2), ['xz', '--lzma2=preset=6'])
+  assert.equal(parseCompression('zstd').codeCommand, undefined)
+  const elf = (type: number, machine: number, size: number): Buffer => {
+    const data = Buffer.alloc(size)
+    Buffer.from([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1]).copy(data)
+    data.writeUInt16LE(type, 16)
+    data.writeUInt16LE(machine, 18)
+    return data
+  }
+  const file = (path: string, data: Buffer): Entry => ({ type: 'file', path, mode: 0o755, data })
+  const X86_64 = 62
+  assert.ok(isMostlyX86Code([file('bin/tool', elf(2, X86_64, 3000)), file('etc/conf', Buffer.alloc(2000))]), 'an executable')
+  assert.ok(isMostlyX86Code([file('lib/libc.so.6', elf(3, X86_64, 3000)), { type: 'symlink', path: 'lib/x', target: 'y' }]), 'a shared library')
+  assert.ok(!isMostlyX86Code([file('lib/modules/ext4.ko', elf(1, X86_64, 3000))]), 'a kernel module (relocatable)')
+  assert.ok(!isMostlyX86Code([file('bin/arm', elf(2, 183, 3000))]), 'another machine')
+  assert.ok(!isMostlyX86Code([file('bin/tool', elf(2, X86_64, 3000)), file('data', Buffer.alloc(3001))]), 'half or less')
+  assert.ok(!isMostlyX86Code([{ type: 'dir', path: 'tmp', mode: 0o755 }]), 'no files')
+})
+
 const kernelVersion = await defaultKernelVersion().catch(() => undefined)
 
 test('a small build: busybox applets, an executable with its libraries, modules with their index', {
@@ -113,6 +136,24 @@ test('a small build: busybox applets, an executable with its libraries, modules 
     assert.ok(names.has(n), `${n} in the initramfs`)
   }
   assert.match(formatReport(report), /total .* budget|budget 32 MiB compressed: within/s)
+})
+
+test('an xz build: x86 filter on the executables, not on the modules; it unpacks to the same archives', {
+  skip: !existsSync('/bin/busybox') ? 'busybox-static not installed' : kernelVersion === undefined ? 'no kernel in /lib/modules and /boot' : !has('cpio') ? 'cpio not installed' : !has('xz') ? 'xz-utils not installed' : false
+}, async t => {
+  const dir = await tempDir(t)
+  const list = join(dir, 'contents.txt')
+  await writeFile(list, 'part base\nfile initrd/init /init 0755\npart tools\nexec /usr/bin/touch\npart mods\nmodule ext4\n')
+  const plain = await buildInitrd({ contents: [list], compression: parseCompression('none'), output: join(dir, 'plain.img'), mtime: 0 })
+  // Its own cache: the build keeps only its own parts there, and must not drop those of `make initrd`.
+  const packed = await buildInitrd({ contents: [list], compression: parseCompression('xz:1'), output: join(dir, 'xz.img'), mtime: 0, cacheDir: join(dir, 'cache') })
+  assert.deepEqual(packed.parts.map(p => [p.name, p.codeFilter]), [['base', false], ['tools', true], ['libs', true], ['mods', false]])
+  assert.deepEqual(plain.parts.map(p => p.codeFilter), [false, false, false, false])
+  assert.match(formatReport(packed), /^ {2}tools .* x86 filter$/m)
+  const unpacked = spawnSync('xz', ['-dc', join(dir, 'xz.img')], { maxBuffer: 256 * 1024 * 1024 })
+  assert.equal(unpacked.status, 0, String(unpacked.stderr))
+  assert.ok(unpacked.stdout.equals(await readFile(join(dir, 'plain.img'))), 'the concatenated xz streams unpack to the uncompressed build')
+  assert.ok(packed.totalBytes < plain.totalBytes)
 })
 
 test('/init and the udhcpc script are valid busybox shell', { skip: !existsSync('/bin/busybox') && 'busybox not installed' }, () => {

@@ -1,31 +1,37 @@
-// Compression of image payloads: none, gzip (Node's zlib) or zstd (Debian's `zstd`
-// binary as a child process: Node 20's zlib has no zstd, and the binary decompresses
-// about 4x faster than the best pure-JS decoder measured, in its own process, so it
-// never competes with extraction for the event loop; see docs/FIDELITY.md for figures).
+// Compression of image payloads: none, gzip or zstd, both from Node's zlib (Node 24 has
+// zstd), so neither the server nor the initramfs needs a compressor binary. zlib works
+// on the thread pool, off the event loop that extraction needs; figures and the choice
+// of level and default are in docs/FIDELITY.md.
 // The agent recognises the format by its magic bytes, so a plan or torrent needs no
 // field for it and an uncompressed tar still extracts as before.
-import { spawn, type ChildProcess } from 'node:child_process'
 import { createWriteStream } from 'node:fs'
 import { once } from 'node:events'
-import { PassThrough, Readable, type Writable } from 'node:stream'
+import { Readable, type Transform, type Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { createGunzip, createGzip } from 'node:zlib'
+import { constants, createGunzip, createGzip, createZstdCompress, createZstdDecompress } from 'node:zlib'
 import { SiError } from '../errors.ts'
 
 export const COMPRESSIONS = ['none', 'gzip', 'zstd'] as const
 export type Compression = typeof COMPRESSIONS[number]
 /**
- * `none` until every agent environment (the initramfs) carries the zstd binary; zstd
- * is the recommended choice (2.5x smaller, ~750 MB/s to decompress here).
+ * zstd: 40% of the tar on a root file system, decoded faster than a gigabit link
+ * delivers it and far faster than the extractor writes it, and built into Node, so
+ * every agent has it (docs/FIDELITY.md).
  */
-export const DEFAULT_COMPRESSION: Compression = 'none'
+export const DEFAULT_COMPRESSION: Compression = 'zstd'
 export const GZIP_LEVEL = 6
-/** zstd's own default: 200 MB/s to compress on 2 cores; -19 gains 15% for 50x the time. */
+/** Chosen by scripts/bench-compression.ts on the debootstrap minbase (docs/FIDELITY.md). */
 export const ZSTD_LEVEL = 3
+/**
+ * Output buffer of the zlib streams. zlib's 16 KiB default costs a thread-pool round
+ * trip per 16 KiB: zstd decoded at 78-153 MB/s with it, 480-535 MB/s with 1 MiB.
+ */
+const ZLIB_CHUNK_BYTES = 1024 * 1024
 const GZIP_MAGIC = Buffer.from([0x1f, 0x8b, 0x08])
 const ZSTD_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd])
 const MAGIC_BYTES = 4
-const MAX_STDERR_BYTES = 16 * 1024
+/** zlib's code when the input ends inside a frame or member. */
+const TRUNCATED_CODE = 'Z_BUF_ERROR'
 
 export function parseCompression (text: string): Compression {
   if ((COMPRESSIONS as readonly string[]).includes(text)) return text as Compression
@@ -43,24 +49,22 @@ export function sniffCompression (head: Buffer): Compression {
   return 'none'
 }
 
-function spawnZstd (args: string[], stdout: 'pipe' | number): ChildProcess {
-  const child = spawn('zstd', args, { stdio: ['pipe', stdout, 'pipe'] })
-  child.stdin!.on('error', () => {}) // reported through the exit status
-  return child
+export interface CompressOptions {
+  /** Overrides GZIP_LEVEL or ZSTD_LEVEL (scripts/bench-compression.ts compares levels). */
+  level?: number
 }
 
-function zstdExit (child: ChildProcess, what: string): Promise<void> {
-  let stderr = ''
-  child.stderr!.on('data', (c: Buffer) => { if (stderr.length < MAX_STDERR_BYTES) stderr += c.toString() })
-  return new Promise((resolve, reject) => {
-    child.once('error', err => {
-      const missing = (err as NodeJS.ErrnoException).code === 'ENOENT'
-      reject(new SiError(missing ? 'ERR_TOOL_MISSING' : 'ERR_TOOL_FAILED', missing ? `zstd is not installed (Debian package zstd), needed to ${what}` : `cannot run zstd: ${err.message}`, { cause: err }))
-    })
-    child.once('close', (code, signal) => {
-      if (code === 0) resolve()
-      else reject(new SiError('ERR_ARCHIVE', `zstd failed to ${what} (${code ?? signal}): ${stderr.trim()}`))
-    })
+function compressor (c: 'gzip' | 'zstd', opts: CompressOptions): Transform {
+  if (c === 'gzip') return createGzip({ level: opts.level ?? GZIP_LEVEL, chunkSize: ZLIB_CHUNK_BYTES })
+  return createZstdCompress({
+    chunkSize: ZLIB_CHUNK_BYTES,
+    params: {
+      [constants.ZSTD_c_compressionLevel]: opts.level ?? ZSTD_LEVEL,
+      // Like the zstd command: `zstd -t` or any decoder then checks the stored file.
+      // No ZSTD_c_nbWorkers: Node's zstd stream breaks with worker threads
+      // ("stream.push() after EOF", nodejs/node#59899, still so in 24.22.3).
+      [constants.ZSTD_c_checksumFlag]: 1
+    }
   })
 }
 
@@ -72,43 +76,38 @@ export interface CompressedOutput {
 }
 
 /** A writable that stores what is written to it in `path`, compressed as `c`. */
-export function compressToFile (c: Compression, path: string): CompressedOutput {
+export function compressToFile (c: Compression, path: string, opts: CompressOptions = {}): CompressedOutput {
   if (c === 'none') {
     const input = createWriteStream(path)
     return { input, done: once(input, 'close').then(() => {}) }
   }
-  if (c === 'gzip') {
-    const input = createGzip({ level: GZIP_LEVEL })
-    return { input, done: pipeline(input, createWriteStream(path)) }
-  }
-  const out = createWriteStream(path)
-  const input = new PassThrough()
-  const opened = once(out, 'open') as Promise<[number]>
-  const done = (async () => {
-    const [fd] = await opened
-    const child = spawnZstd(['-q', `-${ZSTD_LEVEL}`, '-T0', '-c'], fd)
-    const exit = zstdExit(child, 'compress the image')
-    try {
-      await Promise.all([pipeline(input, child.stdin!), exit])
-    } finally {
-      out.close()
-      await once(out, 'close').catch(() => {})
-    }
-  })()
-  return { input, done }
-}
-
-async function * prepend (first: Buffer, rest: AsyncIterator<Buffer>): AsyncGenerator<Buffer> {
-  if (first.length > 0) yield first
-  for (;;) {
-    const { value, done } = await rest.next()
-    if (done === true) return
-    yield value
-  }
+  const input = compressor(c, opts)
+  return { input, done: pipeline(input, createWriteStream(path)) }
 }
 
 function toBuffer (c: Buffer | Uint8Array | string): Buffer {
   return Buffer.isBuffer(c) ? c : typeof c === 'string' ? Buffer.from(c) : Buffer.from(c.buffer, c.byteOffset, c.byteLength)
+}
+
+/** `first`, then the rest of `source`, counting the bytes into `counted.bytes`. */
+async function * prependCounting (first: Buffer, source: AsyncIterator<Buffer | Uint8Array | string>, counted: { bytes: number }): AsyncGenerator<Buffer> {
+  counted.bytes += first.length
+  if (first.length > 0) yield first
+  for (;;) {
+    const { value, done } = await source.next()
+    if (done === true) return
+    const chunk = toBuffer(value)
+    counted.bytes += chunk.length
+    yield chunk
+  }
+}
+
+function decompressionError (kind: Compression, err: unknown, consumed: number): SiError {
+  const e = err as NodeJS.ErrnoException
+  const what = e.code === TRUNCATED_CODE
+    ? `ends inside a ${kind === 'zstd' ? 'frame' : 'member'} (truncated after ${consumed} compressed bytes)`
+    : `is corrupt after ${consumed} compressed bytes: ${e.message}${e.code !== undefined ? ` (${e.code})` : ''}`
+  return new SiError('ERR_ARCHIVE', `${kind} payload ${what}`, { cause: err })
 }
 
 /**
@@ -125,42 +124,28 @@ export async function * decompressed (input: AsyncIterable<Buffer | Uint8Array |
       head = Buffer.concat([head, toBuffer(value)])
     }
     const kind = sniffCompression(head)
-    const rest: AsyncIterator<Buffer> = { next: async () => { const r = await source.next(); return r.done === true ? r : { value: toBuffer(r.value), done: false } } }
+    const fed = { bytes: 0 }
+    const compressed = prependCounting(head, source, fed)
     if (kind === 'none') {
-      yield * prepend(head, rest)
+      yield * compressed
       return
     }
-    const compressed = Readable.from(prepend(head, rest), { objectMode: false })
-    if (kind === 'gzip') {
-      const gunzip = createGunzip()
-      const piped = pipeline(compressed, gunzip)
-      piped.catch(() => {}) // the iteration below sees the same error
-      try {
-        for await (const chunk of gunzip) yield chunk as Buffer
-        await piped
-      } catch (err) {
-        throw new SiError('ERR_ARCHIVE', `gzip payload: ${(err as Error).message}`, { cause: err })
-      } finally {
-        gunzip.destroy()
-        compressed.destroy()
-      }
-      return
-    }
-    const child = spawnZstd(['-d', '-c', '-q'], 'pipe')
-    const exit = zstdExit(child, 'decompress the image')
-    exit.catch(() => {})
-    const fed = pipeline(compressed, child.stdin!)
-    fed.catch(() => {})
-    let finished = false
+    const stream = Readable.from(compressed, { objectMode: false })
+    const decoder = kind === 'gzip' ? createGunzip({ chunkSize: ZLIB_CHUNK_BYTES }) : createZstdDecompress({ chunkSize: ZLIB_CHUNK_BYTES })
+    const piped = pipeline(stream, decoder)
+    piped.catch(() => {}) // the iteration below sees the same error
     try {
-      for await (const chunk of child.stdout!) yield chunk as Buffer
-      await exit
-      finished = true
+      for await (const chunk of decoder) yield chunk as Buffer
+      await piped
+    } catch (err) {
+      throw decompressionError(kind, err, decoder.bytesWritten)
     } finally {
-      if (!finished) {
-        compressed.destroy()
-        child.kill()
-      }
+      decoder.destroy()
+      stream.destroy()
+    }
+    // zstd stops silently at the end of its last frame; bytes after it mean damage.
+    if (decoder.bytesWritten !== fed.bytes) {
+      throw new SiError('ERR_ARCHIVE', `${kind} payload has ${fed.bytes - decoder.bytesWritten} bytes after its last ${kind === 'zstd' ? 'frame' : 'member'} (${decoder.bytesWritten} compressed bytes decoded)`)
     }
   } finally {
     await source.return?.()

@@ -1,5 +1,5 @@
-// The image repository: immutable, numbered versions of named images, each a tarball,
-// its torrent and a small meta.json. A version appears in one atomic rename once it is
+// The image repository: immutable, numbered versions of named images, each a tarball
+// (image.tar, image.tar.gz or image.tar.zst), its torrent and a small meta.json. A version appears in one atomic rename once it is
 // complete, so the seeder and the API never see half of one.
 import { randomBytes } from 'node:crypto'
 import { mkdir, open, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises'
@@ -8,11 +8,17 @@ import { SiError } from '../errors.ts'
 import { formatImageRef, isImageName, isVersionName, parseImageRef } from '../formats/image-ref.ts'
 import { createTorrent, parseTorrent } from '../torrent/metainfo.ts'
 import { packDirectory } from './pack.ts'
-import { DEFAULT_COMPRESSION, compressToFile, compressionSuffix, type Compression } from './compression.ts'
+import { COMPRESSIONS, DEFAULT_COMPRESSION, compressToFile, compressionSuffix, type Compression } from './compression.ts'
 
 export const IMAGES_DIR = 'images'
 /** Overrides (trees laid over an image after extraction) are versioned like images, here. */
 export const OVERRIDES_DIR = 'overrides'
+/**
+ * The payload of an uncompressed version. A compressed one is named for what it holds
+ * (image.tar.gz, image.tar.zst), so whoever downloads it saves a file that says so;
+ * versions made before that rule keep theirs under this name (meta.json then has no
+ * payloadFile), and the server still answers this name for every version.
+ */
 export const TAR_FILE = 'image.tar'
 export const TORRENT_FILE = 'image.torrent'
 export const META_FILE = 'meta.json'
@@ -23,11 +29,22 @@ const TRASH_PREFIX = '.trash-'
  * "NAME@N" names one content for as long as the image exists. */
 const LAST_VERSION_FILE = '.last-version'
 
+/** The name a payload compressed as `c` is stored and served under. */
+export function payloadFileName (c: Compression): string {
+  return `${TAR_FILE}${compressionSuffix(c)}`
+}
+
+/** Every name a payload may have, whatever its compression. */
+export const PAYLOAD_FILES: readonly string[] = COMPRESSIONS.map(payloadFileName)
+
 export interface ImageVersion {
   name: string
   version: number
   dir: string
+  /** The payload file: the tar, compressed as `compression`. */
   tarPath: string
+  /** The payload's name, by its compression: the server's URL and the web seed use it. */
+  payloadName: string
   torrentPath: string
   size: number
   infoHashHex: string
@@ -35,12 +52,14 @@ export interface ImageVersion {
   createdAt: string
   source: string
   entries: number
-  /** How the payload (still named image.tar) is compressed. */
   compression: Compression
 }
 
-/** What meta.json holds: the paths are derived from where the version lives. */
-type StoredMeta = Omit<ImageVersion, 'dir' | 'tarPath' | 'torrentPath'> & { skipped?: string[] }
+/**
+ * What meta.json holds: the paths are derived from where the version lives. payloadFile
+ * is absent from versions made when every payload was named image.tar.
+ */
+type StoredMeta = Omit<ImageVersion, 'dir' | 'tarPath' | 'payloadName' | 'torrentPath'> & { payloadFile?: string; skipped?: string[] }
 
 export type AddPhase = 'pack' | 'hash'
 
@@ -82,11 +101,18 @@ export class ImageRepository {
 
   private versionOf (name: string, version: number, meta: StoredMeta): ImageVersion {
     const dir = join(this.imageDir(name), String(version))
+    const compression = meta.compression ?? 'none'
+    const payloadName = payloadFileName(compression)
+    const payloadFile = meta.payloadFile ?? TAR_FILE
+    if (payloadFile !== payloadName && payloadFile !== TAR_FILE) {
+      throw new SiError('ERR_IMAGE_NOT_FOUND', `${formatImageRef(name, version)}: meta.json names payload ${JSON.stringify(payloadFile)}, expected ${payloadName}`)
+    }
     return {
       name,
       version,
       dir,
-      tarPath: join(dir, TAR_FILE),
+      tarPath: join(dir, payloadFile),
+      payloadName,
       torrentPath: join(dir, TORRENT_FILE),
       size: meta.size,
       infoHashHex: meta.infoHashHex,
@@ -94,7 +120,7 @@ export class ImageRepository {
       createdAt: meta.createdAt,
       source: meta.source,
       entries: meta.entries,
-      compression: meta.compression ?? 'none'
+      compression
     }
   }
 
@@ -171,8 +197,9 @@ export class ImageRepository {
     const work = join(imageDir, `${INCOMING_PREFIX}${version}-${randomBytes(6).toString('hex')}`)
     try {
       await mkdir(work)
-      const tarPath = join(work, TAR_FILE)
       const compression = opts.compression ?? DEFAULT_COMPRESSION
+      const payloadFile = payloadFileName(compression)
+      const tarPath = join(work, payloadFile)
       const payload = compressToFile(compression, tarPath)
       const [packed] = await Promise.all([
         packDirectory(opts.from, payload.input, { signal: opts.signal, onProgress: bytes => opts.onProgress?.('pack', bytes) })
@@ -200,6 +227,7 @@ export class ImageRepository {
         source: opts.from,
         entries: packed.entries,
         compression,
+        payloadFile,
         ...(packed.skipped.length > 0 ? { skipped: packed.skipped } : {})
       }
       await writeFile(join(work, TORRENT_FILE), torrent, { flush: true })

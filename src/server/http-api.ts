@@ -4,7 +4,8 @@
 import http from 'node:http'
 import { createReadStream } from 'node:fs'
 import { SiError, describeError, isSiError } from '../errors.ts'
-import type { ImageRepository, ImageVersion } from '../image/repository.ts'
+import { PAYLOAD_FILES, TAR_FILE, type ImageRepository, type ImageVersion } from '../image/repository.ts'
+import type { Compression } from '../image/compression.ts'
 import { parseImageRef } from '../formats/image-ref.ts'
 import { withTrackers } from '../torrent/metainfo.ts'
 import type { Tracker } from '../tracker/tracker.ts'
@@ -16,6 +17,7 @@ import { serveBootFile, type BootFilesOptions } from './boot-files.ts'
 
 export const MAX_URL_LENGTH = 4096
 const HOST_HEADER = /^[A-Za-z0-9.\-[\]:]{1,255}$/
+const PAYLOAD_CONTENT_TYPES: Record<Compression, string> = { none: 'application/x-tar', gzip: 'application/gzip', zstd: 'application/zstd' }
 
 export interface HttpApiOptions {
   repo: ImageRepository
@@ -69,14 +71,14 @@ async function handle (opts: HttpApiOptions, req: http.IncomingMessage, res: htt
     return serveBootFile(opts.boot, parts[1], baseUrl(opts, req), req, res)
   }
   if (parts[0] === 'images' && parts.length >= 2 && parts.length <= 4) {
-    // /images/NAME[/VERSION]/image.torrent and /images/NAME/VERSION/image.tar
+    // /images/NAME[/VERSION]/image.torrent and /images/NAME/VERSION/image.tar[.gz|.zst]
     const file = parts[parts.length - 1]
     const ref = parts.length === 4 ? `${parts[1]}@${parts[2]}` : parts.length === 3 ? parts[1] : undefined
     if (ref !== undefined && file === 'image.torrent' && isRead(method)) return sendTorrent(opts, req, res, ref, url.searchParams.get('webseed') !== '0')
-    if (parts.length === 4 && file === 'image.tar' && isRead(method)) return sendPayload(opts, req, res, ref as string)
+    if (parts.length === 4 && PAYLOAD_FILES.includes(file) && isRead(method)) return sendPayload(opts, req, res, ref as string, file)
   }
   if (parts.length === 0 && isRead(method)) {
-    return sendJson(res, 200, { service: 'si-server', endpoints: ['/api/images', '/api/status', '/api/nodes', '/api/plan?node=NAME&mac=MAC', '/boot/NAME', '/images/NAME[/VERSION]/image.torrent', '/images/NAME/VERSION/image.tar', '/announce', '/scrape'] })
+    return sendJson(res, 200, { service: 'si-server', endpoints: ['/api/images', '/api/status', '/api/nodes', '/api/plan?node=NAME&mac=MAC', '/boot/NAME', '/images/NAME[/VERSION]/image.torrent', '/images/NAME/VERSION/image.tar[.gz|.zst]', '/announce', '/scrape'] })
   }
   sendJson(res, isKnownPath(parts) ? 405 : 404, { error: `no route for ${method} ${url.pathname}` })
 }
@@ -90,9 +92,14 @@ function describeVersion (v: ImageVersion): Record<string, unknown> {
     pieceLength: v.pieceLength,
     createdAt: v.createdAt,
     entries: v.entries,
+    compression: v.compression,
     torrent: `/images/${encodeURIComponent(v.name)}/${v.version}/image.torrent`,
-    payload: `/images/${encodeURIComponent(v.name)}/${v.version}/image.tar`
+    payload: payloadPath(v)
   }
+}
+
+function payloadPath (v: ImageVersion): string {
+  return `/images/${encodeURIComponent(v.name)}/${v.version}/${v.payloadName}`
 }
 
 /** ?webseed=0 leaves the web seed out: a client then gets the payload over BitTorrent only. */
@@ -103,7 +110,7 @@ async function sendTorrent (opts: HttpApiOptions, req: http.IncomingMessage, res
   const raw = await opts.repo.readTorrent(version)
   const body = withTrackers(raw, {
     announce: [`${base}/announce`],
-    urlList: webSeed ? [`${base}/images/${encodeURIComponent(version.name)}/${version.version}/image.tar`] : []
+    urlList: webSeed ? [`${base}${payloadPath(version)}`] : []
   })
   res.writeHead(200, {
     'content-type': 'application/x-bittorrent',
@@ -114,9 +121,16 @@ async function sendTorrent (opts: HttpApiOptions, req: http.IncomingMessage, res
   res.end(req.method === 'HEAD' ? undefined : body)
 }
 
-async function sendPayload (opts: HttpApiOptions, req: http.IncomingMessage, res: http.ServerResponse, ref: string): Promise<void> {
+/**
+ * The payload under its own name, or under image.tar whatever its compression: old
+ * clients and torrents fetched before payloads were named by compression ask for that.
+ */
+async function sendPayload (opts: HttpApiOptions, req: http.IncomingMessage, res: http.ServerResponse, ref: string, file: string): Promise<void> {
   parseImageRef(ref)
   const version = await opts.repo.resolve(ref)
+  if (file !== version.payloadName && file !== TAR_FILE) {
+    return sendJson(res, 404, { error: `${ref} is compressed as ${version.compression}: its payload is ${version.payloadName}`, code: 'ERR_IMAGE_NOT_FOUND' })
+  }
   const range = parseRange(req.headers.range, version.size)
   if (range.kind === 'unsatisfiable') {
     res.writeHead(416, { 'content-range': `bytes */${version.size}` })
@@ -126,7 +140,7 @@ async function sendPayload (opts: HttpApiOptions, req: http.IncomingMessage, res
   const start = range.kind === 'range' ? range.start : 0
   const end = range.kind === 'range' ? range.end : version.size - 1
   const headers: http.OutgoingHttpHeaders = {
-    'content-type': 'application/x-tar',
+    'content-type': PAYLOAD_CONTENT_TYPES[version.compression],
     'accept-ranges': 'bytes',
     'content-length': end - start + 1
   }
