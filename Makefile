@@ -20,7 +20,7 @@ test: build typecheck ## Build, type-check, then run the test suite
 demo: build ## Build, then run scripts/demo.ts
 	$(NODE) --import tsx scripts/demo.ts
 
-# Image fidelity: needs root and attr, acl, rsync, zstd, debootstrap (.ci/run).
+# Image fidelity: needs root and attr, acl, rsync, debootstrap (.ci/run).
 .PHONY: fidelity
 fidelity: build ## Run the fidelity suites: round trips, hostile archives, capture, compression
 	$(NODE) --import tsx --test --test-concurrency=1 test/fidelity*.test.ts test/hostile.test.ts test/capture.test.ts test/compression.test.ts test/extract.test.ts test/image.test.ts

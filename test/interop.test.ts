@@ -48,7 +48,7 @@ before(async () => {
   source = join(work, 'source')
   makeSourceTree(source, PAYLOAD_BYTES)
   repo = join(work, 'repo')
-  const add = spawnSync(exe.server, ['image', 'add', IMAGE, '--from', source, '--repo', repo, '--piece-length', String(PIECE_LENGTH)], { encoding: 'utf8', timeout: 60_000 })
+  const add = spawnSync(exe.server, ['image', 'add', IMAGE, '--from', source, '--repo', repo, '--piece-length', String(PIECE_LENGTH), '--compression', 'none'], { encoding: 'utf8', timeout: 60_000 })
   assert.equal(add.status, 0, `si-server image add failed: ${add.stderr}`)
   assert.equal(add.stdout.trim(), `${IMAGE}@1`)
   tarPath = join(repo, 'images', IMAGE, '1', 'image.tar')

@@ -33,7 +33,7 @@ before(async () => {
   source = join(dir, 'source')
   repo = join(dir, 'repo')
   await makeTree(source, IMAGE_MB)
-  const added = await run(SI_SERVER, ['image', 'add', 'golden', '--from', source, '--repo', repo])
+  const added = await run(SI_SERVER, ['image', 'add', 'golden', '--from', source, '--repo', repo, '--compression', 'none'])
   assert.equal(added.code, 0, added.stderr)
   assert.equal(added.stdout.trim(), 'golden@1')
 })

@@ -51,7 +51,9 @@ export async function makeImage (serverBin: string, repo: string, treeDir: strin
 
 /** Packs an existing tree (the same bytes) into another repository, e.g. with another piece length. */
 export async function addImage (serverBin: string, repo: string, treeDir: string, pieceLength?: number): Promise<BenchImage> {
-  const extra = pieceLength === undefined ? [] : ['--piece-length', String(pieceLength)]
+  // The bench's files are random: compression would only cost CPU, and the transports
+  // compared (rsync, udpcast, aria2c) must carry the same plain tarball.
+  const extra = ['--compression', 'none', ...(pieceLength === undefined ? [] : ['--piece-length', String(pieceLength)])]
   const ref = (await run(serverBin, ['image', 'add', IMAGE_NAME, '--from', treeDir, '--repo', repo, ...extra], { timeoutMs: PACK_TIMEOUT_MS })).trim()
   const list = JSON.parse(await run(serverBin, ['image', 'list', '--repo', repo, '--json'])) as Array<{ name: string; version: number; tarPath: string; size: number; pieceLength: number; entries: number }>
   const v = list.find(x => `${x.name}@${x.version}` === ref)

@@ -18,7 +18,7 @@ export const HTTP_RESUME_DELAY_MS = 1_000
  */
 export const HTTP_CONNECTION_STALL_MS = 15_000
 
-/** The payload URL: the torrent's web seed (si-server writes its own image.tar URL there). */
+/** The payload URL: the torrent's web seed (si-server writes its own payload URL there: image.tar, .tar.gz or .tar.zst). */
 export function payloadUrl (meta: Metainfo): string {
   const url = meta.urlList.find(u => /^https?:\/\//.test(u))
   if (url === undefined) throw new SiError('ERR_INVALID_TORRENT', 'the torrent names no HTTP web seed (url-list), so --transport http has nowhere to fetch from')
