@@ -10,7 +10,7 @@
 import { execFile } from 'node:child_process'
 import { chmodSync, copyFileSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { isBuiltin } from 'node:module'
-import { dirname, join } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 
@@ -34,9 +34,9 @@ const IGNORED_OUTPUT = /^warning: Can't find string offset for section name|^\s*
 class BuildError extends Error {}
 
 /** Run a command; resolve to its stdout, or throw with the first line of its output. */
-async function run (cmd, args) {
+async function run (cmd, args, opts = {}) {
   try {
-    return (await promisify(execFile)(cmd, args, { encoding: 'utf8' })).stdout
+    return (await promisify(execFile)(cmd, args, { encoding: 'utf8', ...opts })).stdout
   } catch (e) {
     if (e.code === 'ENOENT') throw new BuildError(`cannot run ${cmd}: not found`)
     const why = `${e.stderr ?? ''}\n${e.stdout ?? ''}`.split('\n').find((l) => !IGNORED_OUTPUT.test(l))
@@ -115,20 +115,23 @@ async function bundle (name, entry, version) {
 }
 
 async function makeExecutable (name, bundleFile, base) {
-  const seaDir = join(CACHE_DIR, 'sea')
+  // The blob records the main script's path as given: a directory of this process's own,
+  // with the script under its final name, keeps concurrent builds apart and the
+  // executable the same from one build to the next (make initrd then reuses its packed agent).
+  const seaDir = join(CACHE_DIR, 'sea', String(process.pid), name)
   mkdirSync(seaDir, { recursive: true })
-  const config = join(seaDir, `${name}.${process.pid}.json`)
-  const blob = join(seaDir, `${name}.${process.pid}.blob`)
-  writeFileSync(config, JSON.stringify({
-    main: bundleFile,
-    output: blob,
+  const main = `${name}.cjs`
+  copyFileSync(bundleFile, join(seaDir, main))
+  writeFileSync(join(seaDir, `${name}.json`), JSON.stringify({
+    main,
+    output: `${name}.blob`,
     disableExperimentalSEAWarning: true,
     useCodeCache: false, // breaks dynamic import()
     useSnapshot: false,
   }, null, 2))
-  await run(BASE_NODE, ['--experimental-sea-config', config])
+  await run(resolve(BASE_NODE), ['--experimental-sea-config', `${name}.json`], { cwd: seaDir })
+  const blob = join(seaDir, `${name}.blob`)
   renameSync(bundleFile, join(DIST_DIR, `${name}.cjs`))
-  rmSync(config, { force: true })
 
   const exe = join(DIST_DIR, name)
   const tmp = `${exe}.tmp${process.pid}`
@@ -140,7 +143,7 @@ async function makeExecutable (name, bundleFile, base) {
     rmSync(tmp, { force: true })
     throw e
   }
-  rmSync(blob, { force: true })
+  rmSync(seaDir, { recursive: true, force: true })
   chmodSync(tmp, 0o755)
   renameSync(tmp, exe)
   return exe
@@ -157,6 +160,7 @@ async function main () {
   const bundles = await Promise.all(names.map((n) => bundle(n, ENTRY_POINTS[n], pkg.version)))
   const base = await strippedBase(nodeVersion)
   const exes = await Promise.all(names.map((n, i) => makeExecutable(n, bundles[i], base)))
+  rmSync(join(CACHE_DIR, 'sea', String(process.pid)), { recursive: true, force: true })
   console.log(`base node v${nodeVersion} stripped: ${size(base)} MiB  ${base}`)
   for (const [i, name] of names.entries()) {
     console.log(`${name.padEnd(9)} bundle ${size(join(DIST_DIR, `${name}.cjs`), 1024).padStart(7)} KiB  executable ${size(exes[i])} MiB  ${exes[i]}`)
