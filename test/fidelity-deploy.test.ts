@@ -30,7 +30,7 @@ test('si-agent deploys the fidelity tree through the swarm; image verify finds n
   const repo = join(dir, 'repo')
   await mkdir(source)
   await buildFixtureTree(source, { huge: true })
-  const added = await run(SI_SERVER, ['image', 'add', 'fidelity', '--from', source, '--repo', repo, '--compression'])
+  const added = await run(SI_SERVER, ['image', 'add', 'fidelity', '--from', source, '--repo', repo, '--compression', 'zstd'])
   assert.equal(added.code, 0, added.stderr)
   server = await startServer(repo, ['--announce-interval', '2'])
   const targets = await Promise.all(Array.from({ length: NODES }, async (_, i) => {
