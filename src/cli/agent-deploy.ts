@@ -20,13 +20,19 @@ export const DEPLOY_HELP = commandHelp([
 Exit status 0 only when the target holds the verified image.`
 })
 
+/** Where the torrent comes from: a server and an image, or a torrent file or URL. */
+export function torrentSourceOf (o: { server?: string; image?: string; torrent?: string }, command: string): { server?: string; image?: string; torrent?: string } {
+  if (o.torrent === undefined && (o.server === undefined || o.image === undefined)) {
+    throw new SiError('ERR_INVALID_ARGUMENT', `give --server URL and --image NAME[@VERSION], or --torrent FILE|URL (see ${command} --help)`)
+  }
+  return { server: o.server, image: o.image, torrent: o.torrent }
+}
+
 export async function runDeployCommand (argv: string[]): Promise<number> {
   const { values: o, positional, help } = readCommandLine(argv, DEPLOY_OPTIONS, { env: process.env })
   if (help) { process.stdout.write(DEPLOY_HELP); return 0 }
   noExtraPositionals(positional, 0, DEPLOY_HELP)
-  if (o.torrent === undefined && (o.server === undefined || o.image === undefined)) {
-    throw new SiError('ERR_INVALID_ARGUMENT', 'give --server URL and --image NAME[@VERSION], or --torrent FILE|URL (see si-agent deploy --help)')
-  }
+  const source = torrentSourceOf(o, 'si-agent deploy')
   const target = required(o.target, 'target', 'DIR')
   const node = o.node ?? hostname()
 
@@ -38,7 +44,7 @@ export async function runDeployCommand (argv: string[]): Promise<number> {
   const termination = onTermination()
   try {
     emit({ type: 'phase', phase: 'torrent', detail: o.torrent ?? `${o.image ?? ''} from ${o.server ?? ''}` })
-    const metainfo = await loadTorrent({ server: o.server, image: o.image, torrent: o.torrent }, termination.signal)
+    const metainfo = await loadTorrent(source, termination.signal)
     await deployImage({ metainfo, target, settings: o, emit, signal: termination.signal })
     return 0
   } catch (err) {

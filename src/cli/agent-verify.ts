@@ -1,10 +1,10 @@
 // `si-agent verify`: checks a deployed target against its image from the node itself.
-import { SiError } from '../errors.ts'
 import { listOption, option, switchOption } from '../config/options.ts'
 import { nonEmpty, oneOf } from '../config/values.ts'
 import { ATTRIBUTES, formatDifference } from '../image/verify.ts'
 import { verifyTarget } from '../deploy/verify-target.ts'
 import { DEPLOY_OPTIONS } from '../deploy/config.ts'
+import { torrentSourceOf } from './agent-deploy.ts'
 import { noExtraPositionals, readCommandLine, required } from './args.ts'
 import { commandHelp } from './help.ts'
 
@@ -30,11 +30,9 @@ export async function runVerifyCommand (argv: string[]): Promise<number> {
   const { values: o, positional, help } = readCommandLine(argv, VERIFY_OPTIONS, { env: process.env })
   if (help) { process.stdout.write(VERIFY_HELP); return 0 }
   noExtraPositionals(positional, 0, VERIFY_HELP)
-  if (o.torrent === undefined && (o.server === undefined || o.image === undefined)) {
-    throw new SiError('ERR_INVALID_ARGUMENT', 'give --server URL and --image NAME[@VERSION], or --torrent FILE|URL (see si-agent verify --help)')
-  }
+  const source = torrentSourceOf(o, 'si-agent verify')
   const target = required(o.target, 'target', 'DIR')
-  const { differences, entries } = await verifyTarget({ server: o.server, image: o.image, torrent: o.torrent, target, ignore: o.ignore })
+  const { differences, entries } = await verifyTarget({ ...source, target, ignore: o.ignore })
   if (o.json) process.stdout.write(JSON.stringify(differences, null, 2) + '\n')
   else for (const d of differences) process.stdout.write(formatDifference(d) + '\n')
   process.stderr.write(`si-agent: ${target}: ${differences.length === 0 ? 'no difference' : `${differences.length} difference(s)`} in ${entries} entries\n`)
