@@ -87,7 +87,7 @@ export function readCommandLine<O extends Options> (argv: string[], options: O, 
 }
 
 export function noExtraPositionals (positional: string[], count: number, usage: string): void {
-  if (positional.length > count) throw new SiError('ERR_INVALID_ARGUMENT', `unexpected argument ${JSON.stringify(positional[count])}; usage: ${usage.split('\n')[0]}`)
+  if (positional.length > count) throw new SiError('ERR_INVALID_ARGUMENT', `unexpected argument ${JSON.stringify(positional[count])}; ${usage.split('\n')[0].replace(/^(usage: )?/, 'usage: ')}`)
 }
 
 /** A value the command cannot do without. */
