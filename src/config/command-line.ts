@@ -3,7 +3,7 @@
 // given twice refused, values checked by the option's own parser (config/options.ts).
 import minimist from 'minimist'
 import { SiError } from '../errors.ts'
-import { readOptions, type FlagValues, type Options, type ReadOptions } from '../config/options.ts'
+import { readOptions, type FlagValues, type Options, type ReadOptions } from './options.ts'
 
 export interface FlagSpec {
   strings?: string[]
