@@ -26,11 +26,11 @@ export async function hasTool (tool: string): Promise<boolean> {
   return out.trim() !== ''
 }
 
-/** Stops a child: SIGTERM, then SIGKILL after a grace period; resolves once it has exited. */
-export async function stopChild (child: ChildProcess, graceMs = KILL_GRACE_MS): Promise<void> {
+/** Stops a child: SIGTERM (or `first`), then SIGKILL after a grace period; resolves once it has exited. */
+export async function stopChild (child: ChildProcess, graceMs = KILL_GRACE_MS, first: NodeJS.Signals = 'SIGTERM'): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return
   const exited = new Promise<void>(resolve => child.once('exit', () => resolve()))
-  signalGroup(child, 'SIGTERM')
+  signalGroup(child, first)
   const timer = setTimeout(() => signalGroup(child, 'SIGKILL'), graceMs)
   await exited
   clearTimeout(timer)

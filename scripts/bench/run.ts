@@ -181,18 +181,22 @@ async function reportOnly (outDir: string): Promise<number> {
 let current: Cluster | undefined
 let scratchDir: string | undefined
 
-/** Ctrl-C or a kill: stop every child, remove the cluster and the scratch space, then exit. */
-function installSignalCleanup (): void {
+/**
+ * Ctrl-C or a kill: stop every child, remove the cluster and the scratch space, then exit.
+ * `state` says what exists at the moment of the signal.
+ */
+export function installSignalCleanup (state: () => { cluster?: Cluster; scratch?: string }, say: (line: string) => void = log): void {
   let cleaning = false
   const onSignal = (sig: NodeJS.Signals): void => {
     if (cleaning) return
     cleaning = true
-    log(`${sig}: cleaning up`)
+    say(`${sig}: cleaning up`)
     void (async () => {
+      const { cluster, scratch } = state()
       await stopAllChildren()
-      await current?.destroy()
+      await cluster?.destroy()
       for (const ns of await ownNamespaces()) await import('./netns.ts').then(m => m.deleteNamespace(ns))
-      if (scratchDir !== undefined) await rm(scratchDir, { recursive: true, force: true })
+      if (scratch !== undefined) await rm(scratch, { recursive: true, force: true })
       process.exit(130)
     })()
   }
@@ -213,7 +217,7 @@ export async function main (argv: string[]): Promise<number> {
   const tcpCongestion = congestion.name
   const plan = buildPlan(args)
   const outDir = resolve(args.out)
-  installSignalCleanup()
+  installSignalCleanup(() => ({ cluster: current, scratch: scratchDir }))
   const swept = await sweepStaleNamespaces()
   if (swept.length > 0) log(`removed ${swept.length} stale namespaces of dead runs (${NS_PREFIX}*)`)
 
