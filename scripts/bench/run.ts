@@ -15,10 +15,10 @@ import { listOption, option, switchOption, type Values } from '../../src/config/
 import { decimal, integer, nonEmpty, oneOf } from '../../src/config/values.ts'
 import { noExtraPositionals, readCommandLine } from '../../src/config/command-line.ts'
 import { commandHelp } from '../../src/config/help.ts'
-import { SiError, describeError, isSiError } from '../../src/errors.ts'
+import { SiError } from '../../src/errors.ts'
 import { Cluster } from './cluster.ts'
 import { AUTO, PREFERRED_CONGESTION_CONTROL, chooseCongestionControl } from './congestion.ts'
-import { hasTool, run as run_, stopAllChildren } from './exec.ts'
+import { hasTool, run as run_, runIfMain, stopAllChildren } from './exec.ts'
 import { addImage, makeImage, type BenchImage } from './image.ts'
 import { ownNamespaces, sweepStaleNamespaces, NS_PREFIX } from './netns.ts'
 import { fullPlan, smokePlan, MIB, type Plan, type Scenario } from './plans.ts'
@@ -281,9 +281,4 @@ export async function main (argv: string[]): Promise<number> {
   }
 }
 
-if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  main(process.argv.slice(2)).then(code => { process.exitCode = code }, err => {
-    log(`error: ${describeError(err)}`)
-    process.exitCode = isSiError(err, 'ERR_INVALID_ARGUMENT') ? 2 : 1
-  })
-}
+runIfMain(import.meta.url, main, log)

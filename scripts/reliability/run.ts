@@ -11,10 +11,10 @@ import { listOption, option } from '../../src/config/options.ts'
 import { decimal, integer, nonEmpty } from '../../src/config/values.ts'
 import { noExtraPositionals, readCommandLine } from '../../src/config/command-line.ts'
 import { commandHelp } from '../../src/config/help.ts'
-import { SiError, describeError, isSiError } from '../../src/errors.ts'
+import { SiError } from '../../src/errors.ts'
 import { Cluster } from '../bench/cluster.ts'
 import { chooseCongestionControl } from '../bench/congestion.ts'
-import { stopAllChildren } from '../bench/exec.ts'
+import { runIfMain, stopAllChildren } from '../bench/exec.ts'
 import { makeImage } from '../bench/image.ts'
 import { ownNamespaces, sweepStaleNamespaces } from '../bench/netns.ts'
 import { checkPrerequisites, installSignalCleanup } from '../bench/run.ts'
@@ -142,9 +142,4 @@ export async function main (argv: string[]): Promise<number> {
   }
 }
 
-if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  main(process.argv.slice(2)).then(code => { process.exitCode = code }, err => {
-    log(`error: ${describeError(err)}`)
-    process.exitCode = isSiError(err, 'ERR_INVALID_ARGUMENT') ? 2 : 1
-  })
-}
+runIfMain(import.meta.url, main, log)
