@@ -38,6 +38,11 @@ export type SiErrorCode =
   | 'ERR_TRANSFER_INCOMPLETE'
   | 'ERR_HELPER_FAILED'
   | 'ERR_BENCH'
+  // the fleet view: reports, the history database
+  | 'ERR_INVALID_REPORT'
+  | 'ERR_FLEET_FULL'
+  | 'ERR_RATE_LIMITED'
+  | 'ERR_HISTORY'
 
 export class SiError extends Error {
   readonly code: SiErrorCode

@@ -37,7 +37,7 @@ export async function runDeployCommand (argv: string[]): Promise<number> {
   const node = o.node ?? hostname()
 
   const sinks: EventSink[] = [o.json ? jsonSink(process.stdout, node) : terminalSink()]
-  const reporter = o.server !== undefined && o.report ? new ServerReporter(o.server, node) : undefined
+  const reporter = o.server !== undefined && o.report ? new ServerReporter({ server: o.server, node }) : undefined
   if (reporter !== undefined) sinks.push(reporter.sink())
   const emit = (event: DeployEvent): void => { for (const s of sinks) s(event) }
 

@@ -25,9 +25,8 @@ export type InstallEvent =
 export type InstallSink = (event: InstallEvent) => void
 
 /**
- * The download's sinks render and send by `type`, never by `phase`, and the server
- * stores any JSON object: install events pass through them unchanged. This is the one
- * place where that is asserted to the type checker.
+ * The download's renderers go by `type`, never by `phase`: install events pass through
+ * them unchanged. This is the one place where that is asserted to the type checker.
  */
 function widen (sink: EventSink): InstallSink {
   return sink as unknown as InstallSink
@@ -41,8 +40,8 @@ export interface InstallOutput {
 
 export function installOutput (opts: { json: boolean; node: string; monitor?: string; out?: NodeJS.WritableStream; err?: NodeJS.WriteStream }): InstallOutput {
   const console = opts.json ? widen(jsonSink(opts.out ?? process.stdout, opts.node)) : widen(terminalSink(opts.err))
-  const reporter = opts.monitor !== undefined ? new ServerReporter(opts.monitor, opts.node) : undefined
-  const report = reporter !== undefined ? widen(reporter.sink()) : undefined
+  const reporter = opts.monitor !== undefined ? new ServerReporter({ server: opts.monitor, node: opts.node, install: true }) : undefined
+  const report = reporter?.sink()
   const errStream = opts.err ?? process.stderr
   return {
     emit: event => {
