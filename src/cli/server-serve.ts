@@ -24,12 +24,13 @@ export async function runServeCommand (argv: string[]): Promise<number> {
     uploadBytesPerSecond: o.uploadLimit,
     plansDir: o.plans,
     bootDir: o.bootDir,
-    bootKernelArgs: o.bootArgs
+    bootKernelArgs: o.bootArgs,
+    onWarning: message => process.stderr.write(`si-server: warning: ${message}\n`)
   })
   server.seeder.on('warning', err => process.stderr.write(`si-server: warning: ${describeError(err)}\n`))
   await server.start()
   const images = await server.repo.list()
-  process.stderr.write(`si-server: serving ${images.length} image version(s) from ${server.repo.root} on http://${o.listen.host}:${server.httpPort}, seeding on port ${server.seeder.port}\n`)
+  process.stderr.write(`si-server: serving ${images.length} image version(s) from ${server.repo.root} on http://${o.listen.host}:${server.httpPort}, seeding on port ${server.seeder.port}; dashboard at http://${o.listen.host}:${server.httpPort}/\n`)
   await new Promise<void>(resolve => {
     process.once('SIGINT', resolve)
     process.once('SIGTERM', resolve)

@@ -10,8 +10,8 @@ import { parseImageRef } from '../formats/image-ref.ts'
 import { withTrackers } from '../torrent/metainfo.ts'
 import type { Tracker } from '../tracker/tracker.ts'
 import { parseRange } from './range.ts'
-import { isNodeName } from '../formats/node-name.ts'
-import { Fleet, MAX_EVENT_BYTES } from './fleet.ts'
+import { receiveReport, routeConsole } from './fleet-api.ts'
+import type { OperatorsConsole } from './operators-console.ts'
 import { answerPlanRequest, type PlanStore } from './plans.ts'
 import { serveBootFile, type BootFilesOptions } from './boot-files.ts'
 
@@ -22,7 +22,8 @@ const PAYLOAD_CONTENT_TYPES: Record<Compression, string> = { none: 'application/
 export interface HttpApiOptions {
   repo: ImageRepository
   tracker: Tracker
-  fleet: Fleet
+  /** the fleet's reports and views: dashboard, metrics, history */
+  console: OperatorsConsole
   /** base URL written into torrents; default: the Host the client used */
   publicUrl?: string
   /** extra figures for /api/status */
@@ -54,16 +55,22 @@ async function handle (opts: HttpApiOptions, req: http.IncomingMessage, res: htt
   if (rawUrl.length > MAX_URL_LENGTH) return sendJson(res, 414, { error: `URL longer than ${MAX_URL_LENGTH} bytes` })
   // Origin form only: "//host/path" would be read as a URL naming another host.
   if (!rawUrl.startsWith('/') || rawUrl.startsWith('//')) return sendJson(res, 400, { error: `request target ${JSON.stringify(rawUrl.slice(0, 80))} is not a path starting with a single /` })
-  if (opts.tracker.handle(req, res)) return
+  if (opts.tracker.handle(req, res)) {
+    opts.console.metrics.countTrackerRequest(rawUrl.startsWith('/scrape') ? 'scrape' : 'announce')
+    return
+  }
   const url = new URL(`http://localhost${rawUrl}`)
   const parts = url.pathname.split('/').filter(p => p !== '').map(safeDecode)
   const method = req.method ?? 'GET'
 
+  if (await routeConsole(opts.console, req, res, url, parts)) return
   if (parts[0] === 'api') {
+    if (parts.length === 1 && isRead(method)) {
+      return sendJson(res, 200, { service: 'si-server', endpoints: ['/ (dashboard)', '/metrics', '/api/images', '/api/status', '/api/nodes[?phase=&image=&group=&search=&sort=&order=&offset=&limit=&since=]', '/api/nodes/NAME', '/api/fleet[?since=MS]', '/api/history[?image=&since=&limit=]', '/api/plan?node=NAME&mac=MAC', '/boot/NAME', '/images/NAME[/VERSION]/image.torrent', '/images/NAME/VERSION/image.tar[.gz|.zst]', '/announce', '/scrape'] })
+    }
     if (parts[1] === 'images' && parts.length === 2 && isRead(method)) return sendJson(res, 200, (await opts.repo.list()).map(describeVersion))
     if (parts[1] === 'status' && parts.length === 2 && isRead(method)) return sendJson(res, 200, opts.status())
-    if (parts[1] === 'nodes' && parts.length === 2 && isRead(method)) return sendJson(res, 200, opts.fleet.list())
-    if (parts[1] === 'nodes' && parts.length === 4 && parts[3] === 'events' && method === 'POST') return receiveReport(opts.fleet, parts[2], req, res)
+    if (parts[1] === 'nodes' && parts.length === 4 && parts[3] === 'events' && method === 'POST') return receiveReport(opts.console, parts[2], req, res)
     if (parts[1] === 'plan' && parts.length === 2 && isRead(method) && opts.plans !== undefined) {
       const answer = await answerPlanRequest(opts.plans, url.searchParams)
       return sendJson(res, answer.status, answer.body)
@@ -78,9 +85,6 @@ async function handle (opts: HttpApiOptions, req: http.IncomingMessage, res: htt
     const ref = parts.length === 4 ? `${parts[1]}@${parts[2]}` : parts.length === 3 ? parts[1] : undefined
     if (ref !== undefined && file === 'image.torrent' && isRead(method)) return sendTorrent(opts, req, res, ref, url.searchParams.get('webseed') !== '0')
     if (parts.length === 4 && PAYLOAD_FILES.includes(file) && isRead(method)) return sendPayload(opts, req, res, ref as string, file)
-  }
-  if (parts.length === 0 && isRead(method)) {
-    return sendJson(res, 200, { service: 'si-server', endpoints: ['/api/images', '/api/status', '/api/nodes', '/api/plan?node=NAME&mac=MAC', '/boot/NAME', '/images/NAME[/VERSION]/image.torrent', '/images/NAME/VERSION/image.tar[.gz|.zst]', '/announce', '/scrape'] })
   }
   sendJson(res, isKnownPath(parts) ? 405 : 404, { error: `no route for ${method} ${url.pathname}` })
 }
@@ -157,34 +161,6 @@ async function sendPayload (opts: HttpApiOptions, req: http.IncomingMessage, res
   }
   res.on('close', () => stream.destroy())
   stream.pipe(res)
-}
-
-function receiveReport (fleet: Fleet, node: string, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-  return new Promise(resolve => {
-    if (!isNodeName(node)) { sendJson(res, 400, { error: `invalid node name ${JSON.stringify(node)}` }); resolve(); return }
-    const chunks: Buffer[] = []
-    let size = 0
-    req.on('data', (c: Buffer) => {
-      size += c.length
-      if (size > MAX_EVENT_BYTES) {
-        sendJson(res, 413, { error: `event larger than ${MAX_EVENT_BYTES} bytes` })
-        req.destroy()
-        return
-      }
-      chunks.push(c)
-    })
-    req.on('error', () => resolve())
-    req.on('end', () => {
-      if (size <= MAX_EVENT_BYTES) {
-        let event: unknown
-        try { event = JSON.parse(Buffer.concat(chunks).toString('utf8')) } catch { event = undefined }
-        if (typeof event !== 'object' || event === null || Array.isArray(event)) sendJson(res, 400, { error: 'event must be a JSON object' })
-        else if (fleet.record(node, event as Record<string, unknown>) === undefined) sendJson(res, 503, { error: 'too many nodes' })
-        else sendJson(res, 204, undefined)
-      }
-      resolve()
-    })
-  })
 }
 
 function baseUrl (opts: HttpApiOptions, req: http.IncomingMessage): string {

@@ -6,7 +6,9 @@ import { SiError } from '../errors.ts'
 import { ImageRepository } from '../image/repository.ts'
 import { Tracker } from '../tracker/tracker.ts'
 import { createHttpApi } from './http-api.ts'
-import { Fleet } from './fleet.ts'
+import type { Fleet } from './fleet.ts'
+import { OperatorsConsole } from './operators-console.ts'
+import type { FleetConfig } from './console-config.ts'
 import { Seeder } from './seeder.ts'
 import { PlanStore } from './plans.ts'
 import { BOOT_DIR, PLANS_DIR } from './config.ts'
@@ -31,11 +33,15 @@ export interface ImageServerOptions {
   bootDir?: string
   /** extra kernel arguments in the generated iPXE script */
   bootKernelArgs?: string
+  /** the fleet view's bounds and report pacing (tests, load tests) */
+  fleet?: Partial<FleetConfig>
+  /** where the server says what goes wrong in the background (default: nowhere) */
+  onWarning?: (message: string) => void
 }
 
 export class ImageServer {
   readonly repo: ImageRepository
-  readonly fleet = new Fleet()
+  readonly console: OperatorsConsole
   readonly tracker: Tracker
   readonly seeder: Seeder
   private http: http.Server | undefined
@@ -48,6 +54,13 @@ export class ImageServer {
     this.opts = opts
     this.repo = new ImageRepository(opts.repoDir)
     this.seeder = new Seeder(this.repo, { uploadBytesPerSecond: opts.uploadBytesPerSecond })
+    this.console = new OperatorsConsole({
+      repo: this.repo,
+      plansDir: opts.plansDir ?? join(opts.repoDir, PLANS_DIR),
+      serverBytes: () => ({ httpPayload: this.payloadBytesSent, seederByImage: this.seeder.uploaded().byImage }),
+      config: opts.fleet,
+      onWarning: opts.onWarning
+    })
     this.tracker = new Tracker({
       config: { intervalSeconds: opts.announceIntervalSeconds },
       // The seeder never announces over HTTP: it would be seen at the loopback address.
@@ -61,10 +74,11 @@ export class ImageServer {
   async start (): Promise<void> {
     if (this.opts.seed !== false) await this.seeder.start(this.opts.peerHost ?? this.opts.host, this.opts.peerPort)
     this.tracker.start()
+    this.console.start()
     const server = createHttpApi({
       repo: this.repo,
       tracker: this.tracker,
-      fleet: this.fleet,
+      console: this.console,
       publicUrl: this.opts.publicUrl,
       status: () => this.status(),
       onPayloadBytes: bytes => { this.payloadBytesSent += bytes },
@@ -88,8 +102,11 @@ export class ImageServer {
       await new Promise<void>(resolve => server.close(() => resolve()))
     }
     this.tracker.stop()
+    this.console.stop()
     await this.seeder.stop()
   }
+
+  get fleet (): Fleet { return this.console.fleet }
 
   status (): Record<string, unknown> {
     const uploaded = this.seeder.uploaded()
@@ -100,7 +117,7 @@ export class ImageServer {
       seederUploadedByImage: uploaded.byImage,
       payloadBytesSent: this.payloadBytesSent,
       serverBytesSent: uploaded.total + this.payloadBytesSent,
-      nodes: this.fleet.list().length
+      nodes: this.fleet.size
     }
   }
 }
