@@ -5,11 +5,15 @@ import { VERSION } from '../version.ts'
 import { DEFAULT_REPO } from '../server/config.ts'
 import { imageAdd, imageCapture, imageList, imageRemove, imageVerify, overrideCommand } from './server-image.ts'
 import { runServeCommand } from './server-serve.ts'
+import { runMonitorCommand } from './server-monitor.ts'
+import { runHistoryCommand } from './server-history.ts'
 
 export const SERVER_HELP = `usage: si-server <command> [options]
 
 commands:
-  serve                 run the HTTP API, tracker and first seeder
+  serve                 run the HTTP API, tracker, first seeder and the fleet dashboard (/)
+  monitor               watch the fleet install, live, in a terminal (--server URL)
+  history               list past deployments: per node start, end, outcome, bytes
   image add NAME        pack a directory into a new version of image NAME
   image list            list images and versions
   image rm NAME[@N]     remove an image (all versions) or one version
@@ -17,7 +21,7 @@ commands:
   image capture NAME --from HOST        copy a running machine (rsync) into a new version
   override add|list|rm  trees laid over images after extraction (per group, per host)
 
-Every command takes --repo DIR (default ${DEFAULT_REPO}, or $SI_REPO) and --help.
+Every command but monitor takes --repo DIR (default ${DEFAULT_REPO}, or $SI_REPO) and --help.
 `
 
 const IMAGE_COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
@@ -39,6 +43,8 @@ async function main (argv: string[]): Promise<number> {
   if (command === '--version') { process.stdout.write(`si-server ${VERSION}\n`); return 0 }
   if (isHelp(command)) { process.stdout.write(SERVER_HELP); return command === undefined ? 2 : 0 }
   if (command === 'serve') return await runServeCommand(argv.slice(1))
+  if (command === 'monitor') return await runMonitorCommand(argv.slice(1))
+  if (command === 'history') return await runHistoryCommand(argv.slice(1))
   if (command === 'override') return await overrideCommand(argv.slice(1))
   if (command === 'image') {
     const sub = argv[1]
