@@ -3,6 +3,7 @@
 // terminal. And the deployment history as a table, for `si-server history`. Every text a node sent is cut to the column and stripped of control
 // characters, so a node cannot draw on the administrator's terminal.
 import { FLEET_PHASES, type FleetPhase } from '../formats/node-report.ts'
+import { compareNodeNames } from '../formats/node-name.ts'
 import type { NodeSummary } from './fleet.ts'
 import type { Deployment } from './history.ts'
 
@@ -15,7 +16,7 @@ const CONTROL = /[\u0000-\u001f\u007f-\u009f]/g
 export function byAttention (a: NodeSummary, b: NodeSummary): number {
   return (ATTENTION_ORDER.indexOf(a.phase) - ATTENTION_ORDER.indexOf(b.phase)) ||
     ((a.progress ?? 0) - (b.progress ?? 0)) ||
-    a.node.localeCompare(b.node, 'en', { numeric: true })
+    compareNodeNames(a.node, b.node)
 }
 
 export function printable (text: string | undefined, width: number): string {

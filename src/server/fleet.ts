@@ -4,6 +4,7 @@
 // whatever is posted; reads are pages, never the whole fleet in one string.
 import { EventEmitter } from 'node:events'
 import { FLEET_PHASES, isTerminalPhase, type FleetPhase, type NodeReport, type ReportedError } from '../formats/node-report.ts'
+import { compareNodeNames } from '../formats/node-name.ts'
 import { DEFAULT_FLEET_CONFIG, type FleetConfig } from './console-config.ts'
 
 /** Fixed cost of a node's entry besides what it was sent (keys, numbers, the map's own). */
@@ -204,7 +205,7 @@ export class Fleet extends EventEmitter<FleetEvents> {
 
   /** Every node's summary, by name: for counting and for callers that need them all. */
   list (): NodeSummary[] {
-    return [...this.nodes.values()].map(e => e.summary).sort((a, b) => a.node.localeCompare(b.node))
+    return [...this.nodes.values()].map(e => e.summary).sort((a, b) => compareNodeNames(a.node, b.node))
   }
 
   page (q: ListQuery = {}): NodePage {
@@ -315,7 +316,7 @@ function shed (e: Entry): void {
 const PHASE_ORDER = new Map<string, number>(FLEET_PHASES.map((p, i) => [p, i]))
 
 function comparator (key: SortKey): (a: NodeSummary, b: NodeSummary) => number {
-  const byName = (a: NodeSummary, b: NodeSummary): number => a.node.localeCompare(b.node, 'en', { numeric: true })
+  const byName = (a: NodeSummary, b: NodeSummary): number => compareNodeNames(a.node, b.node)
   const then = (f: (a: NodeSummary, b: NodeSummary) => number) => (a: NodeSummary, b: NodeSummary) => f(a, b) || byName(a, b)
   switch (key) {
     case 'node': return byName
