@@ -2,6 +2,8 @@
 // one row per node and run, with its start, end, outcome, error code and the bytes it
 // took from the server and from its peers. The server writes at each step of a node
 // (not at each progress report); `si-server history` and the dashboard read it.
+import { mkdirSync } from 'node:fs'
+import { dirname } from 'node:path'
 import { DatabaseSync, type StatementSync } from 'node:sqlite'
 import { SiError } from '../errors.ts'
 import { isTerminalPhase } from '../formats/node-report.ts'
@@ -111,6 +113,8 @@ export class DeploymentHistory {
 
   /** The server's history, created on first use. */
   static openForWriting (file: string): DeploymentHistory {
+    // A server started on a repository not made yet still keeps its history.
+    try { mkdirSync(dirname(file), { recursive: true }) } catch (err) { throw new SiError('ERR_HISTORY', `${dirname(file)}: ${(err as Error).message}`, { cause: err }) }
     const db = open(file, false)
     try {
       db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;')
@@ -142,7 +146,7 @@ export class DeploymentHistory {
       ended_at: n.phase === 'done' || n.phase === 'failed' ? n.updatedAt : null,
       booted_at: n.phase === 'booted' ? n.updatedAt : null,
       outcome: terminal ? n.phase : 'running',
-      step: n.step ?? n.phase,
+      step: n.error?.step ?? n.step ?? n.phase,
       error_code: n.error?.code ?? null,
       error_message: n.error?.message ?? null,
       bytes_from_server: n.bytesFromServer ?? 0,

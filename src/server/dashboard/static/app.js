@@ -248,8 +248,8 @@ async function renderNode (name) {
   const facts = [
     ['Image', d.image], ['Group', d.group], ['Step', [d.step, d.detail].filter(x => x).join(': ')],
     ['Progress', d.progress !== undefined ? `${(d.progress * 100).toFixed(1)} %` : ''],
-    ['Down / up', `${rate(d.downloadRate)} / ${rate(d.uploadRate)}`],
-    ['From server / peers', `${bytes(d.bytesFromServer)} / ${bytes(d.bytesFromPeers)}`], ['Uploaded', bytes(d.uploaded)], ['Peers', d.peers],
+    ['Down / up', d.downloadRate !== undefined ? `${rate(d.downloadRate)} / ${rate(d.uploadRate ?? 0)}` : ''],
+    ['From server / peers', d.bytesFromServer !== undefined ? `${bytes(d.bytesFromServer)} / ${bytes(d.bytesFromPeers ?? 0)}` : ''], ['Uploaded', bytes(d.uploaded)], ['Peers', d.peers],
     ['Address', d.address], ['Host', d.identity?.hostname], ['MACs', d.identity?.macs.join(', ')], ['Addresses', d.identity?.addresses.join(', ')],
     ['Hardware', hw !== undefined ? `${hw.cpus} CPUs${hw.cpuModel ? ` (${hw.cpuModel})` : ''}, ${bytes(hw.memoryBytes)} memory, disks ${hw.disks.map(k => `${k.name} ${bytes(k.bytes)}`).join(', ') || 'none'}` : ''],
     ['First seen', clock(d.firstSeen)], ['Updated', `${ago(d.updatedAt)} ago`], ['Warning', d.warning]
