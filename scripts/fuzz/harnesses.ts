@@ -319,7 +319,14 @@ export function httpRoutes (): Harness {
     `GET /scrape?info_hash=${'%11'.repeat(20)} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`,
     'GET /api/plan?node=node01&mac=52:54:00:00:00:01 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
     'GET /boot/boot.ipxe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
-    'POST /api/nodes/node01/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 41\r\nConnection: close\r\n\r\n{"type":"phase","phase":"download","x":1}'
+    'POST /api/nodes/node01/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 41\r\nConnection: close\r\n\r\n{"type":"phase","phase":"download","x":1}',
+    'POST /api/nodes/node02/events HTTP/1.1\r\nHost: x\r\nContent-Length: 129\r\nConnection: close\r\n\r\n{"phase":"failed","run":"r1","error":{"code":"ERR_X","message":"m","step":"plan"},"hardware":{"cpus":2,"disks":[{"name":"sda"}]}}',
+    'GET /api/nodes?phase=failed&sort=progress&order=desc&offset=0&limit=10&since=0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+    'GET /api/nodes/node01 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+    'GET /api/fleet?since=0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+    'GET /api/history?image=golden&since=1h&limit=5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+    'GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+    'GET /dashboard/app.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'
   ]
   return {
     name: 'http-routes',
