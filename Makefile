@@ -53,6 +53,20 @@ bench: build typecheck ## Emulated cluster benchmark (root): bench/results/*.jso
 bench-smoke: build typecheck ## N=4 benchmark that checks the harness itself (root)
 	$(NODE) --import tsx scripts/bench/run.ts --plan smoke --out $(BENCH_SMOKE_OUT)
 
+# Faults a deployment survives on an emulated cluster (root): server killed, agents killed,
+# a link down, loss. RELIABILITY_ARGS passes options, e.g. RELIABILITY_ARGS="--cases loss".
+RELIABILITY_ARGS ?=
+.PHONY: reliability
+reliability: build typecheck ## Fault cases on a 16-node emulated cluster: table, bench/reliability/REPORT.md
+	$(NODE) --import tsx scripts/reliability/run.ts $(RELIABILITY_ARGS)
+
+# Parsers of network and disk input under mutation fuzzing (scripts/fuzz/); FUZZ_ARGS
+# passes options, e.g. FUZZ_ARGS="--seconds 600 --only peer-wire". make test runs a short version.
+FUZZ_ARGS ?=
+.PHONY: fuzz
+fuzz: build ## Fuzz every parser for a minute each (table and dist/fuzz-report.json)
+	$(NODE) --import tsx scripts/fuzz/run.ts $(FUZZ_ARGS)
+
 clean: ## Remove dist/
 	rm -rf dist
 

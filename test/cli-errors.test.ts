@@ -64,6 +64,8 @@ test('invalid flags are named', async () => {
   assertOneLineError(await deploy('--server', server.url, '--image', '../etc'), 'ERR_INVALID_IMAGE_NAME', /\.\.\/etc/)
   assertOneLineError(await run(SI_AGENT, ['deploy', '--server', server.url, '--image', 'golden']), 'ERR_INVALID_ARGUMENT', /--target/)
   assertOneLineError(await run(SI_AGENT, ['frobnicate']), 'ERR_INVALID_ARGUMENT', /frobnicate/)
+  const extra = await run(SI_AGENT, ['deploy', 'stray', '--server', server.url, '--image', 'golden'])
+  assertOneLineError(extra, 'ERR_INVALID_ARGUMENT', /unexpected argument "stray"; usage: si-agent deploy /)
 })
 
 test('nothing is written into the target when the image cannot be had', async () => {

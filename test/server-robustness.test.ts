@@ -50,6 +50,11 @@ test('garbage on the HTTP port gets 400 and the server survives', async () => {
   assert.match(await raw(server.httpPort, 'BLAH\r\n\r\n'), /400 Bad Request/)
   assert.match(await raw(server.httpPort, Buffer.from([0, 1, 2, 255, 254, 13, 10, 13, 10])), /400/)
   assert.match(await raw(server.httpPort, `GET / HTTP/1.1\r\nHost: x\r\nX: ${'a'.repeat(40_000)}\r\n\r\n`), /431|400/)
+  // Found by the HTTP fuzzer: "//" was read as a URL with an empty host (500), "//api/images" as host "api".
+  for (const target of ['//', '///x', '//api/images', `/${'/'.repeat(300)}`]) {
+    const answer = await raw(server.httpPort, `GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`)
+    assert.match(answer, /^HTTP\/1\.1 400 .*\r\n[\s\S]*not a path starting with a single \//, target)
+  }
   await assertAlive()
 })
 

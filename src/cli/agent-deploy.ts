@@ -7,8 +7,8 @@ import type { DeployEvent, EventSink } from '../deploy/events.ts'
 import { jsonSink, terminalSink } from '../deploy/progress.ts'
 import { ServerReporter } from '../deploy/reporter.ts'
 import { loadTorrent } from '../deploy/torrent-source.ts'
-import { commandHelp } from './help.ts'
-import { noExtraPositionals, readCommandLine, required } from './args.ts'
+import { commandHelp } from '../config/help.ts'
+import { noExtraPositionals, readCommandLine, required } from '../config/command-line.ts'
 import { onTermination } from './signals.ts'
 
 export const DEPLOY_HELP = commandHelp([

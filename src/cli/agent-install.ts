@@ -7,8 +7,8 @@ import { INSTALL_OPTIONS, DEFAULT_CMDLINE_FILE, reportTarget, resolveConfig } fr
 import { install } from '../install/install.ts'
 import { installOutput } from '../install/install-events.ts'
 import { localMacs } from '../install/plan-client.ts'
-import { givenFlags, noExtraPositionals } from './args.ts'
-import { commandHelp } from './help.ts'
+import { givenFlags, noExtraPositionals } from '../config/command-line.ts'
+import { commandHelp } from '../config/help.ts'
 import { onTermination } from './signals.ts'
 
 /** Host names that say nothing about which node this is. */

@@ -5,8 +5,8 @@ import { ATTRIBUTES, formatDifference } from '../image/verify.ts'
 import { verifyTarget } from '../deploy/verify-target.ts'
 import { DEPLOY_OPTIONS } from '../deploy/config.ts'
 import { torrentSourceOf } from './agent-deploy.ts'
-import { noExtraPositionals, readCommandLine, required } from './args.ts'
-import { commandHelp } from './help.ts'
+import { noExtraPositionals, readCommandLine, required } from '../config/command-line.ts'
+import { commandHelp } from '../config/help.ts'
 
 export const VERIFY_OPTIONS = {
   server: DEPLOY_OPTIONS.server,

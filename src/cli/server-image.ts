@@ -11,8 +11,8 @@ import { ImageRepository, type ImageVersion } from '../image/repository.ts'
 import { ATTRIBUTES, diffSnapshots, formatDifference, snapshotArchive, snapshotTree } from '../image/verify.ts'
 import { MAX_PIECE_LENGTH, MIN_PIECE_LENGTH } from '../torrent/metainfo.ts'
 import { REPO_OPTIONS } from '../server/config.ts'
-import { noExtraPositionals, readCommandLine, required } from './args.ts'
-import { commandHelp } from './help.ts'
+import { noExtraPositionals, readCommandLine, required } from '../config/command-line.ts'
+import { commandHelp } from '../config/help.ts'
 
 /** add and capture report progress at most this often */
 const PROGRESS_INTERVAL_MS = 1000

@@ -2,8 +2,8 @@
 import { describeError } from '../errors.ts'
 import { DEFAULT_PEER_PORT, SERVE_OPTIONS } from '../server/config.ts'
 import { ImageServer } from '../server/image-server.ts'
-import { noExtraPositionals, readCommandLine } from './args.ts'
-import { commandHelp } from './help.ts'
+import { noExtraPositionals, readCommandLine } from '../config/command-line.ts'
+import { commandHelp } from '../config/help.ts'
 
 export const SERVE_HELP = commandHelp(['si-server serve [--repo DIR] [--listen HOST:PORT] [options]'], SERVE_OPTIONS, { env: true })
 

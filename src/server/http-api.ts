@@ -52,8 +52,10 @@ export function createHttpApi (opts: HttpApiOptions): http.Server {
 async function handle (opts: HttpApiOptions, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
   const rawUrl = req.url ?? '/'
   if (rawUrl.length > MAX_URL_LENGTH) return sendJson(res, 414, { error: `URL longer than ${MAX_URL_LENGTH} bytes` })
+  // Origin form only: "//host/path" would be read as a URL naming another host.
+  if (!rawUrl.startsWith('/') || rawUrl.startsWith('//')) return sendJson(res, 400, { error: `request target ${JSON.stringify(rawUrl.slice(0, 80))} is not a path starting with a single /` })
   if (opts.tracker.handle(req, res)) return
-  const url = new URL(rawUrl, 'http://localhost')
+  const url = new URL(`http://localhost${rawUrl}`)
   const parts = url.pathname.split('/').filter(p => p !== '').map(safeDecode)
   const method = req.method ?? 'GET'
 
