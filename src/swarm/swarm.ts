@@ -121,7 +121,8 @@ export class Swarm extends EventEmitter<SwarmEvents> {
       pieceCount: layout.pieceCount,
       listener: this.listener,
       config: this.config,
-      wantsPeers: () => !this.requester.isComplete || connectWhenComplete
+      wantsPeers: () => !this.requester.isComplete || connectWhenComplete,
+      idleTimeoutApplies: () => this.requester.completed > 0 && this.superSeed === undefined
     })
     this.connections.on('attached', peer => this.onAttached(peer))
     this.connections.on('detached', peer => this.onDetached(peer))
@@ -286,6 +287,7 @@ export class Swarm extends EventEmitter<SwarmEvents> {
         peer.waitingSince = now
       }
     }
+    this.connections.sweepIdle(now)
     this.connections.connectMore()
   }
 }
