@@ -1,6 +1,6 @@
 // si-server's long-running part: HTTP API and tracker on one port, the first seeder on
 // another, the repository underneath, watched by the catalogue. start() and stop() own
-// every socket and timer.
+// every socket, timer and file.
 import { EventEmitter } from 'node:events'
 import type http from 'node:http'
 import { join } from 'node:path'
@@ -13,6 +13,7 @@ import { Seeder } from './seeder.ts'
 import { PlanStore } from './plans.ts'
 import { BOOT_DIR, PLANS_DIR } from './config.ts'
 import { ImageCatalogue } from './catalogue.ts'
+import { InUseRecorder, type VersionInUse } from './in-use.ts'
 
 export interface ImageServerOptions {
   repoDir: string
@@ -36,7 +37,7 @@ export interface ImageServerOptions {
 }
 
 export interface ImageServerEvents {
-  /** a fault that stops nothing else: the repository, one image, the listener */
+  /** a fault that stops nothing else: the repository, one image, the listener, the in-use record */
   warning: [err: Error]
 }
 
@@ -46,6 +47,7 @@ export class ImageServer extends EventEmitter<ImageServerEvents> {
   readonly catalogue: ImageCatalogue
   readonly tracker: Tracker
   readonly seeder: Seeder
+  private readonly inUse: InUseRecorder
   private http: http.Server | undefined
   private readonly opts: ImageServerOptions
   private readonly startedAt = Date.now()
@@ -67,6 +69,7 @@ export class ImageServer extends EventEmitter<ImageServerEvents> {
         ? [{ host: localAddress, port: this.seeder.port, peerId: this.seeder.peerId }]
         : []
     })
+    this.inUse = new InUseRecorder(opts.repoDir, () => this.versionsInUse(), err => this.emit('warning', err))
     this.catalogue.on('warning', err => this.emit('warning', err))
     this.seeder.on('warning', err => this.emit('warning', err))
     this.catalogue.on('changed', (_added, removed) => {
@@ -93,6 +96,7 @@ export class ImageServer extends EventEmitter<ImageServerEvents> {
       publicUrl: this.opts.publicUrl,
       status: () => this.status(),
       onPayloadBytes: bytes => { this.payloadBytesSent += bytes },
+      wasRemoved: ref => this.catalogue.wasRemoved(ref),
       plans: new PlanStore(this.opts.plansDir ?? join(this.opts.repoDir, PLANS_DIR)),
       boot: { dir: this.opts.bootDir ?? join(this.opts.repoDir, BOOT_DIR), kernelArgs: this.opts.bootKernelArgs }
     })
@@ -103,9 +107,11 @@ export class ImageServer extends EventEmitter<ImageServerEvents> {
     })
     const address = server.address()
     this.httpPort = typeof address === 'object' && address !== null ? address.port : this.opts.port
+    await this.inUse.start()
   }
 
   async stop (): Promise<void> {
+    await this.inUse.stop()
     const server = this.http
     this.http = undefined
     if (server !== undefined) {
@@ -128,5 +134,15 @@ export class ImageServer extends EventEmitter<ImageServerEvents> {
       serverBytesSent: uploaded.total + this.payloadBytesSent,
       nodes: this.fleet.list().length
     }
+  }
+
+  /** The served versions the tracker lists leechers of: `si-server image rm` reads them (in-use.ts). */
+  private versionsInUse (): VersionInUse[] {
+    return this.catalogue.versions().map(v => ({
+      name: v.name,
+      version: v.version,
+      infoHash: v.infoHashHex,
+      fetchers: this.tracker.swarm(v.infoHashHex).peers.filter(p => p.left > 0).map(p => `${p.host}:${p.port}`)
+    }))
   }
 }

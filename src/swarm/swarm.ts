@@ -226,7 +226,9 @@ export class Swarm extends EventEmitter<SwarmEvents> {
     this.superSeed?.peerGone(peer.id)
     // Pieces only the departed peer held may now be revealed to those still waiting for them.
     this.revealToWaiting()
-    if (this.connections.size < this.config.lowPeerCount && !this.requester.isComplete) this.tracker?.announceNow()
+    // The image server's seeder leaving may mean the image was removed: the tracker says so.
+    const serverLeft = peer.outgoing && isServerPeerId(peer.id)
+    if ((this.connections.size < this.config.lowPeerCount || serverLeft) && !this.requester.isComplete) this.tracker?.announceNow()
   }
 
   private get superSeeding (): boolean {
