@@ -26,7 +26,7 @@ export async function runServeCommand (argv: string[]): Promise<number> {
     bootDir: o.bootDir,
     bootKernelArgs: o.bootArgs
   })
-  server.seeder.on('warning', err => process.stderr.write(`si-server: warning: ${describeError(err)}\n`))
+  server.on('warning', err => process.stderr.write(`si-server: warning: ${describeError(err)}\n`))
   await server.start()
   const images = await server.repo.list()
   process.stderr.write(`si-server: serving ${images.length} image version(s) from ${server.repo.root} on http://${o.listen.host}:${server.httpPort}, seeding on port ${server.seeder.port}\n`)

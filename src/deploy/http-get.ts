@@ -15,11 +15,11 @@ export async function httpGet (url: string, opts: { signal?: AbortSignal; timeou
   if (res.status < 200 || res.status > 299) {
     // Our server explains itself in JSON ({error, code}); anyone else gets quoted briefly.
     let detail = res.body.toString('utf8', 0, 200).trim()
-    let code: SiErrorCode = res.status === 404 ? 'ERR_IMAGE_NOT_FOUND' : 'ERR_HTTP_STATUS'
+    let code: SiErrorCode = res.status === 404 ? 'ERR_IMAGE_NOT_FOUND' : res.status === 410 ? 'ERR_IMAGE_REMOVED' : 'ERR_HTTP_STATUS'
     try {
       const parsed = JSON.parse(res.body.toString('utf8')) as { error?: unknown; code?: unknown }
       if (typeof parsed.error === 'string') detail = parsed.error
-      if (parsed.code === 'ERR_IMAGE_NOT_FOUND' || parsed.code === 'ERR_INVALID_IMAGE_NAME') code = parsed.code
+      if (parsed.code === 'ERR_IMAGE_NOT_FOUND' || parsed.code === 'ERR_INVALID_IMAGE_NAME' || parsed.code === 'ERR_IMAGE_REMOVED') code = parsed.code
     } catch { /* not JSON */ }
     throw new SiError(code, `${detail !== '' ? detail : `HTTP ${res.status}`} (${url} answered ${res.status})`)
   }

@@ -33,6 +33,8 @@ export interface HttpApiOptions {
   boot?: BootFilesOptions
   /** counts payload bytes sent over HTTP (web seed and unicast) */
   onPayloadBytes?: (bytes: number) => void
+  /** whether an image reference not found names versions this server served and that were removed (410) */
+  wasRemoved?: (ref: string) => boolean
 }
 
 export function createHttpApi (opts: HttpApiOptions): http.Server {
@@ -107,7 +109,7 @@ function payloadPath (v: ImageVersion): string {
 /** ?webseed=0 leaves the web seed out: a client then gets the payload over BitTorrent only. */
 async function sendTorrent (opts: HttpApiOptions, req: http.IncomingMessage, res: http.ServerResponse, ref: string, webSeed: boolean): Promise<void> {
   parseImageRef(ref)
-  const version = await opts.repo.resolve(ref)
+  const version = await resolveServed(opts, ref)
   const base = baseUrl(opts, req)
   const raw = await opts.repo.readTorrent(version)
   const body = withTrackers(raw, {
@@ -129,7 +131,7 @@ async function sendTorrent (opts: HttpApiOptions, req: http.IncomingMessage, res
  */
 async function sendPayload (opts: HttpApiOptions, req: http.IncomingMessage, res: http.ServerResponse, ref: string, file: string): Promise<void> {
   parseImageRef(ref)
-  const version = await opts.repo.resolve(ref)
+  const version = await resolveServed(opts, ref)
   if (file !== version.payloadName && file !== TAR_FILE) {
     return sendJson(res, 404, { error: `${ref} is compressed as ${version.compression}: its payload is ${version.payloadName}`, code: 'ERR_IMAGE_NOT_FOUND' })
   }
@@ -157,6 +159,18 @@ async function sendPayload (opts: HttpApiOptions, req: http.IncomingMessage, res
   }
   res.on('close', () => stream.destroy())
   stream.pipe(res)
+}
+
+/** A version not found that this server served and removed is ERR_IMAGE_REMOVED (410 Gone): agents stop at once. */
+async function resolveServed (opts: HttpApiOptions, ref: string): Promise<ImageVersion> {
+  try {
+    return await opts.repo.resolve(ref)
+  } catch (err) {
+    if (isSiError(err, 'ERR_IMAGE_NOT_FOUND') && opts.wasRemoved?.(ref) === true) {
+      throw new SiError('ERR_IMAGE_REMOVED', `image ${ref} was removed from this server`, { cause: err })
+    }
+    throw err
+  }
 }
 
 function receiveReport (fleet: Fleet, node: string, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -213,6 +227,6 @@ function sendJson (res: http.ServerResponse, status: number, body: unknown): voi
 }
 
 function sendError (res: http.ServerResponse, err: unknown): void {
-  const status = isSiError(err, 'ERR_IMAGE_NOT_FOUND') ? 404 : isSiError(err, 'ERR_INVALID_IMAGE_NAME') ? 400 : 500
+  const status = isSiError(err, 'ERR_IMAGE_NOT_FOUND') ? 404 : isSiError(err, 'ERR_IMAGE_REMOVED') ? 410 : isSiError(err, 'ERR_INVALID_IMAGE_NAME') ? 400 : 500
   sendJson(res, status, { error: err instanceof SiError ? err.message : describeError(err), code: err instanceof SiError ? err.code : 'ERR_INTERNAL' })
 }
