@@ -38,6 +38,10 @@ export type SiErrorCode =
   | 'ERR_TRANSFER_INCOMPLETE'
   | 'ERR_HELPER_FAILED'
   | 'ERR_BENCH'
+  // trust: signatures, node credentials, the repository's keys
+  | 'ERR_UNTRUSTED'
+  | 'ERR_UNAUTHORIZED'
+  | 'ERR_KEY'
 
 export class SiError extends Error {
   readonly code: SiErrorCode

@@ -10,6 +10,9 @@ import { Fleet } from './fleet.ts'
 import { Seeder } from './seeder.ts'
 import { PlanStore } from './plans.ts'
 import { BOOT_DIR, PLANS_DIR } from './config.ts'
+import { NodeCredentials } from './node-credentials.ts'
+import { repositorySigner } from '../image/keys.ts'
+import type { Signer } from '../formats/signature.ts'
 
 
 export interface ImageServerOptions {
@@ -31,6 +34,8 @@ export interface ImageServerOptions {
   bootDir?: string
   /** extra kernel arguments in the generated iPXE script */
   bootKernelArgs?: string
+  /** plans and credentials only for nodes that prove themselves (si.token) */
+  requireToken?: boolean
 }
 
 export class ImageServer {
@@ -39,6 +44,8 @@ export class ImageServer {
   readonly tracker: Tracker
   readonly seeder: Seeder
   private http: http.Server | undefined
+  /** the repository key, once started: agents trust its public half */
+  signer: Signer | undefined
   private readonly opts: ImageServerOptions
   private readonly startedAt = Date.now()
   private payloadBytesSent = 0
@@ -59,9 +66,15 @@ export class ImageServer {
   }
 
   async start (): Promise<void> {
+    // Made on first use; a key readable by others stops the server here, before it serves.
+    const signer = this.signer = await repositorySigner(this.opts.repoDir)
+    const credentials = await NodeCredentials.open(this.opts.repoDir)
     if (this.opts.seed !== false) await this.seeder.start(this.opts.peerHost ?? this.opts.host, this.opts.peerPort)
     this.tracker.start()
     const server = createHttpApi({
+      signer,
+      credentials,
+      requireToken: this.opts.requireToken,
       repo: this.repo,
       tracker: this.tracker,
       fleet: this.fleet,
