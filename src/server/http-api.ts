@@ -19,7 +19,7 @@ import { isNodeName } from '../formats/node-name.ts'
 import { Fleet, MAX_EVENT_BYTES } from './fleet.ts'
 import type { PlanStore } from './plans.ts'
 import { serveBootFile, type BootFilesOptions } from './boot-files.ts'
-import { answerCredential, answerPlan } from './node-api.ts'
+import { answerCredential, answerPlan, type Answer } from './node-api.ts'
 import type { NodeCredentials } from './node-credentials.ts'
 
 export const MAX_URL_LENGTH = 4096
@@ -80,10 +80,10 @@ async function handle (opts: HttpApiOptions, req: http.IncomingMessage, res: htt
     const nodeApi = { plans: opts.plans, credentials: opts.credentials, requireToken: opts.requireToken === true }
     const proof = headerValue(req, PROOF_HEADER)
     if (parts[1] === 'nodes' && parts.length === 4 && parts[3] === 'credential' && isRead(method)) {
-      return sendJson(res, ...answerArgs(await answerCredential(nodeApi, parts[2], url.searchParams, proof), opts.signer))
+      return sendAnswer(res, await answerCredential(nodeApi, parts[2], url.searchParams, proof), opts.signer)
     }
     if (parts[1] === 'plan' && parts.length === 2 && isRead(method) && opts.plans !== undefined) {
-      return sendJson(res, ...answerArgs(await answerPlan(nodeApi, url.searchParams, proof), opts.signer))
+      return sendAnswer(res, await answerPlan(nodeApi, url.searchParams, proof), opts.signer)
     }
   }
   if (parts[0] === 'boot' && parts.length === 2 && isRead(method) && opts.boot !== undefined) {
@@ -243,8 +243,9 @@ function headerValue (req: http.IncomingMessage, name: string): string | undefin
   return typeof v === 'string' ? v : undefined
 }
 
-function answerArgs (a: { status: number; body: unknown; signed?: SignedPurpose }, signer: Signer): [number, unknown, Signing | undefined] {
-  return [a.status, a.body, a.signed !== undefined ? { signer, purpose: a.signed } : undefined]
+/** A node-api answer, signed when it says what for. */
+function sendAnswer (res: http.ServerResponse, a: Answer, signer: Signer): void {
+  sendJson(res, a.status, a.body, a.signed !== undefined ? { signer, purpose: a.signed } : undefined)
 }
 
 function isKnownPath (parts: string[]): boolean { return parts[0] === 'api' || parts[0] === 'images' || parts[0] === 'boot' }
