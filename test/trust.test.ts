@@ -125,6 +125,14 @@ test('an agent given the trusted key installs from its server, and says nothing 
   assert.equal(r.code, 0, r.stderr)
   assert.deepEqual(jsonEvents(r.stdout).filter(e => e.type === 'warning'), [])
   assert.ok((await readdir(target)).length > 0)
+  // atime: reading the tree to check it changes it.
+  const verified = await run(SI_AGENT, ['verify', '--server', urlOf(trusted), '--image', 'golden', '--target', target, '--ignore', 'atime', '--trusted-key', key])
+  assert.equal(verified.code, 0, verified.stdout + verified.stderr)
+  assert.doesNotMatch(verified.stderr, /warning/)
+  // The rogue's image compared against this tree: refused before any comparison.
+  const rogueVerify = await run(SI_AGENT, ['verify', '--server', urlOf(rogue), '--image', 'golden', '--target', target, '--trusted-key', key])
+  assert.equal(rogueVerify.code, 2, 'an error, not a difference')
+  assert.match(rogueVerify.stderr, /ERR_UNTRUSTED: .*not by the trusted key/)
 })
 
 test('without a trusted key the agent installs as before, and warns once that nothing is authenticated', async () => {
