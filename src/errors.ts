@@ -40,6 +40,10 @@ export type SiErrorCode =
   | 'ERR_TRANSFER_INCOMPLETE'
   | 'ERR_HELPER_FAILED'
   | 'ERR_BENCH'
+  // trust: signatures, node credentials, the repository's keys
+  | 'ERR_UNTRUSTED'
+  | 'ERR_UNAUTHORIZED'
+  | 'ERR_KEY'
 
 /**
  * The key under which our tracker's failure replies carry the error code beside BEP 3's

@@ -14,6 +14,9 @@ import { PlanStore } from './plans.ts'
 import { BOOT_DIR, PLANS_DIR } from './config.ts'
 import { ImageCatalogue } from './catalogue.ts'
 import { InUseRecorder, type VersionInUse } from './in-use.ts'
+import { NodeCredentials } from './node-credentials.ts'
+import { repositorySigner } from '../image/keys.ts'
+import type { Signer } from '../formats/signature.ts'
 
 export interface ImageServerOptions {
   repoDir: string
@@ -34,6 +37,8 @@ export interface ImageServerOptions {
   bootDir?: string
   /** extra kernel arguments in the generated iPXE script */
   bootKernelArgs?: string
+  /** plans and credentials only for nodes that prove themselves (si.token) */
+  requireToken?: boolean
 }
 
 export interface ImageServerEvents {
@@ -49,6 +54,8 @@ export class ImageServer extends EventEmitter<ImageServerEvents> {
   readonly seeder: Seeder
   private readonly inUse: InUseRecorder
   private http: http.Server | undefined
+  /** the repository key, once started: agents trust its public half */
+  signer: Signer | undefined
   private readonly opts: ImageServerOptions
   private readonly startedAt = Date.now()
   private payloadBytesSent = 0
@@ -83,6 +90,9 @@ export class ImageServer extends EventEmitter<ImageServerEvents> {
   private get seeding (): boolean { return this.opts.seed !== false }
 
   async start (): Promise<void> {
+    // Made on first use; a key readable by others stops the server here, before it serves.
+    const signer = this.signer = await repositorySigner(this.opts.repoDir)
+    const credentials = await NodeCredentials.open(this.opts.repoDir)
     await this.catalogue.start()
     if (this.seeding) {
       await this.seeder.start(this.opts.peerHost ?? this.opts.host, this.opts.peerPort)
@@ -90,6 +100,9 @@ export class ImageServer extends EventEmitter<ImageServerEvents> {
     }
     this.tracker.start()
     const server = createHttpApi({
+      signer,
+      credentials,
+      requireToken: this.opts.requireToken,
       repo: this.repo,
       tracker: this.tracker,
       fleet: this.fleet,
