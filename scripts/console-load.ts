@@ -16,6 +16,8 @@ import { option } from '../src/config/options.ts'
 import { integer } from '../src/config/values.ts'
 import { noExtraPositionals, readCommandLine } from '../src/config/command-line.ts'
 import { commandHelp } from '../src/config/help.ts'
+import { REPORT_AUTH_HEADER, reportAuth } from '../src/formats/node-auth.ts'
+import { NodeCredentials } from '../src/server/node-credentials.ts'
 
 const ROOT = resolve(import.meta.dirname, '..')
 const SI_SERVER = join(ROOT, 'dist', 'si-server')
@@ -42,9 +44,11 @@ function freePort (): Promise<number> {
   })
 }
 
-function post (port: number, node: string, from: string, body: string, agent: http.Agent): Promise<{ status: number; interval?: number }> {
+/** A report signed with the node's credential, as its agent sends it. */
+function post (port: number, node: string, credential: string, from: string, body: string, agent: http.Agent): Promise<{ status: number; interval?: number }> {
   return new Promise(resolve => {
-    const req = http.request({ host: '127.0.0.1', port, path: `/api/nodes/${node}/events`, method: 'POST', localAddress: from, agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, res => {
+    const headers = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), [REPORT_AUTH_HEADER]: reportAuth(credential, node, body) }
+    const req = http.request({ host: '127.0.0.1', port, path: `/api/nodes/${node}/events`, method: 'POST', localAddress: from, agent, headers }, res => {
       let text = ''
       res.on('data', (c: Buffer) => { text += c.toString() })
       res.on('end', () => {
@@ -75,7 +79,7 @@ class SimulatedNode {
   interval = 2
   private next = 0
   readonly address: string
-  constructor (readonly name: string, index: number, private readonly port: number, private readonly agent: http.Agent) {
+  constructor (readonly name: string, index: number, private readonly port: number, private readonly agent: http.Agent, private readonly credential: string) {
     this.address = `127.${10 + (index >> 16)}.${(index >> 8) & 255}.${(index & 255) + 1 > 254 ? 254 : (index & 255) + 1}`
   }
 
@@ -90,7 +94,7 @@ class SimulatedNode {
       body = { phase: 'downloading', step: 'download', progress: this.progress, downloadRate: 2e6 + Math.random() * 1e6, uploadRate: 1e6, bytesFromServer: this.progress * 1e8, bytesFromPeers: this.progress * 9e8, peers: 12 }
     }
     this.next = now + this.interval * 1000 * (phases !== undefined ? 0.1 : 1)
-    return post(this.port, this.name, this.address, JSON.stringify(body), this.agent).then(r => {
+    return post(this.port, this.name, this.credential, this.address, JSON.stringify(body), this.agent).then(r => {
       stats.sent++
       if (r.status !== 200) stats.refused++
       if (r.interval !== undefined) this.interval = r.interval
@@ -101,7 +105,7 @@ class SimulatedNode {
     const body = index % FAIL_EVERY === 0
       ? { phase: 'failed', step: 'download', error: { code: 'ERR_STALLED', message: 'no piece in 60 s' }, log: 'download\nerror: ERR_STALLED\n'.repeat(20) }
       : { phase: 'done', step: 'installed', progress: 1 }
-    return post(this.port, this.name, this.address, JSON.stringify(body), this.agent).then(r => { stats.sent++; if (r.status !== 200) stats.refused++ })
+    return post(this.port, this.name, this.credential, this.address, JSON.stringify(body), this.agent).then(r => { stats.sent++; if (r.status !== 200) stats.refused++ })
   }
 }
 
@@ -124,7 +128,11 @@ async function main (argv: string[]): Promise<number> {
     for (let i = 0; i < 100 && !serverErr.includes('serving'); i++) await new Promise(r => setTimeout(r, 100))
     if (!serverErr.includes('serving')) throw new Error(`si-server did not start: ${serverErr}`)
     const pid = server.pid as number
-    const nodes = Array.from({ length: o.nodes }, (_, i) => new SimulatedNode(`sim${String(i).padStart(5, '0')}`, i, port, agent))
+    const credentials = await NodeCredentials.open(join(dir, 'repo'))
+    const nodes = Array.from({ length: o.nodes }, (_, i) => {
+      const name = `sim${String(i).padStart(5, '0')}`
+      return new SimulatedNode(name, i, port, agent, credentials.credential(name))
+    })
     const stats = { sent: 0, refused: 0 }
     const page = browser !== undefined ? await browser.newPage({ viewport: { width: 1600, height: 1000 } }) : undefined
     await page?.goto(`http://127.0.0.1:${port}/`)

@@ -7,6 +7,7 @@ import { imageAdd, imageCapture, imageList, imageRemove, imageVerify, overrideCo
 import { runServeCommand } from './server-serve.ts'
 import { runMonitorCommand } from './server-monitor.ts'
 import { runHistoryCommand } from './server-history.ts'
+import { keyCommand, tokenCommand } from './server-keys.ts'
 
 export const SERVER_HELP = `usage: si-server <command> [options]
 
@@ -20,6 +21,8 @@ commands:
   image verify NAME[@N] --against DIR   list every difference between an image and a tree
   image capture NAME --from HOST        copy a running machine (rsync) into a new version
   override add|list|rm  trees laid over images after extraction (per group, per host)
+  key show              the repository's public signing key, for si.trusted_key=
+  token show            a token for si.token=: the deployment's, a group's (--group) or a node's (--node)
 
 Every command but monitor takes --repo DIR (default ${DEFAULT_REPO}, or $SI_REPO) and --help.
 `
@@ -46,6 +49,8 @@ async function main (argv: string[]): Promise<number> {
   if (command === 'monitor') return await runMonitorCommand(argv.slice(1))
   if (command === 'history') return await runHistoryCommand(argv.slice(1))
   if (command === 'override') return await overrideCommand(argv.slice(1))
+  if (command === 'key') return await keyCommand(argv.slice(1))
+  if (command === 'token') return await tokenCommand(argv.slice(1))
   if (command === 'image') {
     const sub = argv[1]
     if (isHelp(sub)) { process.stdout.write(SERVER_HELP); return sub === undefined ? 2 : 0 }

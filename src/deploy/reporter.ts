@@ -6,11 +6,14 @@
 //
 // Best effort: a server that does not answer never slows down or fails an install.
 // Each post is bounded, step changes wait in a short queue, figures are coalesced.
+// Each report is signed with the node's credential (the server refuses others);
+// reports wait for the credential to come.
 import { randomBytes } from 'node:crypto'
 import type { AgentEvent, ProgressFigures } from './events.ts'
 import { httpRequest } from '../http-client.ts'
 import { REPORT_LIMITS, clip, fleetPhaseOf, parseReportAnswer, tailBytes, type NodeReport } from '../formats/node-report.ts'
 import { hardwareSummary, nodeIdentity } from './node-facts.ts'
+import { REPORT_AUTH_HEADER, reportAuth } from '../formats/node-auth.ts'
 
 export const REPORT_TIMEOUT_MS = 3_000
 /** Until the server says otherwise. */
@@ -36,6 +39,8 @@ export interface ReporterOptions {
   intervalSeconds?: number
   /** identity and hardware, collected once (default: this machine's) */
   facts?: () => Pick<NodeReport, 'identity' | 'hardware'>
+  /** the node's (credential-client.ts); undefined when it could not be had */
+  credential?: Promise<string | undefined>
 }
 
 export class ServerReporter {
@@ -179,9 +184,10 @@ export class ServerReporter {
   /** True when the server asked to be left alone for a while (429): the report was not taken. */
   private async post (body: string): Promise<boolean> {
     try {
+      const credential = await this.opts.credential
       const reply = await httpRequest(this.url, {
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        headers: { 'content-type': 'application/json', ...(credential !== undefined ? { [REPORT_AUTH_HEADER]: reportAuth(credential, this.opts.node, body) } : {}) },
         body,
         timeoutMs: REPORT_TIMEOUT_MS,
         maxBytes: MAX_REPORT_ANSWER_BYTES

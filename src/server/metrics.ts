@@ -8,7 +8,7 @@ export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
 /** Distinct error codes counted; a node cannot invent more label values than this. */
 const MAX_ERROR_CODES = 200
 
-export type ReportOutcome = 'accepted' | 'invalid' | 'too-large' | 'rate-limited' | 'fleet-full' | 'address-full'
+export type ReportOutcome = 'accepted' | 'invalid' | 'unauthorized' | 'too-large' | 'rate-limited' | 'fleet-full' | 'address-full'
 
 /** What a scrape reads from the rest of the server. */
 export interface MetricsSnapshot {
