@@ -25,11 +25,13 @@ demo: build ## Build, then run scripts/demo.ts
 fidelity: build ## Run the fidelity suites: round trips, hostile archives, capture, compression
 	$(NODE) --import tsx --test --test-concurrency=1 test/fidelity*.test.ts test/hostile.test.ts test/capture.test.ts test/compression.test.ts test/extract.test.ts test/image.test.ts
 
-# Boot path. INITRD_COMPRESS=zstd[:LEVEL]|xz[:LEVEL] picks the compressor.
+# Boot path. INITRD_COMPRESS=zstd[:LEVEL]|xz[:LEVEL] picks the compressor;
+# TRUSTED_KEY=$$(si-server key show) bakes the repository's key in (docs/SECURITY.md).
 # The e2e runs need root (network namespace, tap devices, loop devices) and qemu.
+TRUSTED_KEY ?=
 .PHONY: initrd e2e e2e-1vm e2e-3vm
 initrd: build ## Build dist/initrd.img (and dist/vmlinuz) from initrd/contents.txt
-	$(NODE) --import tsx initrd/build.ts
+	$(NODE) --import tsx initrd/build.ts $(if $(TRUSTED_KEY),--trusted-key '$(TRUSTED_KEY)')
 
 e2e: initrd ## Boot qemu VMs (TCG) that install an image: one VM, then three on one LAN
 	$(NODE) --import tsx scripts/e2e/run.ts --vms 1
