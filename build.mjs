@@ -28,6 +28,10 @@ const POSTJECT_CLI = 'node_modules/postject/dist/cli.js'
 const ESBUILD_TARGET = 'node24'
 const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2'
 const SEA_RESOURCE = 'NODE_SEA_BLOB'
+// With the SEA's V8 code cache, import() does not work in the main script (Node's SEA
+// documentation); esbuild turns the import() of bundled modules into require(), so one left
+// in a bundle would fail only at run time.
+const DYNAMIC_IMPORT = /\bimport\s*\(/
 // Packages our dependencies require() inside try/catch and that are not installed
 // (debug -> supports-color). SEA's require would fail on them anyway, with a runtime
 // warning on stderr; the bundle gets a stub that throws MODULE_NOT_FOUND instead.
@@ -145,12 +149,18 @@ async function makeExecutable (name, bundleFile, base) {
   const seaDir = join(CACHE_DIR, 'sea', String(process.pid), name)
   mkdirSync(seaDir, { recursive: true })
   const main = `${name}.cjs`
+  if (DYNAMIC_IMPORT.test(readFileSync(bundleFile, 'utf8'))) throw new BuildError(`${name}: the bundle calls import(), which the SEA code cache breaks: use require() or process.getBuiltinModule()`)
   copyFileSync(bundleFile, join(seaDir, main))
   writeFileSync(join(seaDir, `${name}.json`), JSON.stringify({
     main,
     output: `${name}.blob`,
     disableExperimentalSEAWarning: true,
-    useCodeCache: false, // breaks dynamic import()
+    // Compiling the bundle at start cost 28 of the 284 million instructions of `si-agent
+    // --version` (cachegrind; docs/BENCHMARKS.md, Tuning row 27), paid by every node.
+    useCodeCache: true,
+    // A startup snapshot would also skip loading the builtins the bundle requires and
+    // evaluating its modules: at most ~55 million more (those builtins cost 48 million in a
+    // bare node). Not tried: it needs an entry point written for v8.startupSnapshot.
     useSnapshot: false,
   }, null, 2))
   await run(resolve(BASE_NODE), ['--experimental-sea-config', `${name}.json`], { cwd: seaDir })
