@@ -76,6 +76,7 @@ export async function runInstallCommand (argv: string[]): Promise<number> {
       finishFile: config.finishFile,
       initLog: config.initLog,
       dryRun: config.dryRun,
+      kernelCmdline: cmdline,
       emit: output.emit,
       signal: termination.signal
     })

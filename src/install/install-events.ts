@@ -4,6 +4,7 @@
 import type { DeployEvent, EventSink, ProgressFigures } from '../deploy/events.ts'
 import { terminalSink, jsonSink } from '../deploy/progress.ts'
 import { ServerReporter } from '../deploy/reporter.ts'
+import type { Firmware } from './bootloader.ts'
 
 export type InstallPhase = 'config' | 'network' | 'plan' | 'disks' | 'partition' | 'format' | 'mount' | 'overrides' | 'fstab' | 'bootloader' | 'post-install' | 'unmount' | 'finish'
 
@@ -18,6 +19,8 @@ export type InstallEvent =
     seconds: number
     /** since the node's kernel started: boot-to-installed */
     uptimeSeconds?: number
+    /** what the node booted the installer with, which decided the boot loader */
+    firmware: Firmware
     finish: string
   } & Partial<ProgressFigures>)
   | { type: 'error'; phase: 'failed'; code: string; message: string; step: string; log?: string }
