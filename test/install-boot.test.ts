@@ -12,7 +12,7 @@ import { join, resolve } from 'node:path'
 import { detectFirmware, planGrub } from '../src/install/bootloader.ts'
 import { consoleArgs } from '../src/install/finish.ts'
 import { INSTALL_ENV_FILE, renderInstallEnv, writeInstallEnv } from '../src/install/install-env.ts'
-import { PARTITION_TYPES } from '../src/formats/plan.ts'
+import { PARTITION_TYPES, planToJson, validatePlan } from '../src/formats/plan.ts'
 import { isSiError } from '../src/errors.ts'
 import type { Formatted } from '../src/install/filesystems.ts'
 
@@ -129,4 +129,10 @@ test('the first-boot service gives up, bounded, when the server does not answer'
   const r = await run('bash', [SI_BOOTED], { SI_INSTALL_ENV: envFile, SI_BOOTED_TRIES: '2', SI_BOOTED_WAIT: '0' })
   assert.equal(r.code, 1)
   assert.match(r.stderr, /could not report .* after 2 attempts/)
+})
+
+test('every partition type is a GUID that survives the trip to the agent (bios-boot was 14 digits at the end)', () => {
+  const plan = validatePlan({ image: 'i', disks: [{ partitions: Object.keys(PARTITION_TYPES).map((type, i) => ({ size: '8MiB', type, fs: i === 0 ? 'ext4' : 'none', ...(i === 0 ? { mount: '/' } : {}) })) }] }, 'types')
+  assert.deepEqual(validatePlan(planToJson(plan), 'as sent'), plan)
+  assert.equal(PARTITION_TYPES['bios-boot'], '21686148-6449-6E6F-744E-656564454649')
 })
