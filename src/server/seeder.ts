@@ -1,5 +1,6 @@
-// The first seeder: one swarm per image version in the repository, all behind one peer
-// listener, kept in step with the repository as images are added and removed.
+// The first seeder: one swarm per image version in the repository (and per override
+// version, when given the overrides), all behind one peer listener, kept in step with
+// the repository as images are added and removed.
 import { EventEmitter } from 'node:events'
 import { describeError } from '../errors.ts'
 import type { ImageRepository, ImageVersion } from '../image/repository.ts'
@@ -32,6 +33,8 @@ export interface SeederOptions {
   uploadBytesPerSecond?: number
   /** overrides of DEFAULT_SEEDER_CONFIG; `swarm` is merged over its default, field by field */
   config?: Partial<SeederConfig>
+  /** overrides (si-server override add): seeded like images, reported as override:NAME@N */
+  overrides?: ImageRepository
 }
 
 export interface SeederEvents {
@@ -39,12 +42,13 @@ export interface SeederEvents {
   warning: [err: Error]
 }
 
-interface Seeding { version: ImageVersion; swarm: Swarm }
+interface Seeding { version: ImageVersion; label: string; swarm: Swarm }
 
 export class Seeder extends EventEmitter<SeederEvents> {
   readonly peerId = newPeerId(SERVER_PEER_ID_PREFIX)
   readonly config: Readonly<SeederConfig>
   private readonly repo: ImageRepository
+  private readonly overrides: ImageRepository | undefined
   private readonly listener: PeerListener
   private readonly seeding = new Map<string, Seeding>()
   private timer: NodeJS.Timeout | undefined
@@ -55,6 +59,7 @@ export class Seeder extends EventEmitter<SeederEvents> {
   constructor (repo: ImageRepository, opts: SeederOptions = {}) {
     super()
     this.repo = repo
+    this.overrides = opts.overrides
     const config = withDefaults(DEFAULT_SEEDER_CONFIG, opts.config)
     this.config = { ...config, swarm: withDefaults<Partial<SwarmConfig>>(DEFAULT_SEEDER_CONFIG.swarm, opts.config?.swarm) }
     this.uploadLimit = opts.uploadBytesPerSecond === undefined ? undefined : new TokenBucket(opts.uploadBytesPerSecond)
@@ -92,7 +97,7 @@ export class Seeder extends EventEmitter<SeederEvents> {
     let total = 0
     for (const s of this.seeding.values()) {
       const up = s.swarm.stats().uploaded
-      byImage[`${s.version.name}@${s.version.version}`] = up
+      byImage[s.label] = up
       total += up
     }
     return { total, byImage }
@@ -106,31 +111,32 @@ export class Seeder extends EventEmitter<SeederEvents> {
   }
 
   private async sync (): Promise<void> {
-    let versions: ImageVersion[]
+    let versions: Array<{ version: ImageVersion; label: string }>
     try {
-      versions = await this.repo.list()
+      const label = (prefix: string) => (v: ImageVersion) => ({ version: v, label: `${prefix}${v.name}@${v.version}` })
+      versions = [...(await this.repo.list()).map(label('')), ...(await this.overrides?.list() ?? []).map(label('override:'))]
     } catch (err) {
       this.emit('warning', err instanceof Error ? err : new Error(describeError(err)))
       return
     }
-    const present = new Set(versions.map(v => v.infoHashHex))
+    const present = new Set(versions.map(v => v.version.infoHashHex))
     for (const [hash, s] of this.seeding) {
       if (present.has(hash)) continue
       this.seeding.delete(hash)
       await s.swarm.stop()
       await s.swarm.store.close()
     }
-    for (const version of versions) {
+    for (const { version, label } of versions) {
       if (this.stopped || this.seeding.has(version.infoHashHex)) continue
       try {
-        await this.seed(version)
+        await this.seed(version, label)
       } catch (err) {
-        this.emit('warning', new Error(`cannot seed ${version.name}@${version.version}: ${describeError(err)}`))
+        this.emit('warning', new Error(`cannot seed ${label}: ${describeError(err)}`))
       }
     }
   }
 
-  private async seed (version: ImageVersion): Promise<void> {
+  private async seed (version: ImageVersion, label: string): Promise<void> {
     const meta = parseTorrent(await this.repo.readTorrent(version))
     const store = await PieceStore.openComplete(version.tarPath, meta, this.config.swarm)
     const swarm = new Swarm({
@@ -145,6 +151,6 @@ export class Seeder extends EventEmitter<SeederEvents> {
     })
     swarm.on('warning', err => this.emit('warning', err))
     swarm.start()
-    this.seeding.set(version.infoHashHex, { version, swarm })
+    this.seeding.set(version.infoHashHex, { version, label, swarm })
   }
 }
