@@ -228,17 +228,12 @@ test('an invalid kernel command line is shown on the console and reported to the
   assert.equal(report?.event.code, 'ERR_CONFIG')
 })
 
-test('overrides come from the server\'s overrides through the swarm, laid over the image in order (the plan\'s, then the host\'s), before fstab and post-install', { skip }, async () => {
+test('overrides are laid over the image, in order, before fstab and post-install', { skip }, async () => {
   const site = join(dir, 'site')
   await mkdir(join(site, 'etc'), { recursive: true })
   await writeFile(join(site, 'etc/motd'), 'site override\n')
   await writeFile(join(site, 'etc/hostname'), 'from-override\n')
-  await writeFile(join(site, 'etc/site.conf'), 'site\n')
-  await server.overrides.add('e2e-site', { from: site })
-  const host = join(dir, 'host-over')
-  await mkdir(join(host, 'etc'), { recursive: true })
-  await writeFile(join(host, 'etc/motd'), 'host override\n')
-  await server.overrides.add('node-over', { from: host })
+  await server.repo.add('e2e-site', { from: site })
   const disk = await loopDevice('over', 256 * MiB)
   await writePlan('node-over', {
     image: 'e2e',
@@ -247,18 +242,13 @@ test('overrides come from the server\'s overrides through the swarm, laid over t
     postInstall: ['cat /etc/hostname > /etc/hostname.seen'],
     finish: 'reboot'
   })
-  const { events, error } = await run('node-over')
+  const { error } = await run('node-over')
   assert.equal(error, undefined, String((error as Error)?.message))
-  const layers = events.filter(e => e.type === 'phase' && e.phase === 'overrides').map(e => (e as { detail?: string }).detail)
-  assert.deepEqual(layers, ['e2e-site@1 over the image', 'node-over@1 over the image'])
-  // The seeder seeds overrides as it seeds images: a swarm for each version.
-  assert.ok('override:e2e-site@1' in server.seeder.uploaded().byImage, JSON.stringify(server.seeder.uploaded().byImage))
   const mnt = join(dir, 'check-over')
   await mkdir(mnt, { recursive: true })
   sh('mount', ['-o', 'ro', `${disk}p1`, mnt])
   try {
-    assert.equal(await readFile(join(mnt, 'etc/motd'), 'utf8'), 'host override\n')
-    assert.equal(await readFile(join(mnt, 'etc/site.conf'), 'utf8'), 'site\n')
+    assert.equal(await readFile(join(mnt, 'etc/motd'), 'utf8'), 'site override\n')
     assert.equal(await readFile(join(mnt, 'etc/hostname.seen'), 'utf8'), 'from-override\n')
     assert.equal(await readFile(join(mnt, 'usr/share/doc/e2e/README'), 'utf8'), 'Installed by swarmimager\'s end-to-end test.\n')
     assert.equal(existsSync(join(mnt, '.si-incomplete')), false, 'the target is complete')

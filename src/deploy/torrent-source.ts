@@ -6,17 +6,14 @@ import { parseImageRef } from '../formats/image-ref.ts'
 import { parseTorrent, type Metainfo } from '../torrent/metainfo.ts'
 import { httpGetRetrying } from './http-get.ts'
 
-/** The server's two collections: images, and overrides (trees laid over an image). */
-export type Collection = 'images' | 'overrides'
-
-export function torrentUrlFor (server: string, imageRef: string, collection: Collection = 'images'): string {
+export function torrentUrlFor (server: string, imageRef: string): string {
   const { name, version } = parseImageRef(imageRef)
   const base = server.replace(/\/+$/, '')
   const path = version === undefined ? `${encodeURIComponent(name)}` : `${encodeURIComponent(name)}/${version}`
-  return `${base}/${collection}/${path}/image.torrent`
+  return `${base}/images/${path}/image.torrent`
 }
 
-export async function loadTorrent (source: { server?: string; image?: string; torrent?: string; collection?: Collection }, signal?: AbortSignal): Promise<Metainfo> {
+export async function loadTorrent (source: { server?: string; image?: string; torrent?: string }, signal?: AbortSignal): Promise<Metainfo> {
   let raw: Buffer
   let from: string
   if (source.torrent !== undefined) {
@@ -28,7 +25,7 @@ export async function loadTorrent (source: { server?: string; image?: string; to
       }
     }
   } else if (source.server !== undefined && source.image !== undefined) {
-    from = torrentUrlFor(source.server, source.image, source.collection)
+    from = torrentUrlFor(source.server, source.image)
     raw = await httpGetRetrying(from, { signal, hint: 'check --server and that si-server runs and is reachable from this network' })
   } else {
     throw new SiError('ERR_INVALID_ARGUMENT', 'give --server and --image, or --torrent')

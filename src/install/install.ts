@@ -100,7 +100,7 @@ export async function install (opts: InstallOptions): Promise<InstallResult> {
     step = 'download'
     const metainfo = await loadTorrent({ server: opts.config.server, image }, opts.signal)
     const overrides: Metainfo[] = []
-    for (const ref of plan.overrides) overrides.push(await loadTorrent({ server: opts.config.server, image: ref, collection: 'overrides' }, opts.signal))
+    for (const ref of plan.overrides) overrides.push(await loadTorrent({ server: opts.config.server, image: ref }, opts.signal))
 
     phase('disks')
     const layouts = await checkDisks(fetched, opts.paths ?? SYSTEM_PATHS, [metainfo, ...overrides])

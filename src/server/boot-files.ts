@@ -16,8 +16,6 @@ export interface BootFilesOptions {
   dir: string
   /** extra kernel arguments for the iPXE script (console=, si.on_error=, ...) */
   kernelArgs?: string
-  /** counts the bytes of boot files sent: at N nodes, N x (kernel + initramfs) */
-  onBytes?: (bytes: number) => void
 }
 
 /** The iPXE script: ${netX/mac} makes the agent use the interface iPXE booted from. */
@@ -56,8 +54,6 @@ export async function serveBootFile (opts: BootFilesOptions, name: string, base:
   if (head || size === 0) { res.end(); return }
   const stream = createReadStream(path)
   stream.on('error', () => res.destroy())
-  const count = opts.onBytes
-  if (count !== undefined) stream.on('data', (chunk: string | Buffer) => count(chunk.length))
   res.on('close', () => stream.destroy())
   stream.pipe(res)
 }

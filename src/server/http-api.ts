@@ -1,7 +1,6 @@
 // The server's HTTP face: image list, torrents (with this server as tracker and web seed),
-// the payload with byte ranges, the same for overrides under /overrides/, the tracker,
-// and the fleet's reports. Every request is answered, never thrown: a malformed one gets
-// a 4xx naming what was wrong.
+// the payload with byte ranges, the tracker, and the fleet's reports. Every request is
+// answered, never thrown: a malformed one gets a 4xx naming what was wrong.
 import http from 'node:http'
 import { createReadStream } from 'node:fs'
 import { SiError, describeError, isSiError } from '../errors.ts'
@@ -22,8 +21,6 @@ const PAYLOAD_CONTENT_TYPES: Record<Compression, string> = { none: 'application/
 
 export interface HttpApiOptions {
   repo: ImageRepository
-  /** overrides (si-server override add), served under /overrides/ like images; absent: none */
-  overrides?: ImageRepository
   tracker: Tracker
   fleet: Fleet
   /** base URL written into torrents; default: the Host the client used */
@@ -37,9 +34,6 @@ export interface HttpApiOptions {
   /** counts payload bytes sent over HTTP (web seed and unicast) */
   onPayloadBytes?: (bytes: number) => void
 }
-
-/** Where a collection's versions are served: /images/... or /overrides/... */
-interface Collection { prefix: 'images' | 'overrides'; repo: ImageRepository }
 
 export function createHttpApi (opts: HttpApiOptions): http.Server {
   const server = http.createServer({ maxHeaderSize: 16 * 1024 }, (req, res) => {
@@ -66,40 +60,32 @@ async function handle (opts: HttpApiOptions, req: http.IncomingMessage, res: htt
   const method = req.method ?? 'GET'
 
   if (parts[0] === 'api') {
-    if (parts[1] === 'images' && parts.length === 2 && isRead(method)) return sendJson(res, 200, (await opts.repo.list()).map(v => describeVersion('images', v)))
-    if (parts[1] === 'overrides' && parts.length === 2 && isRead(method)) return sendJson(res, 200, (await opts.overrides?.list() ?? []).map(v => describeVersion('overrides', v)))
+    if (parts[1] === 'images' && parts.length === 2 && isRead(method)) return sendJson(res, 200, (await opts.repo.list()).map(describeVersion))
     if (parts[1] === 'status' && parts.length === 2 && isRead(method)) return sendJson(res, 200, opts.status())
     if (parts[1] === 'nodes' && parts.length === 2 && isRead(method)) return sendJson(res, 200, opts.fleet.list())
     if (parts[1] === 'nodes' && parts.length === 4 && parts[3] === 'events' && method === 'POST') return receiveReport(opts.fleet, parts[2], req, res)
     if (parts[1] === 'plan' && parts.length === 2 && isRead(method) && opts.plans !== undefined) {
-      const answer = await answerPlanRequest(opts.plans, url.searchParams, opts.overrides)
+      const answer = await answerPlanRequest(opts.plans, url.searchParams)
       return sendJson(res, answer.status, answer.body)
     }
   }
   if (parts[0] === 'boot' && parts.length === 2 && isRead(method) && opts.boot !== undefined) {
     return serveBootFile(opts.boot, parts[1], baseUrl(opts, req), req, res)
   }
-  const collection = collectionOf(opts, parts[0])
-  if (collection !== undefined && parts.length >= 2 && parts.length <= 4) {
-    // /images/NAME[/VERSION]/image.torrent and /images/NAME/VERSION/image.tar[.gz|.zst]; /overrides/ alike
+  if (parts[0] === 'images' && parts.length >= 2 && parts.length <= 4) {
+    // /images/NAME[/VERSION]/image.torrent and /images/NAME/VERSION/image.tar[.gz|.zst]
     const file = parts[parts.length - 1]
     const ref = parts.length === 4 ? `${parts[1]}@${parts[2]}` : parts.length === 3 ? parts[1] : undefined
-    if (ref !== undefined && file === 'image.torrent' && isRead(method)) return sendTorrent(opts, collection, req, res, ref, url.searchParams.get('webseed') !== '0')
-    if (parts.length === 4 && PAYLOAD_FILES.includes(file) && isRead(method)) return sendPayload(opts, collection, req, res, ref as string, file)
+    if (ref !== undefined && file === 'image.torrent' && isRead(method)) return sendTorrent(opts, req, res, ref, url.searchParams.get('webseed') !== '0')
+    if (parts.length === 4 && PAYLOAD_FILES.includes(file) && isRead(method)) return sendPayload(opts, req, res, ref as string, file)
   }
   if (parts.length === 0 && isRead(method)) {
-    return sendJson(res, 200, { service: 'si-server', endpoints: ['/api/images', '/api/overrides', '/api/status', '/api/nodes', '/api/plan?node=NAME&mac=MAC', '/boot/NAME', '/images/NAME[/VERSION]/image.torrent', '/images/NAME/VERSION/image.tar[.gz|.zst]', '/overrides/NAME[/VERSION]/image.torrent', '/overrides/NAME/VERSION/image.tar[.gz|.zst]', '/announce', '/scrape'] })
+    return sendJson(res, 200, { service: 'si-server', endpoints: ['/api/images', '/api/status', '/api/nodes', '/api/plan?node=NAME&mac=MAC', '/boot/NAME', '/images/NAME[/VERSION]/image.torrent', '/images/NAME/VERSION/image.tar[.gz|.zst]', '/announce', '/scrape'] })
   }
   sendJson(res, isKnownPath(parts) ? 405 : 404, { error: `no route for ${method} ${url.pathname}` })
 }
 
-function collectionOf (opts: HttpApiOptions, prefix: string | undefined): Collection | undefined {
-  if (prefix === 'images') return { prefix, repo: opts.repo }
-  if (prefix === 'overrides' && opts.overrides !== undefined) return { prefix, repo: opts.overrides }
-  return undefined
-}
-
-function describeVersion (prefix: Collection['prefix'], v: ImageVersion): Record<string, unknown> {
+function describeVersion (v: ImageVersion): Record<string, unknown> {
   return {
     name: v.name,
     version: v.version,
@@ -109,24 +95,24 @@ function describeVersion (prefix: Collection['prefix'], v: ImageVersion): Record
     createdAt: v.createdAt,
     entries: v.entries,
     compression: v.compression,
-    torrent: `/${prefix}/${encodeURIComponent(v.name)}/${v.version}/image.torrent`,
-    payload: payloadPath(prefix, v)
+    torrent: `/images/${encodeURIComponent(v.name)}/${v.version}/image.torrent`,
+    payload: payloadPath(v)
   }
 }
 
-function payloadPath (prefix: Collection['prefix'], v: ImageVersion): string {
-  return `/${prefix}/${encodeURIComponent(v.name)}/${v.version}/${v.payloadName}`
+function payloadPath (v: ImageVersion): string {
+  return `/images/${encodeURIComponent(v.name)}/${v.version}/${v.payloadName}`
 }
 
 /** ?webseed=0 leaves the web seed out: a client then gets the payload over BitTorrent only. */
-async function sendTorrent (opts: HttpApiOptions, c: Collection, req: http.IncomingMessage, res: http.ServerResponse, ref: string, webSeed: boolean): Promise<void> {
+async function sendTorrent (opts: HttpApiOptions, req: http.IncomingMessage, res: http.ServerResponse, ref: string, webSeed: boolean): Promise<void> {
   parseImageRef(ref)
-  const version = await c.repo.resolve(ref)
+  const version = await opts.repo.resolve(ref)
   const base = baseUrl(opts, req)
-  const raw = await c.repo.readTorrent(version)
+  const raw = await opts.repo.readTorrent(version)
   const body = withTrackers(raw, {
     announce: [`${base}/announce`],
-    urlList: webSeed ? [`${base}${payloadPath(c.prefix, version)}`] : []
+    urlList: webSeed ? [`${base}${payloadPath(version)}`] : []
   })
   res.writeHead(200, {
     'content-type': 'application/x-bittorrent',
@@ -141,9 +127,9 @@ async function sendTorrent (opts: HttpApiOptions, c: Collection, req: http.Incom
  * The payload under its own name, or under image.tar whatever its compression: old
  * clients and torrents fetched before payloads were named by compression ask for that.
  */
-async function sendPayload (opts: HttpApiOptions, c: Collection, req: http.IncomingMessage, res: http.ServerResponse, ref: string, file: string): Promise<void> {
+async function sendPayload (opts: HttpApiOptions, req: http.IncomingMessage, res: http.ServerResponse, ref: string, file: string): Promise<void> {
   parseImageRef(ref)
-  const version = await c.repo.resolve(ref)
+  const version = await opts.repo.resolve(ref)
   if (file !== version.payloadName && file !== TAR_FILE) {
     return sendJson(res, 404, { error: `${ref} is compressed as ${version.compression}: its payload is ${version.payloadName}`, code: 'ERR_IMAGE_NOT_FOUND' })
   }
@@ -212,7 +198,7 @@ function baseUrl (opts: HttpApiOptions, req: http.IncomingMessage): string {
 
 function isRead (method: string): boolean { return method === 'GET' || method === 'HEAD' }
 
-function isKnownPath (parts: string[]): boolean { return parts[0] === 'api' || parts[0] === 'images' || parts[0] === 'overrides' || parts[0] === 'boot' }
+function isKnownPath (parts: string[]): boolean { return parts[0] === 'api' || parts[0] === 'images' || parts[0] === 'boot' }
 
 function safeDecode (part: string): string {
   try { return decodeURIComponent(part) } catch { return part }

@@ -4,7 +4,6 @@ import type http from 'node:http'
 import { join } from 'node:path'
 import { SiError } from '../errors.ts'
 import { ImageRepository } from '../image/repository.ts'
-import { overrideRepository } from '../image/overrides.ts'
 import { Tracker } from '../tracker/tracker.ts'
 import { createHttpApi } from './http-api.ts'
 import { Fleet } from './fleet.ts'
@@ -36,7 +35,6 @@ export interface ImageServerOptions {
 
 export class ImageServer {
   readonly repo: ImageRepository
-  readonly overrides: ImageRepository
   readonly fleet = new Fleet()
   readonly tracker: Tracker
   readonly seeder: Seeder
@@ -44,14 +42,12 @@ export class ImageServer {
   private readonly opts: ImageServerOptions
   private readonly startedAt = Date.now()
   private payloadBytesSent = 0
-  private bootBytesSent = 0
   httpPort = 0
 
   constructor (opts: ImageServerOptions) {
     this.opts = opts
     this.repo = new ImageRepository(opts.repoDir)
-    this.overrides = overrideRepository(opts.repoDir)
-    this.seeder = new Seeder(this.repo, { uploadBytesPerSecond: opts.uploadBytesPerSecond, overrides: this.overrides })
+    this.seeder = new Seeder(this.repo, { uploadBytesPerSecond: opts.uploadBytesPerSecond })
     this.tracker = new Tracker({
       config: { intervalSeconds: opts.announceIntervalSeconds },
       // The seeder never announces over HTTP: it would be seen at the loopback address.
@@ -67,14 +63,13 @@ export class ImageServer {
     this.tracker.start()
     const server = createHttpApi({
       repo: this.repo,
-      overrides: this.overrides,
       tracker: this.tracker,
       fleet: this.fleet,
       publicUrl: this.opts.publicUrl,
       status: () => this.status(),
       onPayloadBytes: bytes => { this.payloadBytesSent += bytes },
       plans: new PlanStore(this.opts.plansDir ?? join(this.opts.repoDir, PLANS_DIR)),
-      boot: { dir: this.opts.bootDir ?? join(this.opts.repoDir, BOOT_DIR), kernelArgs: this.opts.bootKernelArgs, onBytes: bytes => { this.bootBytesSent += bytes } }
+      boot: { dir: this.opts.bootDir ?? join(this.opts.repoDir, BOOT_DIR), kernelArgs: this.opts.bootKernelArgs }
     })
     this.http = server
     await new Promise<void>((resolve, reject) => {
@@ -105,8 +100,6 @@ export class ImageServer {
       seederUploadedByImage: uploaded.byImage,
       payloadBytesSent: this.payloadBytesSent,
       serverBytesSent: uploaded.total + this.payloadBytesSent,
-      // Kernel and initramfs over HTTP: every node's boot, by unicast.
-      bootBytesSent: this.bootBytesSent,
       nodes: this.fleet.list().length
     }
   }

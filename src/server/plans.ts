@@ -8,16 +8,12 @@
 //
 // Looked up in that order, read at each request (edits need no restart), and validated
 // as the agent will validate them, so a broken file is an error on the server, naming
-// the file, before any node touches a disk. The plan a node gets carries its overrides
-// resolved to versions: those the plan names, then those named after every group the
-// node is in (groups.conf order), then the one named after the node.
+// the file, before any node touches a disk.
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { SiError } from '../errors.ts'
 import { planToJson, validatePlan, type Plan } from '../formats/plan.ts'
 import { isNodeName } from '../formats/node-name.ts'
-import type { ImageRepository } from '../image/repository.ts'
-import { chainRefs, overrideChain } from '../image/overrides.ts'
 
 export const GROUPS_FILE = 'groups.conf'
 export const DEFAULT_PLAN = 'default.json'
@@ -48,18 +44,11 @@ export function globMatch (pattern: string, name: string): boolean {
   return re.test(name)
 }
 
-function matches (rule: GroupRule, node: string, macs: string[]): boolean {
-  return rule.patterns.some(p => MAC.test(p) ? macs.includes(p) : globMatch(p, node))
-}
-
-/** The group whose plan the node gets: the first that matches. */
 export function groupOf (rules: GroupRule[], node: string, macs: string[]): string | undefined {
-  return rules.find(r => matches(r, node, macs))?.group
-}
-
-/** Every group the node is in, in the file's order (each once): the order of their overrides. */
-export function groupsOf (rules: GroupRule[], node: string, macs: string[]): string[] {
-  return [...new Set(rules.filter(r => matches(r, node, macs)).map(r => r.group))]
+  for (const r of rules) {
+    if (r.patterns.some(p => MAC.test(p) ? macs.includes(p) : globMatch(p, node))) return r.group
+  }
+  return undefined
 }
 
 export class PlanStore {
@@ -87,16 +76,6 @@ export class PlanStore {
     return { plan: validatePlan(json, `plan ${join(this.dir, rel)}`), source: rel }
   }
 
-  private async groupRules (): Promise<GroupRule[]> {
-    const text = await this.read(GROUPS_FILE)
-    return text === undefined ? [] : parseGroups(text, join(this.dir, GROUPS_FILE))
-  }
-
-  /** The node's groups, for its overrides. */
-  async groups (node: string, macs: string[]): Promise<string[]> {
-    return groupsOf(await this.groupRules(), node, macs)
-  }
-
   async select (node: string, macs: string[]): Promise<SelectedPlan | undefined> {
     const byHost = await this.load(join('hosts', `${node}.json`))
     if (byHost !== undefined) return byHost
@@ -104,11 +83,14 @@ export class PlanStore {
       const byMac = await this.load(join('macs', `${mac.replace(/:/g, '-')}.json`))
       if (byMac !== undefined) return byMac
     }
-    const group = groupOf(await this.groupRules(), node, macs)
-    if (group !== undefined) {
-      const byGroup = await this.load(join('groups', `${group}.json`))
-      if (byGroup === undefined) throw new SiError('ERR_PLAN', `node ${node} is in group ${group} (${GROUPS_FILE}) but ${join(this.dir, 'groups', `${group}.json`)} does not exist`)
-      return byGroup
+    const groupsText = await this.read(GROUPS_FILE)
+    if (groupsText !== undefined) {
+      const group = groupOf(parseGroups(groupsText, join(this.dir, GROUPS_FILE)), node, macs)
+      if (group !== undefined) {
+        const byGroup = await this.load(join('groups', `${group}.json`))
+        if (byGroup === undefined) throw new SiError('ERR_PLAN', `node ${node} is in group ${group} (${GROUPS_FILE}) but ${join(this.dir, 'groups', `${group}.json`)} does not exist`)
+        return byGroup
+      }
     }
     return await this.load(DEFAULT_PLAN)
   }
@@ -116,22 +98,8 @@ export class PlanStore {
 
 export interface PlanAnswer { status: number; body: Record<string, unknown> }
 
-/**
- * The plan's overrides as the node applies them, each pinned to a version: those the
- * plan names, then those of the node's groups, then the node's own (src/image/overrides.ts).
- */
-async function resolveOverrides (store: PlanStore, overrides: ImageRepository, selected: SelectedPlan, node: string, macs: string[]): Promise<Plan> {
-  try {
-    const chain = await overrideChain(overrides, { explicit: selected.plan.overrides, groups: await store.groups(node, macs), host: node })
-    return { ...selected.plan, overrides: chainRefs(chain) }
-  } catch (err) {
-    if (err instanceof SiError && err.code === 'ERR_IMAGE_NOT_FOUND') throw new SiError('ERR_PLAN', `plan ${join(store.dir, selected.source)}: ${err.message}`, { cause: err })
-    throw err
-  }
-}
-
 /** GET /api/plan?node=NAME&mac=MAC...: the answer, for the HTTP layer to send. */
-export async function answerPlanRequest (store: PlanStore, query: URLSearchParams, overrides?: ImageRepository): Promise<PlanAnswer> {
+export async function answerPlanRequest (store: PlanStore, query: URLSearchParams): Promise<PlanAnswer> {
   const node = query.get('node') ?? ''
   if (!isNodeName(node)) return { status: 400, body: { error: `invalid or missing node name ${JSON.stringify(node)}` } }
   const macs = query.getAll('mac').map(m => m.toLowerCase().replace(/-/g, ':'))
@@ -141,8 +109,7 @@ export async function answerPlanRequest (store: PlanStore, query: URLSearchParam
   try {
     const selected = await store.select(node, macs)
     if (selected === undefined) return { status: 404, body: { error: `no plan for node ${node} (MAC ${macs.join(', ') || 'none'}) in ${store.dir}: add hosts/${node}.json, a macs/ or group plan, or ${DEFAULT_PLAN}` } }
-    const plan = overrides === undefined ? selected.plan : await resolveOverrides(store, overrides, selected, node, macs)
-    return { status: 200, body: { node, source: selected.source, plan: planToJson(plan) } }
+    return { status: 200, body: { node, source: selected.source, plan: planToJson(selected.plan) } }
   } catch (err) {
     if (err instanceof SiError) return { status: 500, body: { error: `${err.code}: ${err.message}`, code: err.code } }
     throw err

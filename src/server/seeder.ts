@@ -1,6 +1,5 @@
-// The first seeder: one swarm per image version in the repository (and per override
-// version, when given the overrides), all behind one peer listener, kept in step with
-// the repository as images are added and removed.
+// The first seeder: one swarm per image version in the repository, all behind one peer
+// listener, kept in step with the repository as images are added and removed.
 import { EventEmitter } from 'node:events'
 import { describeError } from '../errors.ts'
 import type { ImageRepository, ImageVersion } from '../image/repository.ts'
@@ -33,8 +32,6 @@ export interface SeederOptions {
   uploadBytesPerSecond?: number
   /** overrides of DEFAULT_SEEDER_CONFIG; `swarm` is merged over its default, field by field */
   config?: Partial<SeederConfig>
-  /** overrides (si-server override add): seeded like images, reported as override:NAME@N */
-  overrides?: ImageRepository
 }
 
 export interface SeederEvents {
@@ -42,13 +39,12 @@ export interface SeederEvents {
   warning: [err: Error]
 }
 
-interface Seeding { version: ImageVersion; label: string; swarm: Swarm }
+interface Seeding { version: ImageVersion; swarm: Swarm }
 
 export class Seeder extends EventEmitter<SeederEvents> {
   readonly peerId = newPeerId(SERVER_PEER_ID_PREFIX)
   readonly config: Readonly<SeederConfig>
   private readonly repo: ImageRepository
-  private readonly overrides: ImageRepository | undefined
   private readonly listener: PeerListener
   private readonly seeding = new Map<string, Seeding>()
   private timer: NodeJS.Timeout | undefined
@@ -59,7 +55,6 @@ export class Seeder extends EventEmitter<SeederEvents> {
   constructor (repo: ImageRepository, opts: SeederOptions = {}) {
     super()
     this.repo = repo
-    this.overrides = opts.overrides
     const config = withDefaults(DEFAULT_SEEDER_CONFIG, opts.config)
     this.config = { ...config, swarm: withDefaults<Partial<SwarmConfig>>(DEFAULT_SEEDER_CONFIG.swarm, opts.config?.swarm) }
     this.uploadLimit = opts.uploadBytesPerSecond === undefined ? undefined : new TokenBucket(opts.uploadBytesPerSecond)
@@ -97,7 +92,7 @@ export class Seeder extends EventEmitter<SeederEvents> {
     let total = 0
     for (const s of this.seeding.values()) {
       const up = s.swarm.stats().uploaded
-      byImage[s.label] = up
+      byImage[`${s.version.name}@${s.version.version}`] = up
       total += up
     }
     return { total, byImage }
@@ -111,32 +106,31 @@ export class Seeder extends EventEmitter<SeederEvents> {
   }
 
   private async sync (): Promise<void> {
-    let versions: Array<{ version: ImageVersion; label: string }>
+    let versions: ImageVersion[]
     try {
-      const label = (prefix: string) => (v: ImageVersion) => ({ version: v, label: `${prefix}${v.name}@${v.version}` })
-      versions = [...(await this.repo.list()).map(label('')), ...(await this.overrides?.list() ?? []).map(label('override:'))]
+      versions = await this.repo.list()
     } catch (err) {
       this.emit('warning', err instanceof Error ? err : new Error(describeError(err)))
       return
     }
-    const present = new Set(versions.map(v => v.version.infoHashHex))
+    const present = new Set(versions.map(v => v.infoHashHex))
     for (const [hash, s] of this.seeding) {
       if (present.has(hash)) continue
       this.seeding.delete(hash)
       await s.swarm.stop()
       await s.swarm.store.close()
     }
-    for (const { version, label } of versions) {
+    for (const version of versions) {
       if (this.stopped || this.seeding.has(version.infoHashHex)) continue
       try {
-        await this.seed(version, label)
+        await this.seed(version)
       } catch (err) {
-        this.emit('warning', new Error(`cannot seed ${label}: ${describeError(err)}`))
+        this.emit('warning', new Error(`cannot seed ${version.name}@${version.version}: ${describeError(err)}`))
       }
     }
   }
 
-  private async seed (version: ImageVersion, label: string): Promise<void> {
+  private async seed (version: ImageVersion): Promise<void> {
     const meta = parseTorrent(await this.repo.readTorrent(version))
     const store = await PieceStore.openComplete(version.tarPath, meta, this.config.swarm)
     const swarm = new Swarm({
@@ -151,6 +145,6 @@ export class Seeder extends EventEmitter<SeederEvents> {
     })
     swarm.on('warning', err => this.emit('warning', err))
     swarm.start()
-    this.seeding.set(version.infoHashHex, { version, label, swarm })
+    this.seeding.set(version.infoHashHex, { version, swarm })
   }
 }
