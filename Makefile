@@ -25,11 +25,13 @@ demo: build ## Build, then run scripts/demo.ts
 fidelity: build ## Run the fidelity suites: round trips, hostile archives, capture, compression
 	$(NODE) --import tsx --test --test-concurrency=1 test/fidelity*.test.ts test/hostile.test.ts test/capture.test.ts test/compression.test.ts test/extract.test.ts test/image.test.ts
 
-# Boot path. INITRD_COMPRESS=zstd[:LEVEL]|xz[:LEVEL] picks the compressor.
+# Boot path. INITRD_COMPRESS=zstd[:LEVEL]|xz[:LEVEL] picks the compressor;
+# TRUSTED_KEY=$$(si-server key show) bakes the repository's key in (docs/SECURITY.md).
 # The e2e runs need root (network namespace, tap devices, loop devices) and qemu.
+TRUSTED_KEY ?=
 .PHONY: initrd e2e e2e-1vm e2e-3vm e2e-boot
 initrd: build ## Build dist/initrd.img (and dist/vmlinuz) from initrd/contents.txt
-	$(NODE) --import tsx initrd/build.ts
+	$(NODE) --import tsx initrd/build.ts $(if $(TRUSTED_KEY),--trusted-key '$(TRUSTED_KEY)')
 
 e2e: initrd ## Boot qemu VMs (TCG) that install an image: one VM, three on one LAN, then three from firmware to booted
 	$(NODE) --import tsx scripts/e2e/run.ts --vms 1
@@ -60,6 +62,13 @@ bench: build typecheck ## Emulated cluster benchmark (root): bench/results/*.jso
 
 bench-smoke: build typecheck ## N=4 benchmark that checks the harness itself (root)
 	$(NODE) --import tsx scripts/bench/run.ts --plan smoke --out $(BENCH_SMOKE_OUT)
+
+# Faults a deployment survives on an emulated cluster (root): server killed, agents killed,
+# a link down, loss. RELIABILITY_ARGS passes options, e.g. RELIABILITY_ARGS="--cases loss".
+RELIABILITY_ARGS ?=
+.PHONY: reliability
+reliability: build typecheck ## Fault cases on a 16-node emulated cluster: table, bench/reliability/REPORT.md
+	$(NODE) --import tsx scripts/reliability/run.ts $(RELIABILITY_ARGS)
 
 # Parsers of network and disk input under mutation fuzzing (scripts/fuzz/); FUZZ_ARGS
 # passes options, e.g. FUZZ_ARGS="--seconds 600 --only peer-wire". make test runs a short version.

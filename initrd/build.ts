@@ -8,15 +8,20 @@
 //
 // usage: node --import tsx initrd/build.ts [--contents FILE]... [--kernel-version V]
 //        [--compress xz|xz:LEVEL|zstd|zstd:LEVEL|none] (default xz, see DEFAULT_COMPRESSION)
-//        [--output FILE] [--kernel-output FILE]
+//        [--output FILE] [--kernel-output FILE] [--trusted-key KEY]
 import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { availableParallelism } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
-import minimist from 'minimist'
 import { SiError, describeError } from '../src/errors.ts'
+import { OptionValueError, listOption, option } from '../src/config/options.ts'
+import { integer, nonEmpty } from '../src/config/values.ts'
+import { noExtraPositionals, readCommandLine } from '../src/config/command-line.ts'
+import { commandHelp } from '../src/config/help.ts'
+import { BAKED_TRUSTED_KEY_FILE, parseTrustedKey } from '../src/deploy/config.ts'
+import { isPublicKeyText, PUBLIC_KEY_RULE } from '../src/formats/signature.ts'
 import { parseContents, type Item } from './lib/contents.ts'
 import { archivePath, newcArchive, type Entry } from './lib/newc.ts'
 import { indexFiles, loadModuleIndex, moduleDecompressor, plainModulePath, selectModules, type ModuleIndex } from './lib/kmod.ts'
@@ -72,9 +77,11 @@ export interface Compression {
  */
 export const DEFAULT_COMPRESSION = 'xz'
 
+const COMPRESSION_FORMS = 'zstd[:LEVEL], xz[:LEVEL] or none'
+
 export function parseCompression (text: string): Compression {
   const [kind, level] = text.split(':')
-  if (level !== undefined && !/^\d{1,2}e?$/.test(level)) throw new SiError('ERR_INITRD', `--compress ${text}: invalid level`)
+  if (level !== undefined && !/^\d{1,2}e?$/.test(level)) throw new OptionValueError(`${COMPRESSION_FORMS}, LEVEL a number with an optional e`)
   switch (kind) {
     // -T0: all cores; the frames stay ordinary ones the kernel decompresses.
     case 'zstd': return { name: `zstd -${level ?? '19'}`, command: ['zstd', `-${level ?? '19'}`, '-T0', '-q', '-c'] }
@@ -86,7 +93,7 @@ export function parseCompression (text: string): Compression {
       return { name: `xz ${preset} (--x86 on code parts)`, command: ['xz', preset, ...tail], codeCommand: ['xz', '--x86', preset, ...tail] }
     }
     case 'none': return { name: 'none', command: [] }
-    default: throw new SiError('ERR_INITRD', `--compress ${text}: expected zstd[:LEVEL], xz[:LEVEL] or none`)
+    default: throw new OptionValueError(COMPRESSION_FORMS)
   }
 }
 
@@ -229,6 +236,8 @@ export interface BuildOptions {
   mtime: number
   /** Compressed parts of the last build, reused when unchanged (default DEFAULT_CACHE_DIR). */
   cacheDir?: string
+  /** The repository's public key, baked in: the agent then trusts it without being told. */
+  trustedKey?: string
 }
 
 export interface PartReport { name: string; files: number; bytes: number; compressedBytes: number; cached: boolean; codeFilter: boolean }
@@ -243,6 +252,10 @@ export async function buildInitrd (opts: BuildOptions): Promise<BuildReport> {
   const notes: Notes = { skipped: [] }
   for (const dev of EARLY_DEVICES) layout.add(BASE_PART, dev)
   for (const dir of EMPTY_DIRS) layout.add(BASE_PART, { type: 'dir', path: dir, mode: dir === 'tmp' ? 0o1777 : 0o755 })
+  if (opts.trustedKey !== undefined) {
+    if (!isPublicKeyText(opts.trustedKey)) throw new SiError('ERR_INITRD', `trusted key ${JSON.stringify(opts.trustedKey)}: expected ${PUBLIC_KEY_RULE}`)
+    layout.add(BASE_PART, { type: 'file', path: BAKED_TRUSTED_KEY_FILE, mode: 0o644, data: Buffer.from(`${opts.trustedKey}\n`) })
+  }
 
   let busyboxApplets: string[] = []
   const busyboxPart = items.find(i => i.kind === 'busybox')?.part ?? BASE_PART
@@ -353,22 +366,36 @@ async function contentsFiles (given: string[] | undefined): Promise<string[]> {
   return [DEFAULT_CONTENTS, ...extra]
 }
 
+const BUILD_OPTIONS = {
+  contents: listOption({ flag: 'contents', arg: 'FILE', help: `a contents list (repeatable); default ${DEFAULT_CONTENTS} and every .txt in ${CONTENTS_DIR}/`, parseItem: nonEmpty('a file') }),
+  kernelVersion: option({ flag: 'kernel-version', arg: 'V', help: 'the kernel whose modules are packed', defaultText: 'the newest under /lib/modules', parse: nonEmpty('a kernel version') }),
+  compression: option({ flag: 'compress', arg: 'zstd[:N]|xz[:N]|none', env: 'INITRD_COMPRESS', help: 'how the parts are compressed', default: DEFAULT_COMPRESSION, parse: (text: string) => { parseCompression(text); return text } }),
+  output: option({ flag: 'output', arg: 'FILE', help: 'the initramfs', default: DEFAULT_OUTPUT, parse: nonEmpty('a file') }),
+  kernelOutput: option({ flag: 'kernel-output', arg: 'FILE', help: 'where the kernel is copied', default: DEFAULT_KERNEL_OUTPUT, parse: nonEmpty('a file') }),
+  sourceDateEpoch: option({ flag: 'source-date-epoch', arg: 'SECONDS', env: 'SOURCE_DATE_EPOCH', help: 'the time stamp of every file (reproducible builds)', default: 0, parse: integer(0, 2 ** 40) }),
+  trustedKey: option({ flag: 'trusted-key', arg: 'KEY', help: `the repository's public key (si-server key show), baked in as ${BAKED_TRUSTED_KEY_FILE}: the agent then uses only what it signed (make initrd TRUSTED_KEY=)`, parse: parseTrustedKey })
+}
+
+const USAGE = commandHelp(['node --import tsx initrd/build.ts [options]   (make initrd runs it)'], BUILD_OPTIONS, {
+  intro: 'Packs the agent, busybox, /init and the listed files and modules into a BOEL-style initramfs.'
+})
+
 async function main (argv: string[]): Promise<void> {
-  const args = minimist(argv, { string: ['contents', 'kernel-version', 'compress', 'output', 'kernel-output'], boolean: ['help'] })
-  if (args.help === true) { process.stdout.write(`usage: node --import tsx initrd/build.ts [--contents FILE]... [--kernel-version V] [--compress zstd|zstd:N|xz|xz:N|none (default ${DEFAULT_COMPRESSION})] [--output FILE] [--kernel-output FILE]\n`); return }
+  const { values: o, positional, help } = readCommandLine(argv, BUILD_OPTIONS, { env: process.env })
+  if (help) { process.stdout.write(USAGE); return }
+  noExtraPositionals(positional, 0, USAGE)
   const started = Date.now()
-  const contents = ([] as string[]).concat(args.contents ?? [])
-  const epoch = Number(process.env.SOURCE_DATE_EPOCH ?? '0')
   const report = await buildInitrd({
-    contents: await contentsFiles(contents),
-    kernelVersion: args['kernel-version'],
-    compression: parseCompression(args.compress ?? process.env.INITRD_COMPRESS ?? DEFAULT_COMPRESSION),
-    output: args.output ?? DEFAULT_OUTPUT,
-    kernelOutput: args['kernel-output'] ?? DEFAULT_KERNEL_OUTPUT,
-    mtime: Number.isInteger(epoch) && epoch >= 0 ? epoch : 0
+    contents: await contentsFiles(o.contents),
+    kernelVersion: o.kernelVersion,
+    compression: parseCompression(o.compression),
+    output: o.output,
+    kernelOutput: o.kernelOutput,
+    mtime: o.sourceDateEpoch,
+    trustedKey: o.trustedKey
   })
   process.stdout.write(formatReport(report))
-  process.stdout.write(`built in ${((Date.now() - started) / 1000).toFixed(1)} s; kernel: ${args['kernel-output'] ?? DEFAULT_KERNEL_OUTPUT}\n`)
+  process.stdout.write(`built in ${((Date.now() - started) / 1000).toFixed(1)} s; kernel: ${o.kernelOutput}\n`)
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {

@@ -9,7 +9,11 @@ import { createReadStream } from 'node:fs'
 import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import minimist from 'minimist'
+import { listOption, option, switchOption } from '../src/config/options.ts'
+import { integer } from '../src/config/values.ts'
+import { noExtraPositionals, readCommandLine, type CommandLine } from '../src/config/command-line.ts'
+import { describeError } from '../src/errors.ts'
+import { commandHelp } from '../src/config/help.ts'
 import { GZIP_LEVEL, ZSTD_LEVEL, compressToFile, decompressed, type Compression } from '../src/image/compression.ts'
 import { packDirectory } from '../src/image/pack.ts'
 import { extractTar } from '../src/deploy/extract.ts'
@@ -21,10 +25,31 @@ const READ_CHUNK_BYTES = 1024 * 1024
 interface Config { compression: Compression; level?: number; label: string }
 interface Figures { size: number; packS: number[]; readS: number[]; extractS: number[] }
 
-const args = minimist(process.argv.slice(2), { string: ['runs', 'zstd-levels'], boolean: ['extract'] })
-const tree = String(args._[0] ?? DEFAULT_TREE)
-const runs = Number(args.runs ?? DEFAULT_RUNS)
-const zstdLevels = args['zstd-levels'] === undefined ? [ZSTD_LEVEL] : String(args['zstd-levels']).split(',').map(Number)
+const OPTIONS = {
+  runs: option({ flag: 'runs', arg: 'N', help: 'runs of every configuration, interleaved', default: DEFAULT_RUNS, parse: integer(1, 100) }),
+  zstdLevels: listOption({ flag: 'zstd-levels', arg: 'N,N,...', help: `zstd levels to compare (default ${ZSTD_LEVEL}, the packer's)`, parseItem: integer(1, 22) }),
+  extract: switchOption({ flag: 'extract', help: 'also time decompression with extraction of every attribute (needs root)' })
+}
+const USAGE = commandHelp(['node --import tsx scripts/bench-compression.ts [options] [TREE]'], OPTIONS, {
+  intro: `Size and packing time of each compression of TREE (default ${DEFAULT_TREE}), and the agent's
+decompression throughput; runs interleaved, each figure the range over the runs.`
+})
+function commandLine (): CommandLine<typeof OPTIONS> {
+  try {
+    const line = readCommandLine(process.argv.slice(2), OPTIONS)
+    noExtraPositionals(line.positional, 1, USAGE)
+    return line
+  } catch (err) {
+    process.stderr.write(`bench-compression: ${describeError(err)}\n`)
+    process.exit(2)
+  }
+}
+const { values: o, positional, help } = commandLine()
+if (help) { process.stdout.write(USAGE); process.exit(0) }
+const tree = positional[0] ?? DEFAULT_TREE
+const runs = o.runs
+const zstdLevels = o.zstdLevels.length === 0 ? [ZSTD_LEVEL] : o.zstdLevels
+const args = { extract: o.extract }
 const configs: Config[] = [
   { compression: 'none', label: 'none' },
   { compression: 'gzip', label: `gzip -${GZIP_LEVEL}` },

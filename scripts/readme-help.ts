@@ -8,8 +8,8 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { switchOption } from '../src/config/options.ts'
-import { noExtraPositionals, readCommandLine } from '../src/cli/args.ts'
-import { commandHelp } from '../src/cli/help.ts'
+import { noExtraPositionals, readCommandLine } from '../src/config/command-line.ts'
+import { commandHelp } from '../src/config/help.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 export const README = join(ROOT, 'README.md')

@@ -85,7 +85,7 @@ test('a document GET is tried again while the server drops connections, and a st
     if (req.url === '/missing') { res.writeHead(404); res.end(); return }
     res.end('plan')
   })
-  assert.equal((await httpGetRetrying(`${base}/flaky`, { retryMs: 10 })).toString(), 'plan')
+  assert.equal((await httpGetRetrying(`${base}/flaky`, { retryMs: 10 })).body.toString(), 'plan')
   assert.equal(connections, 3, 'two dropped, the third answered')
   connections = 0
   await assert.rejects(httpGetRetrying(`${base}/missing`, { retryMs: 10 }), err => isSiError(err, 'ERR_IMAGE_NOT_FOUND'))

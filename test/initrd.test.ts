@@ -4,7 +4,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdtemp, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { isSiError } from '../src/errors.ts'
@@ -14,6 +14,9 @@ import { parseContents } from '../initrd/lib/contents.ts'
 import { parseModuleIndex, selectModules, indexFiles, loadModuleIndex } from '../initrd/lib/kmod.ts'
 import { parseLdd } from '../initrd/lib/libs.ts'
 import { buildInitrd, parseCompression, defaultKernelVersion, formatReport, isMostlyX86Code, DEFAULT_COMPRESSION } from '../initrd/build.ts'
+import { Signer } from '../src/formats/signature.ts'
+import { BAKED_TRUSTED_KEY_FILE } from '../src/deploy/config.ts'
+import { readBakedKey } from '../src/deploy/trust.ts'
 
 const has = (cmd: string): boolean => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0
 
@@ -155,6 +158,23 @@ test('an xz build: x86 filter on the executables, not on the modules; it unpacks
   assert.equal(unpacked.status, 0, String(unpacked.stderr))
   assert.ok(unpacked.stdout.equals(await readFile(join(dir, 'plain.img'))), 'the concatenated xz streams unpack to the uncompressed build')
   assert.ok(packed.totalBytes < plain.totalBytes)
+})
+
+test('make initrd TRUSTED_KEY= bakes the key where the agent finds it without a flag; a malformed key stops the build', { skip: !has('cpio') && 'cpio not installed' }, async t => {
+  const dir = await tempDir(t)
+  const list = join(dir, 'contents.txt')
+  await writeFile(list, 'part base\nfile initrd/init /init 0755\n')
+  const key = Signer.generate().publicKey
+  const build = (trustedKey: string, output: string): ReturnType<typeof buildInitrd> =>
+    buildInitrd({ contents: [list], kernelVersion: 'none', compression: parseCompression('none'), output: join(dir, output), mtime: 0, cacheDir: join(dir, 'cache'), trustedKey })
+  await build(key, 'initrd.img')
+  const root = join(dir, 'root')
+  await mkdir(root)
+  const r = spawnSync('cpio', ['-idm', '--quiet', '--no-absolute-filenames'], { input: await readFile(join(dir, 'initrd.img')), cwd: root })
+  assert.equal(r.status, 0, String(r.stderr))
+  assert.equal(await readBakedKey(join(root, BAKED_TRUSTED_KEY_FILE)), key)
+  await assert.rejects(build('ed25519:short', 'bad.img'), (e: Error) => isSiError(e, 'ERR_INITRD') && /trusted key "ed25519:short": expected ed25519:/.test(e.message))
+  assert.ok(!existsSync(join(dir, 'bad.img')), 'nothing built')
 })
 
 test('/init, netconf.sh and the udhcpc script are valid busybox shell', { skip: !existsSync('/bin/busybox') && 'busybox not installed' }, () => {

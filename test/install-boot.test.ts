@@ -6,12 +6,13 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import http from 'node:http'
-import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { detectFirmware, planGrub } from '../src/install/bootloader.ts'
 import { consoleArgs } from '../src/install/finish.ts'
-import { INSTALL_ENV_FILE, renderInstallEnv, writeInstallEnv } from '../src/install/install-env.ts'
+import { INSTALL_ENV_FILE, REPORT_KEY_FILE, renderInstallEnv, writeInstallEnv } from '../src/install/install-env.ts'
+import { REPORT_AUTH_HEADER, reportAuth } from '../src/formats/node-auth.ts'
 import { PARTITION_TYPES, planToJson, validatePlan } from '../src/formats/plan.ts'
 import { isSiError } from '../src/errors.ts'
 import type { Formatted } from '../src/install/filesystems.ts'
@@ -73,8 +74,10 @@ test('a kexec\'d kernel keeps the installer\'s consoles', () => {
 test('install.env reads back in a shell exactly as written, quotes included', async t => {
   const root = await tempDir(t)
   const env = { SI_NODE: 'n1', SI_IMAGE: 'img@2', SI_SERVER: 'http://10.0.0.1:8470', SI_MONITOR: 'http://10.0.0.1:8470', SI_FIRMWARE: 'uefi', SI_INSTALLED_AT: 'it\'s $(not run) `either`' }
-  await writeInstallEnv(root, env)
+  await writeInstallEnv(root, env, 'cred-1')
   assert.equal(await readFile(join(root, INSTALL_ENV_FILE), 'utf8'), renderInstallEnv(env))
+  assert.equal(await readFile(join(root, REPORT_KEY_FILE), 'utf8'), 'cred-1\n')
+  assert.equal((await stat(join(root, REPORT_KEY_FILE))).mode & 0o777, 0o600)
   const out = await run('sh', ['-c', '. "$1"; printf "%s|%s" "$SI_NODE" "$SI_INSTALLED_AT"', 'sh', join(root, INSTALL_ENV_FILE)], {})
   assert.equal(out.stdout, `n1|${env.SI_INSTALLED_AT}`)
 })
@@ -92,14 +95,14 @@ function run (cmd: string, args: string[], env: Record<string, string>): Promise
   })
 }
 
-test('the first-boot service posts a "booted" phase event for its node to the server', async t => {
+test('the first-boot service posts a "booted" phase event for its node, signed with its report credential as the server checks it', async t => {
   const dir = await tempDir(t)
-  const received: Array<{ url: string; body: Record<string, unknown> }> = []
+  const received: Array<{ url: string; body: Record<string, unknown>; auth: unknown; raw: Buffer }> = []
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = []
     req.on('data', (c: Buffer) => chunks.push(c))
     req.on('end', () => {
-      received.push({ url: `${req.method ?? ''} ${req.url ?? ''}`, body: JSON.parse(Buffer.concat(chunks).toString()) })
+      received.push({ url: `${req.method ?? ''} ${req.url ?? ''}`, body: JSON.parse(Buffer.concat(chunks).toString()), auth: req.headers[REPORT_AUTH_HEADER], raw: Buffer.concat(chunks) })
       res.writeHead(204).end()
     })
   })
@@ -108,9 +111,13 @@ test('the first-boot service posts a "booted" phase event for its node to the se
   const port = (server.address() as { port: number }).port
   const envFile = join(dir, 'install.env')
   await writeFile(envFile, renderInstallEnv({ SI_NODE: 'rack-07', SI_IMAGE: 'bookworm@1', SI_SERVER: `http://127.0.0.1:${port}`, SI_MONITOR: `http://127.0.0.1:${port}`, SI_FIRMWARE: 'bios', SI_INSTALLED_AT: 'now' }))
-  const r = await run('bash', [SI_BOOTED], { SI_INSTALL_ENV: envFile, SI_BOOTED_TRIES: '3', SI_BOOTED_WAIT: '1' })
+  // A credential as the server issues them (base64url of 32 bytes), and one with every byte value class.
+  const credential = 'Zm9vYmFyLWJhei1xdXV4LXNpLWNyZWRlbnRpYWwtMDE'
+  await writeFile(join(dir, 'report.key'), `${credential}\n`, { mode: 0o600 })
+  const r = await run('bash', [SI_BOOTED], { SI_INSTALL_ENV: envFile, SI_REPORT_KEY: join(dir, 'report.key'), SI_BOOTED_TRIES: '3', SI_BOOTED_WAIT: '1' })
   assert.equal(r.code, 0, r.stderr)
   assert.equal(received.length, 1)
+  assert.equal(received[0].auth, reportAuth(credential, 'rack-07', received[0].raw))
   assert.equal(received[0].url, 'POST /api/nodes/rack-07/events')
   assert.equal(received[0].body.type, 'phase')
   assert.equal(received[0].body.phase, 'booted')

@@ -50,3 +50,16 @@ test('the layering check sees a forbidden import', () => {
   assert.ok(!MAY_IMPORT.install.includes('server') && !MAY_IMPORT.install.includes('cli'))
   assert.ok(!MAY_IMPORT.server.includes('install') && !MAY_IMPORT.server.includes('deploy'))
 })
+
+test('the scripts and the initramfs builder use the layers, never the executables\' command modules', () => {
+  const root = resolve(SRC, '..')
+  const broken: string[] = []
+  for (const dir of ['scripts', 'initrd']) {
+    for (const file of sources(join(root, dir))) {
+      for (const m of readFileSync(file, 'utf8').matchAll(/^(?:import|export)\b[^'"]*?from\s+'(\.[^']+)'/gm)) {
+        if (roleOf(resolve(dirname(file), m[1])) === 'cli') broken.push(`${relative(root, file)} imports ${m[1]}`)
+      }
+    }
+  }
+  assert.deepEqual(broken, [])
+})

@@ -2,7 +2,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { parseRange } from '../src/server/range.ts'
-import { parseArgs } from '../src/cli/args.ts'
+import { parseArgs } from '../src/config/command-line.ts'
 import { option, readOptions, type OptionSpec } from '../src/config/options.ts'
 import { hostPort, rate } from '../src/config/values.ts'
 import { DOWNLOAD_OPTIONS } from '../src/deploy/config.ts'

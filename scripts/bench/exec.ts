@@ -1,7 +1,9 @@
 // Running the system tools the harness drives (ip, tc, nft, curl), each bounded in time,
 // each failure a typed error naming the command.
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
-import { SiError } from '../../src/errors.ts'
+import { resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { SiError, describeError, isSiError } from '../../src/errors.ts'
 
 export const DEFAULT_COMMAND_TIMEOUT_MS = 30_000
 /** A process that ignores SIGTERM this long gets SIGKILL. */
@@ -26,11 +28,11 @@ export async function hasTool (tool: string): Promise<boolean> {
   return out.trim() !== ''
 }
 
-/** Stops a child: SIGTERM, then SIGKILL after a grace period; resolves once it has exited. */
-export async function stopChild (child: ChildProcess, graceMs = KILL_GRACE_MS): Promise<void> {
+/** Stops a child: SIGTERM (or `first`), then SIGKILL after a grace period; resolves once it has exited. */
+export async function stopChild (child: ChildProcess, graceMs = KILL_GRACE_MS, first: NodeJS.Signals = 'SIGTERM'): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return
   const exited = new Promise<void>(resolve => child.once('exit', () => resolve()))
-  signalGroup(child, 'SIGTERM')
+  signalGroup(child, first)
   const timer = setTimeout(() => signalGroup(child, 'SIGKILL'), graceMs)
   await exited
   clearTimeout(timer)
@@ -84,4 +86,16 @@ export function tail (stream: NodeJS.ReadableStream | null, maxBytes = 4096): ()
 
 export function sleep (ms: number): Promise<void> {
   return new Promise(resolve => setTimeout(resolve, ms))
+}
+
+/**
+ * Runs a harness's main when its file is the one node was asked to run (not when imported):
+ * exit code 2 for a usage error, 1 for any other failure, named in the log.
+ */
+export function runIfMain (metaUrl: string, main: (argv: string[]) => Promise<number>, log: (line: string) => void): void {
+  if (process.argv[1] === undefined || resolve(process.argv[1]) !== fileURLToPath(metaUrl)) return
+  main(process.argv.slice(2)).then(code => { process.exitCode = code }, err => {
+    log(`error: ${describeError(err)}`)
+    process.exitCode = isSiError(err, 'ERR_INVALID_ARGUMENT') ? 2 : 1
+  })
 }

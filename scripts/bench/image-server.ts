@@ -17,6 +17,8 @@ export interface RunningServer {
   pid: number | undefined
   status(): Promise<ServerStatus>
   stop(): Promise<void>
+  /** SIGKILL, as a crash or a power cut would end it */
+  crash(): Promise<void>
 }
 
 export async function startImageServer (serverBin: string, ns: string, repo: string, extraArgs: string[] = [], host = SERVER_ADDRESS): Promise<RunningServer> {
@@ -42,5 +44,5 @@ export async function startImageServer (serverBin: string, ns: string, repo: str
       await sleep(READY_POLL_MS)
     }
   }
-  return { url: serverUrl, pid: child.pid, status, stop: async () => { await stopChild(child) } }
+  return { url: serverUrl, pid: child.pid, status, stop: async () => { await stopChild(child) }, crash: async () => { await stopChild(child, 0, 'SIGKILL') } }
 }

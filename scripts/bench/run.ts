@@ -13,12 +13,12 @@ import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { listOption, option, switchOption, type Values } from '../../src/config/options.ts'
 import { decimal, integer, nonEmpty, oneOf } from '../../src/config/values.ts'
-import { noExtraPositionals, readCommandLine } from '../../src/cli/args.ts'
-import { commandHelp } from '../../src/cli/help.ts'
-import { SiError, describeError, isSiError } from '../../src/errors.ts'
+import { noExtraPositionals, readCommandLine } from '../../src/config/command-line.ts'
+import { commandHelp } from '../../src/config/help.ts'
+import { SiError } from '../../src/errors.ts'
 import { Cluster } from './cluster.ts'
 import { AUTO, PREFERRED_CONGESTION_CONTROL, chooseCongestionControl } from './congestion.ts'
-import { hasTool, run as run_, stopAllChildren } from './exec.ts'
+import { hasTool, run as run_, runIfMain, stopAllChildren } from './exec.ts'
 import { addImage, makeImage, type BenchImage } from './image.ts'
 import { ownNamespaces, sweepStaleNamespaces, NS_PREFIX } from './netns.ts'
 import { fullPlan, smokePlan, MIB, type Plan, type Scenario } from './plans.ts'
@@ -181,18 +181,22 @@ async function reportOnly (outDir: string): Promise<number> {
 let current: Cluster | undefined
 let scratchDir: string | undefined
 
-/** Ctrl-C or a kill: stop every child, remove the cluster and the scratch space, then exit. */
-function installSignalCleanup (): void {
+/**
+ * Ctrl-C or a kill: stop every child, remove the cluster and the scratch space, then exit.
+ * `state` says what exists at the moment of the signal.
+ */
+export function installSignalCleanup (state: () => { cluster?: Cluster; scratch?: string }, say: (line: string) => void = log): void {
   let cleaning = false
   const onSignal = (sig: NodeJS.Signals): void => {
     if (cleaning) return
     cleaning = true
-    log(`${sig}: cleaning up`)
+    say(`${sig}: cleaning up`)
     void (async () => {
+      const { cluster, scratch } = state()
       await stopAllChildren()
-      await current?.destroy()
+      await cluster?.destroy()
       for (const ns of await ownNamespaces()) await import('./netns.ts').then(m => m.deleteNamespace(ns))
-      if (scratchDir !== undefined) await rm(scratchDir, { recursive: true, force: true })
+      if (scratch !== undefined) await rm(scratch, { recursive: true, force: true })
       process.exit(130)
     })()
   }
@@ -213,7 +217,7 @@ export async function main (argv: string[]): Promise<number> {
   const tcpCongestion = congestion.name
   const plan = buildPlan(args)
   const outDir = resolve(args.out)
-  installSignalCleanup()
+  installSignalCleanup(() => ({ cluster: current, scratch: scratchDir }))
   const swept = await sweepStaleNamespaces()
   if (swept.length > 0) log(`removed ${swept.length} stale namespaces of dead runs (${NS_PREFIX}*)`)
 
@@ -277,9 +281,4 @@ export async function main (argv: string[]): Promise<number> {
   }
 }
 
-if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  main(process.argv.slice(2)).then(code => { process.exitCode = code }, err => {
-    log(`error: ${describeError(err)}`)
-    process.exitCode = isSiError(err, 'ERR_INVALID_ARGUMENT') ? 2 : 1
-  })
-}
+runIfMain(import.meta.url, main, log)

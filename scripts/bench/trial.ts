@@ -42,7 +42,28 @@ export interface TrialOptions {
   startAt?: (i: number) => number
   /** extra si-server serve flags */
   serverArgs?: string[]
+  /** runs alongside the trial from the first start, to inject faults (make reliability) */
+  during?: (control: TrialControl) => Promise<void>
   log: (line: string) => void
+}
+
+/** What a fault injector may do to a running trial. */
+export interface TrialControl {
+  /** seconds since the first node started */
+  now(): number
+  serverUrl: string
+  /** the nodes' verified bytes so far, in node order (from their progress events) */
+  verifiedBytes(): number[]
+  /** kills si-server (SIGKILL: no goodbye to anyone) */
+  crashServer(): Promise<void>
+  /** starts si-server again on the same repository */
+  restartServer(): Promise<void>
+  /** kills node i's client (SIGKILL); the trial waits for its relaunch */
+  crashNode(i: number): Promise<void>
+  /** starts node i's client again with the same command, target and staging */
+  relaunchNode(i: number): void
+  /** whether the trial is over (every node exited or the time is up) */
+  finished(): boolean
 }
 
 export interface NodeResult {
@@ -68,6 +89,8 @@ export interface NodeResult {
   verified: Array<[number, number]>
   /** the agent's last warnings (dropped peers, tracker trouble), to tell why a node failed */
   warnings?: string[]
+  /** times the client was killed and started again by a fault injector */
+  relaunches?: number
 }
 
 export interface TrialResult {
@@ -100,7 +123,7 @@ export interface TrialResult {
   notes: string[]
 }
 
-interface LiveNode { result: NodeResult; child?: ChildProcess; target: string; stderr?: () => string }
+interface LiveNode { result: NodeResult; child?: ChildProcess; target: string; stderr?: () => string; command?: string[]; down?: boolean }
 
 export async function runTrial (opts: TrialOptions): Promise<TrialResult> {
   const { cluster, image, transport } = opts
@@ -151,9 +174,37 @@ export async function runTrial (opts: TrialOptions): Promise<TrialResult> {
         const wait = startAt(i) * 1000 - (performance.now() - t0)
         if (wait > 0) await sleep(wait)
         if (stopLaunching) return
-        exits.push(launch(live[i], nodes[i].ns, transport.nodeCommand(ctx, nodes[i], live[i].target), transport, now))
+        const command = transport.nodeCommand(ctx, nodes[i], live[i].target)
+        live[i].command = command
+        exits.push(launch(live[i], nodes[i].ns, command, transport, now))
       }
     })()
+    let over = false
+    const control: TrialControl = {
+      now,
+      serverUrl: ctx.serverUrl,
+      verifiedBytes: () => live.map(n => n.result.verified.at(-1)?.[1] ?? 0),
+      crashServer: async () => { await server?.crash() },
+      restartServer: async () => { server = await startImageServer(opts.serverBin, cluster.server.ns, opts.repo, opts.serverArgs) },
+      crashNode: async i => {
+        const n = live[i]
+        if (n.child === undefined || n.result.exitedAt !== undefined) return
+        n.down = true
+        await stopChild(n.child, 0, 'SIGKILL')
+      },
+      relaunchNode: i => {
+        const n = live[i]
+        if (n.command === undefined || stopLaunching) return
+        n.result.exit = undefined
+        n.result.exitedAt = undefined
+        n.result.error = undefined
+        n.down = false
+        n.result.relaunches = (n.result.relaunches ?? 0) + 1
+        exits.push(launch(n, nodes[i].ns, n.command, transport, now))
+      },
+      finished: () => over
+    }
+    const injector = opts.during?.(control).catch(err => { notes.push(`fault injector: ${describeError(err)}`) })
 
     // Sample until every node has exited or the time is up.
     let lastCpu = cpu0
@@ -174,7 +225,7 @@ export async function runTrial (opts: TrialOptions): Promise<TrialResult> {
       }
       serverSent.push([t, (c[serverName]?.sent ?? 0) - (counters0[serverName]?.sent ?? 0)])
       const allStarted = live.every(n => n.child !== undefined) || stopLaunching
-      if (allStarted && live.every(n => n.result.exitedAt !== undefined)) break
+      if (allStarted && live.every(n => n.result.exitedAt !== undefined && n.down !== true)) break
       if (transport.verifiedMarker !== undefined && allStarted && live.every(n => n.result.verifiedAt !== undefined)) break
       if (performance.now() > deadline) {
         stopLaunching = true
@@ -183,6 +234,9 @@ export async function runTrial (opts: TrialOptions): Promise<TrialResult> {
       }
     }
     await starter
+    over = true
+    stopLaunching = true
+    await injector
     counters1 = await cluster.counters()
     health1 = await cluster.health()
     if (server !== undefined) serverStatus = await server.status().catch(() => undefined)
@@ -291,6 +345,7 @@ function launch (node: LiveNode, ns: string, command: string[], transport: Trans
     }
   }
   return exitOf(child).then(code => {
+    if (node.child !== child) return // relaunched since
     node.result.exit = code
     node.result.exitedAt = round(now(), 3)
   })

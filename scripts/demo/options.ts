@@ -2,8 +2,8 @@
 // with the server capped at 8 MB/s, 8 copies of a 48 MB image would take it 48 s alone.
 import { option, switchOption } from '../../src/config/options.ts'
 import { decimal, integer, nonEmpty, rate } from '../../src/config/values.ts'
-import { noExtraPositionals, readCommandLine } from '../../src/cli/args.ts'
-import { commandHelp } from '../../src/cli/help.ts'
+import { noExtraPositionals, readCommandLine } from '../../src/config/command-line.ts'
+import { commandHelp } from '../../src/config/help.ts'
 
 const DEFAULT_UPLOAD_LIMIT = '8MB'
 

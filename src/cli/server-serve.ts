@@ -2,8 +2,8 @@
 import { describeError } from '../errors.ts'
 import { DEFAULT_PEER_PORT, SERVE_OPTIONS } from '../server/config.ts'
 import { ImageServer } from '../server/image-server.ts'
-import { noExtraPositionals, readCommandLine } from './args.ts'
-import { commandHelp } from './help.ts'
+import { noExtraPositionals, readCommandLine } from '../config/command-line.ts'
+import { commandHelp } from '../config/help.ts'
 
 export const SERVE_HELP = commandHelp(['si-server serve [--repo DIR] [--listen HOST:PORT] [options]'], SERVE_OPTIONS, { env: true })
 
@@ -24,12 +24,15 @@ export async function runServeCommand (argv: string[]): Promise<number> {
     uploadBytesPerSecond: o.uploadLimit,
     plansDir: o.plans,
     bootDir: o.bootDir,
-    bootKernelArgs: o.bootArgs
+    bootKernelArgs: o.bootArgs,
+    requireToken: o.requireToken
   })
-  server.seeder.on('warning', err => process.stderr.write(`si-server: warning: ${describeError(err)}\n`))
+  server.on('warning', err => process.stderr.write(`si-server: warning: ${describeError(err)}\n`))
   await server.start()
   const images = await server.repo.list()
   process.stderr.write(`si-server: serving ${images.length} image version(s) from ${server.repo.root} on http://${o.listen.host}:${server.httpPort}, seeding on port ${server.seeder.port}\n`)
+  process.stderr.write(`si-server: signing with si.trusted_key=${server.signer?.publicKey ?? ''}\n`)
+  if (!o.requireToken) process.stderr.write('si-server: warning: plans and report credentials go to any node that asks (--require-token makes nodes prove themselves with si.token)\n')
   await new Promise<void>(resolve => {
     process.once('SIGINT', resolve)
     process.once('SIGTERM', resolve)

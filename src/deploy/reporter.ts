@@ -1,8 +1,10 @@
 // Sends the agent's events to the image server's fleet view. Best effort: a server that
 // does not answer must never slow down or fail an install, so each report is bounded
-// and the newest progress replaces any still unsent.
+// and the newest progress replaces any still unsent. Each report is signed with the
+// node's credential (the server refuses others); events wait for the credential to come.
 import type { DeployEvent, EventSink } from './events.ts'
 import { httpRequest } from '../http-client.ts'
+import { REPORT_AUTH_HEADER, reportAuth } from '../formats/node-auth.ts'
 
 export const REPORT_TIMEOUT_MS = 3_000
 /** The server answers a report with a short acknowledgement; anything longer is not read. */
@@ -14,7 +16,8 @@ export class ServerReporter {
   private queued: DeployEvent | undefined
   private readonly important: DeployEvent[] = []
 
-  constructor (server: string, node: string) {
+  /** `credential`: the node's (credential-client.ts); undefined when it could not be had. */
+  constructor (server: string, private readonly node: string, private readonly credential: Promise<string | undefined> = Promise.resolve(undefined)) {
     this.url = `${server.replace(/\/+$/, '')}/api/nodes/${encodeURIComponent(node)}/events`
   }
 
@@ -37,10 +40,12 @@ export class ServerReporter {
       if (event === undefined) return
       if (event === this.queued) this.queued = undefined
       try {
+        const credential = await this.credential
+        const body = JSON.stringify(event)
         await httpRequest(this.url, {
           method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify(event),
+          headers: { 'content-type': 'application/json', ...(credential !== undefined ? { [REPORT_AUTH_HEADER]: reportAuth(credential, this.node, body) } : {}) },
+          body,
           timeoutMs: REPORT_TIMEOUT_MS,
           maxBytes: MAX_REPORT_ANSWER_BYTES
         })

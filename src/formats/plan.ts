@@ -36,6 +36,10 @@ const MOUNT_OPTIONS = /^[A-Za-z0-9_=,.:/-]+$/
 const MKFS_OPTION = /^[A-Za-z0-9_=,.:/+-]+$/
 const MAX_PARTITIONS = 128
 const MAX_STEPS = 100
+/** Secret names become environment variables SI_SECRET_NAME of the post-install steps. */
+const SECRET_NAME = /^[A-Z][A-Z0-9_]{0,63}$/
+const MAX_SECRETS = 64
+const MAX_SECRET_BYTES = 4096
 
 /** A size: bytes, a share of the disk, or what is left. */
 export type SizeSpec = { kind: 'bytes'; bytes: number } | { kind: 'percent'; percent: number } | { kind: 'rest' }
@@ -70,6 +74,12 @@ export interface Plan {
   finish: FinishAction
   /** kernel command line for finish "kexec" (default: root=UUID=... ro) */
   kexecCmdline?: string
+  /**
+   * Values the post-install steps need but nobody else may see (a root password): the
+   * server serves a plan that has any only to a node that proved itself, sealed for it;
+   * the steps get them as SI_SECRET_NAME, and their output shows them redacted.
+   */
+  secrets: Record<string, string>
 }
 
 export function parseSize (text: string): SizeSpec | undefined {
@@ -187,6 +197,23 @@ function checkStep (c: Checker, v: unknown, path: string, index: number): PostIn
   return { name: c.optionalString(o.name, `${path}.name`) ?? `step ${index + 1}`, run: c.string(o.run, `${path}.run`), timeoutSeconds: timeout }
 }
 
+function checkSecrets (c: Checker, v: unknown): Record<string, string> {
+  if (v === undefined) return {}
+  const o = c.object(v, 'secrets')
+  const names = Object.keys(o)
+  if (names.length > MAX_SECRETS) c.fail('secrets', `at most ${MAX_SECRETS} secrets`)
+  const secrets: Record<string, string> = {}
+  for (const name of names) {
+    if (!SECRET_NAME.test(name)) c.fail(`secrets.${name}`, 'invalid name (A-Z, 0-9 and _, starting with a letter, at most 64)')
+    const value = o[name]
+    // The value itself never goes into a message.
+    if (typeof value !== 'string' || value === '') c.fail(`secrets.${name}`, 'expected a non-empty string')
+    if (Buffer.byteLength(value) > MAX_SECRET_BYTES) c.fail(`secrets.${name}`, `longer than ${MAX_SECRET_BYTES} bytes`)
+    secrets[name] = value
+  }
+  return secrets
+}
+
 function checkImageRef (c: Checker, v: unknown, path: string): string {
   const ref = c.string(v, path)
   try { parseImageRef(ref) } catch (err) { c.fail(path, (err as Error).message) }
@@ -197,7 +224,7 @@ function checkImageRef (c: Checker, v: unknown, path: string): string {
 export function validatePlan (value: unknown, where: string): Plan {
   const c = new Checker(where)
   const o = c.object(value, 'plan')
-  c.only(o, 'plan', ['image', 'overrides', 'disks', 'bootloader', 'postInstall', 'finish', 'kexecCmdline', 'description'])
+  c.only(o, 'plan', ['image', 'overrides', 'disks', 'bootloader', 'postInstall', 'finish', 'kexecCmdline', 'secrets', 'description'])
   const disks = c.array(o.disks, 'disks', 16).map((d, i) => checkDisk(c, d, `disks[${i}]`))
   if (disks.length === 0) c.fail('disks', 'at least one disk')
   const devices = disks.map(d => d.device)
@@ -213,7 +240,8 @@ export function validatePlan (value: unknown, where: string): Plan {
     bootloader: c.oneOf(o.bootloader, 'bootloader', BOOTLOADER_MODES, 'auto'),
     postInstall: o.postInstall === undefined ? [] : c.array(o.postInstall, 'postInstall', MAX_STEPS).map((s, i) => checkStep(c, s, `postInstall[${i}]`, i)),
     finish: c.oneOf(o.finish, 'finish', FINISH_ACTIONS, 'reboot'),
-    kexecCmdline: c.optionalString(o.kexecCmdline, 'kexecCmdline')
+    kexecCmdline: c.optionalString(o.kexecCmdline, 'kexecCmdline'),
+    secrets: checkSecrets(c, o.secrets)
   }
 }
 

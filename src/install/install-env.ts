@@ -6,6 +6,8 @@ import { mkdir, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 
 export const INSTALL_ENV_FILE = 'etc/swarmimager/install.env'
+/** The node's report credential: the first-boot report is signed with it, as the agent's are. Root only. */
+export const REPORT_KEY_FILE = 'etc/swarmimager/report.key'
 
 export interface InstallEnv {
   SI_NODE: string
@@ -26,8 +28,9 @@ export function renderInstallEnv (env: InstallEnv): string {
     Object.entries(env).map(([k, v]) => `${k}=${shellQuote(v)}`).join('\n') + '\n'
 }
 
-export async function writeInstallEnv (root: string, env: InstallEnv): Promise<void> {
+export async function writeInstallEnv (root: string, env: InstallEnv, reportCredential?: string): Promise<void> {
   const path = join(root, INSTALL_ENV_FILE)
   await mkdir(dirname(path), { recursive: true, mode: 0o755 })
   await writeFile(path, renderInstallEnv(env), { mode: 0o644 })
+  if (reportCredential !== undefined) await writeFile(join(root, REPORT_KEY_FILE), `${reportCredential}\n`, { mode: 0o600 })
 }

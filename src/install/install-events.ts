@@ -4,6 +4,8 @@
 import type { DeployEvent, EventSink, ProgressFigures } from '../deploy/events.ts'
 import { terminalSink, jsonSink } from '../deploy/progress.ts'
 import { ServerReporter } from '../deploy/reporter.ts'
+import { credentialForReports, type NodeIdentity } from '../deploy/credential-client.ts'
+import type { RetryOptions } from '../deploy/http-get.ts'
 import type { Firmware } from './bootloader.ts'
 
 export type InstallPhase = 'config' | 'network' | 'plan' | 'disks' | 'partition' | 'format' | 'mount' | 'overrides' | 'fstab' | 'bootloader' | 'post-install' | 'unmount' | 'finish'
@@ -40,11 +42,31 @@ export interface InstallOutput {
   emit: InstallSink
   /** waits (bounded) until the server has the last event */
   flush: () => Promise<void>
+  /** the node's report credential (undefined: none, or no reports): the installed system reports with it too */
+  credential: () => Promise<string | undefined>
 }
 
-export function installOutput (opts: { json: boolean; node: string; monitor?: string; out?: NodeJS.WritableStream; err?: NodeJS.WriteStream }): InstallOutput {
+export interface InstallOutputOptions {
+  json: boolean
+  node: string
+  /** where reports go; absent: none are sent */
+  monitor?: string
+  /** what the node proves itself with when it asks for its report credential */
+  macs?: string[]
+  token?: NodeIdentity['token']
+  /** how the credential is asked for (default: as any document, retried while the server is unreachable) */
+  credentialRetry?: Pick<RetryOptions, 'attempts' | 'retryMs'>
+  out?: NodeJS.WritableStream
+  err?: NodeJS.WriteStream
+}
+
+export function installOutput (opts: InstallOutputOptions): InstallOutput {
   const console = opts.json ? widen(jsonSink(opts.out ?? process.stdout, opts.node)) : widen(terminalSink(opts.err))
-  const reporter = opts.monitor !== undefined ? new ServerReporter(opts.monitor, opts.node) : undefined
+  // Asked for at once, before the first report: even a failure to get the plan is reported as this node's.
+  const credential = opts.monitor !== undefined
+    ? credentialForReports(opts.monitor, { node: opts.node, macs: opts.macs ?? [], token: opts.token }, message => console({ type: 'warning', message }), opts.credentialRetry)
+    : undefined
+  const reporter = opts.monitor !== undefined ? new ServerReporter(opts.monitor, opts.node, credential) : undefined
   const report = reporter !== undefined ? widen(reporter.sink()) : undefined
   const errStream = opts.err ?? process.stderr
   return {
@@ -55,6 +77,7 @@ export function installOutput (opts: { json: boolean; node: string; monitor?: st
       }
       report?.(event)
     },
-    flush: async () => { await reporter?.flush() }
+    flush: async () => { await reporter?.flush() },
+    credential: async () => await credential
   }
 }

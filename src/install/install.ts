@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import { SiError, describeError } from '../errors.ts'
 import type { Metainfo } from '../torrent/metainfo.ts'
 import { loadTorrent } from '../deploy/torrent-source.ts'
+import { UNAUTHENTICATED_WARNING } from '../deploy/trust.ts'
 import { deployImage, type DeployRequest } from '../deploy/deploy.ts'
 import type { DeployResult } from '../deploy/events.ts'
 import { completeTarget } from '../deploy/extract.ts'
@@ -50,6 +51,8 @@ export interface InstallOptions {
   planRetry?: { attempts: number; retryMs: number }
   /** the installer's own kernel command line (its consoles carry over to a kexec) */
   kernelCmdline?: string
+  /** the node's report credential, left to the installed system for its first-boot report */
+  reportCredential?: () => Promise<string | undefined>
 }
 
 export interface InstallResult {
@@ -88,19 +91,23 @@ export async function install (opts: InstallOptions): Promise<InstallResult> {
   }
   const phase = (p: InstallPhase, detail?: string): void => { step = p; emit({ type: 'phase', phase: p, detail }) }
   let mounted: string[] = []
+  const trustedKey = opts.config.trustedKey
   try {
+    if (trustedKey === undefined) emit({ type: 'warning', message: UNAUTHENTICATED_WARNING })
     const up = await uptime()
-    phase('plan', `asking ${opts.config.server} for the plan of ${opts.node} (MAC ${opts.macs.join(', ') || 'none'})${up !== undefined ? `, ${up.toFixed(2)} s after kernel start` : ''}`)
-    const fetched = await fetchPlan(opts.config.server, opts.node, opts.macs, { signal: opts.signal, ...opts.planRetry })
+    phase('plan', `asking ${opts.config.server} for the plan of ${opts.node} (MAC ${opts.macs.join(', ') || 'none'})${up !== undefined ? `, ${up.toFixed(2)} s after kernel start` : ''}${trustedKey !== undefined ? `, trusting ${trustedKey}` : ''}`)
+    const fetched = await fetchPlan(opts.config.server, { node: opts.node, macs: opts.macs, token: opts.config.token }, { signal: opts.signal, trustedKey, ...opts.planRetry })
     const { plan } = fetched
     const image = opts.config.image ?? plan.image
     const finishAction = opts.config.finish ?? plan.finish
-    emit({ type: 'phase', phase: 'plan', detail: `plan ${fetched.source}: image ${image}${plan.overrides.length > 0 ? ` + overrides ${plan.overrides.join(', ')}` : ''}, ${plan.disks.length} disk(s), ${plan.postInstall.length} post-install step(s), then ${finishAction}` })
+    const secrets = Object.keys(plan.secrets).length
+    emit({ type: 'phase', phase: 'plan', detail: `plan ${fetched.source}: image ${image}${plan.overrides.length > 0 ? ` + overrides ${plan.overrides.join(', ')}` : ''}, ${plan.disks.length} disk(s), ${plan.postInstall.length} post-install step(s)${secrets > 0 ? ` with ${secrets} secret(s)` : ''}, then ${finishAction}` })
 
+    // Every torrent is checked before the first disk is touched: an untrusted one stops here.
     step = 'download'
-    const metainfo = await loadTorrent({ server: opts.config.server, image }, opts.signal)
+    const metainfo = await loadTorrent({ server: opts.config.server, image }, { signal: opts.signal, trustedKey })
     const overrides: Metainfo[] = []
-    for (const ref of plan.overrides) overrides.push(await loadTorrent({ server: opts.config.server, image: ref }, opts.signal))
+    for (const ref of plan.overrides) overrides.push(await loadTorrent({ server: opts.config.server, image: ref }, { signal: opts.signal, trustedKey }))
 
     phase('disks')
     const layouts = await checkDisks(fetched, opts.paths ?? SYSTEM_PATHS, [metainfo, ...overrides])
@@ -142,7 +149,7 @@ export async function install (opts: InstallOptions): Promise<InstallResult> {
       SI_MONITOR: opts.config.monitor,
       SI_FIRMWARE: firmware,
       SI_INSTALLED_AT: new Date().toISOString()
-    })
+    }, await opts.reportCredential?.())
     phase('bootloader')
     const rootDisk = layouts.find(l => l.partitions.some(p => p.spec.mount === '/'))?.device ?? layouts[0].device
     const grub = await planGrub(opts.target, plan.bootloader, formatted, rootDisk, firmware)
@@ -152,6 +159,7 @@ export async function install (opts: InstallOptions): Promise<InstallResult> {
     phase('post-install', `${plan.postInstall.length} step(s)`)
     await runPostInstall(opts.target, plan.postInstall, {
       env: { SI_NODE: opts.node, SI_IMAGE: image, SI_SERVER: opts.config.server, SI_ROOT_DISK: rootDisk },
+      secrets: plan.secrets,
       onLine: (s, line) => { journal.add(`${s.name}: ${line}`); process.stderr.write(`si-agent: ${s.name}: ${line}\n`) },
       signal: opts.signal
     })

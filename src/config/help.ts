@@ -1,7 +1,7 @@
 // --help text from the options themselves: the flag, its placeholder, what it does and
 // its default, from the one place each is defined. The README's help blocks are this
 // output (test/readme-help.test.ts checks them against the executables).
-import type { Options, OptionSpec } from '../config/options.ts'
+import type { Options, OptionSpec } from './options.ts'
 
 /** Where descriptions start, and where lines wrap. */
 const DESCRIPTION_COLUMN = 27

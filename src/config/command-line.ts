@@ -3,7 +3,7 @@
 // given twice refused, values checked by the option's own parser (config/options.ts).
 import minimist from 'minimist'
 import { SiError } from '../errors.ts'
-import { readOptions, type FlagValues, type Options, type ReadOptions } from '../config/options.ts'
+import { readOptions, type FlagValues, type Options, type ReadOptions } from './options.ts'
 
 export interface FlagSpec {
   strings?: string[]
@@ -87,7 +87,7 @@ export function readCommandLine<O extends Options> (argv: string[], options: O, 
 }
 
 export function noExtraPositionals (positional: string[], count: number, usage: string): void {
-  if (positional.length > count) throw new SiError('ERR_INVALID_ARGUMENT', `unexpected argument ${JSON.stringify(positional[count])}; usage: ${usage.split('\n')[0]}`)
+  if (positional.length > count) throw new SiError('ERR_INVALID_ARGUMENT', `unexpected argument ${JSON.stringify(positional[count])}; ${usage.split('\n')[0].replace(/^(usage: )?/, 'usage: ')}`)
 }
 
 /** A value the command cannot do without. */
