@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ImageServer } from '../src/server/image-server.ts'
 import { requireBuild, run, SI_SERVER } from './helpers/processes.ts'
-import { postReport, reportSigner } from './helpers/reports.ts'
+import { postReport } from './helpers/reports.ts'
 
 let dir: string
 let repo: string
@@ -20,9 +20,8 @@ before(async () => {
   const server = new ImageServer({ repoDir: repo, host: '127.0.0.1', port: 0, peerPort: 0, seed: false })
   await server.start()
   const url = `http://127.0.0.1:${server.httpPort}`
-  const signer = await reportSigner(repo)
   const post = async (node: string, body: object): Promise<void> => {
-    const res = await postReport(url, signer, node, body)
+    const res = await postReport(url, node, body)
     assert.equal(res.status, 200, await res.text())
   }
   try {

@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { ImageServer } from '../src/server/image-server.ts'
 import { hasCommand } from './helpers/interop.ts'
 import { requireBuild, run, SI_SERVER } from './helpers/processes.ts'
-import { postReport, reportSigner } from './helpers/reports.ts'
+import { postReport } from './helpers/reports.ts'
 
 const RUN_MS = 2_500
 let dir: string
@@ -23,9 +23,8 @@ before(async () => {
   server = new ImageServer({ repoDir: join(dir, 'repo'), host: '127.0.0.1', port: 0, peerPort: 0, seed: false })
   await server.start()
   url = `http://127.0.0.1:${server.httpPort}`
-  const signer = await reportSigner(join(dir, 'repo'))
   const post = async (node: string, body: object): Promise<void> => {
-    const res = await postReport(url, signer, node, body)
+    const res = await postReport(url, node, body)
     assert.equal(res.status, 200, await res.text())
   }
   await post('node01', { phase: 'downloading', image: 'compute@2', progress: 0.4, downloadRate: 12e6, bytesFromServer: 1e6, bytesFromPeers: 3e6 })

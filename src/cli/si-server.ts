@@ -5,9 +5,9 @@ import { VERSION } from '../version.ts'
 import { DEFAULT_REPO } from '../server/config.ts'
 import { imageAdd, imageCapture, imageList, imageRemove, imageVerify, overrideCommand } from './server-image.ts'
 import { runServeCommand } from './server-serve.ts'
+import { keyCommand, tokenCommand } from './server-keys.ts'
 import { runMonitorCommand } from './server-monitor.ts'
 import { runHistoryCommand } from './server-history.ts'
-import { keyCommand, tokenCommand } from './server-keys.ts'
 
 export const SERVER_HELP = `usage: si-server <command> [options]
 

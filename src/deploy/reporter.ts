@@ -6,14 +6,14 @@
 //
 // Best effort: a server that does not answer never slows down or fails an install.
 // Each post is bounded, step changes wait in a short queue, figures are coalesced.
-// Each report is signed with the node's credential (the server refuses others);
-// reports wait for the credential to come.
+// Each post is signed with the node's credential (the server refuses others); posts
+// wait for the credential to come.
 import { randomBytes } from 'node:crypto'
 import type { AgentEvent, ProgressFigures } from './events.ts'
 import { httpRequest } from '../http-client.ts'
+import { REPORT_AUTH_HEADER, reportAuth } from '../formats/node-auth.ts'
 import { REPORT_LIMITS, clip, fleetPhaseOf, parseReportAnswer, tailBytes, type NodeReport } from '../formats/node-report.ts'
 import { hardwareSummary, nodeIdentity } from './node-facts.ts'
-import { REPORT_AUTH_HEADER, reportAuth } from '../formats/node-auth.ts'
 
 export const REPORT_TIMEOUT_MS = 3_000
 /** Until the server says otherwise. */
@@ -37,10 +37,10 @@ export interface ReporterOptions {
    */
   install?: boolean
   intervalSeconds?: number
+  /** the node's credential (credential-client.ts); undefined when it could not be had */
+  credential?: Promise<string | undefined>
   /** identity and hardware, collected once (default: this machine's) */
   facts?: () => Pick<NodeReport, 'identity' | 'hardware'>
-  /** the node's (credential-client.ts); undefined when it could not be had */
-  credential?: Promise<string | undefined>
 }
 
 export class ServerReporter {

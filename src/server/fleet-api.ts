@@ -5,8 +5,8 @@
 import type http from 'node:http'
 import { SiError, describeError } from '../errors.ts'
 import { REPORT_LIMITS, parseNodeReport, type NodeReport } from '../formats/node-report.ts'
-import { isNodeName } from '../formats/node-name.ts'
 import { REPORT_AUTH_HEADER } from '../formats/node-auth.ts'
+import { isNodeName } from '../formats/node-name.ts'
 import { SORT_KEYS, type ListQuery, type SortKey } from './fleet.ts'
 import { METRICS_CONTENT_TYPE, type ReportOutcome } from './metrics.ts'
 import { dashboardAsset } from './dashboard/assets.ts'
@@ -43,12 +43,12 @@ export async function routeConsole (c: OperatorsConsole, req: http.IncomingMessa
   return true
 }
 
+/** POST /api/nodes/NODE/events: a node's report, answered with the interval for its next one. */
 /**
- * POST /api/nodes/NODE/events: a node's report, answered with the interval for its next
- * one. `isAuthentic` checks the body's signature (the node's credential): nobody else can
- * mark a node done or failed.
+ * `isAuthentic` checks the report's bytes against the node's credential (node-credentials.ts):
+ * nobody else can mark a node done or failed.
  */
-export async function receiveReport (c: OperatorsConsole, node: string, req: http.IncomingMessage, res: http.ServerResponse, isAuthentic: (body: Buffer) => boolean): Promise<void> {
+export async function receiveReport (c: OperatorsConsole, node: string, req: http.IncomingMessage, res: http.ServerResponse, isAuthentic: (node: string, body: Buffer) => boolean): Promise<void> {
   if (!withinBudget(c, req, res)) { c.metrics.countReport('rate-limited'); return }
   const reply = await readReport(c, node, clientAddress(req), req, isAuthentic)
   send(res, reply.answer)
@@ -138,13 +138,13 @@ function numberParam (q: URLSearchParams, name: string, min: number, max: number
   return n
 }
 
-async function readReport (c: OperatorsConsole, node: string, address: string, req: http.IncomingMessage, isAuthentic: (body: Buffer) => boolean): Promise<{ answer: Reply; outcome: ReportOutcome }> {
+async function readReport (c: OperatorsConsole, node: string, address: string, req: http.IncomingMessage, isAuthentic: (node: string, body: Buffer) => boolean): Promise<{ answer: Reply; outcome: ReportOutcome }> {
   const refuse = (status: number, outcome: ReportOutcome, error: string, code: string): { answer: Reply; outcome: ReportOutcome } => ({ answer: { status, body: { error, code } }, outcome })
   if (!isNodeName(node)) { req.resume(); return refuse(400, 'invalid', `invalid node name ${JSON.stringify(node)}`, 'ERR_INVALID_REPORT') }
   const body = await readBody(req, REPORT_LIMITS.bodyBytes)
   if (body === 'too-large') return refuse(413, 'too-large', `report larger than ${REPORT_LIMITS.bodyBytes} bytes`, 'ERR_INVALID_REPORT')
   if (body === undefined) return refuse(400, 'invalid', 'report cut short', 'ERR_INVALID_REPORT')
-  if (!isAuthentic(body)) return refuse(401, 'unauthorized', `report refused: not signed with node ${node}'s credential (header ${REPORT_AUTH_HEADER}; GET /api/nodes/${node}/credential)`, 'ERR_UNAUTHORIZED')
+  if (!isAuthentic(node, body)) return refuse(401, 'unauthorized', `report refused: not signed with node ${node}'s credential (header ${REPORT_AUTH_HEADER}; GET /api/nodes/${node}/credential)`, 'ERR_UNAUTHORIZED')
   let report: NodeReport
   try {
     report = parseNodeReport(JSON.parse(body.toString('utf8')))

@@ -86,7 +86,8 @@ async function handle (opts: HttpApiOptions, req: http.IncomingMessage, res: htt
     if (parts[1] === 'images' && parts.length === 2 && isRead(method)) return sendJson(res, 200, (await opts.repo.list()).map(describeVersion), { signer: opts.signer, purpose: 'image-list' })
     if (parts[1] === 'status' && parts.length === 2 && isRead(method)) return sendJson(res, 200, opts.status())
     if (parts[1] === 'nodes' && parts.length === 4 && parts[3] === 'events' && method === 'POST') {
-      return receiveReport(opts.console, parts[2], req, res, body => opts.credentials.reportIsAuthentic(parts[2], body, headerValue(req, REPORT_AUTH_HEADER)))
+      const auth = headerValue(req, REPORT_AUTH_HEADER)
+      return receiveReport(opts.console, parts[2], req, res, (node, body) => opts.credentials.reportIsAuthentic(node, body, auth))
     }
     const nodeApi = { plans: opts.plans, credentials: opts.credentials, requireToken: opts.requireToken === true }
     const proof = headerValue(req, PROOF_HEADER)
@@ -214,7 +215,6 @@ async function resolveServed (opts: HttpApiOptions, ref: string): Promise<ImageV
     throw err
   }
 }
-
 function baseUrl (opts: HttpApiOptions, req: http.IncomingMessage): string {
   if (opts.publicUrl !== undefined) return opts.publicUrl.replace(/\/+$/, '')
   const host = req.headers.host

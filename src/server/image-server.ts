@@ -52,8 +52,8 @@ export interface ImageServerEvents {
 
 export class ImageServer extends EventEmitter<ImageServerEvents> {
   readonly repo: ImageRepository
-  readonly console: OperatorsConsole
   readonly catalogue: ImageCatalogue
+  readonly console: OperatorsConsole
   readonly tracker: Tracker
   readonly seeder: Seeder
   private readonly inUse: InUseRecorder
