@@ -30,8 +30,11 @@ const FAIL_EVERY = 50
 const PROBES = 10
 const OPTIONS = {
   nodes: option({ flag: 'nodes', arg: 'N', help: 'simulated nodes, each from its own 127.x.y.z address', default: 1000, parse: integer(1, 60_000) }),
-  seconds: option({ flag: 'seconds', arg: 'S', help: 'how long the nodes report', default: 60, parse: integer(5, 3600) })
+  seconds: option({ flag: 'seconds', arg: 'S', help: 'how long the nodes report', default: 60, parse: integer(5, 3600) }),
+  flood: option({ flag: 'flood', arg: 'N', help: 'then N reports as big as allowed, each with a new name (issue 19: 10 000 posts of 60 KB once took the server from 172 to 796 MB)', default: 10_000, parse: integer(0, 1_000_000) })
 }
+/** Names per flooding address: under the per-address share (256) and the burst (200). */
+const FLOOD_NAMES_PER_ADDRESS = 100
 const USAGE = commandHelp(['node --import tsx scripts/console-load.ts [options]   (or: make console-load)'], OPTIONS, {
   intro: 'Posts the reports of many simulated nodes to a real si-server (dist/, from make build) and measures its CPU, memory and the dashboard\'s time to update.'
 })
@@ -111,6 +114,47 @@ class SimulatedNode {
   }
 }
 
+/**
+ * Reports as big as the server takes, each from a new node name, 100 names per address;
+ * then one of 60 KB. The server's memory before and after, and /api/nodes afterwards.
+ */
+async function floodFleet (port: number, credentials: NodeCredentials, agent: http.Agent, count: number, pid: number): Promise<Record<string, unknown>> {
+  const before = usage(pid)
+  const statuses: Record<number, number> = {}
+  const body = (i: number): string => JSON.stringify({ phase: 'failed', run: `flood${i}`, error: { code: 'ERR_FLOOD', message: 'm'.repeat(1900) }, log: 'l'.repeat(8000), detail: 'd'.repeat(400), warning: 'w'.repeat(400) })
+  const started = Date.now()
+  for (let i = 0; i < count; i += FLOOD_NAMES_PER_ADDRESS) {
+    const from = `127.50.${(i / FLOOD_NAMES_PER_ADDRESS) >> 8}.${((i / FLOOD_NAMES_PER_ADDRESS) & 255) + 1 > 254 ? 254 : ((i / FLOOD_NAMES_PER_ADDRESS) & 255) + 1}`
+    await Promise.all(Array.from({ length: Math.min(FLOOD_NAMES_PER_ADDRESS, count - i) }, async (_, k) => {
+      const name = `flood${String(i + k).padStart(7, '0')}`
+      const r = await post(port, name, credentials.credential(name), from, body(i + k), agent)
+      statuses[r.status] = (statuses[r.status] ?? 0) + 1
+    }))
+  }
+  const seconds = (Date.now() - started) / 1000
+  const big = await post(port, 'flood-big', credentials.credential('flood-big'), '127.51.0.1', JSON.stringify({ phase: 'failed', log: 'x'.repeat(60 * 1024) }), agent)
+  const t0 = Date.now()
+  const page = await fetch(`http://127.0.0.1:${port}/api/nodes`)
+  const pageBytes = (await page.arrayBuffer()).byteLength
+  const pageMs = Date.now() - t0
+  const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
+  const after = usage(pid)
+  return {
+    posts: count,
+    bytesPerPost: Buffer.byteLength(body(0)),
+    seconds: Number(seconds.toFixed(1)),
+    statuses,
+    sixtyKilobytePost: big.status,
+    serverRssMBBefore: Number((before.rssBytes / 1e6).toFixed(1)),
+    serverRssMBAfter: Number((after.rssBytes / 1e6).toFixed(1)),
+    serverPeakRssMB: Number((after.peakRssBytes / 1e6).toFixed(1)),
+    fleetStoredBytes: Number(/^si_fleet_stored_bytes (\S+)/m.exec(metrics)?.[1]),
+    apiNodesStatus: page.status,
+    apiNodesBytes: pageBytes,
+    apiNodesMs: pageMs
+  }
+}
+
 async function main (argv: string[]): Promise<number> {
   const { values: o, positional, help } = readCommandLine(argv, OPTIONS)
   if (help) { process.stdout.write(USAGE); return 0 }
@@ -168,6 +212,8 @@ async function main (argv: string[]): Promise<number> {
     await Promise.all(nodes.map((n, i) => n.finish(stats, i)))
     const renderMs = page !== undefined ? await page.evaluate('(() => { const t = performance.now(); renderFleet(); return performance.now() - t })()') as number : undefined
     const nodesPage = await fetch(`http://127.0.0.1:${port}/api/nodes`)
+    const apiNodesBytes = (await nodesPage.arrayBuffer()).byteLength
+    const flood = o.flood > 0 ? await floodFleet(port, credentials, agent, o.flood, pid) : undefined
     const sorted = [...probeTimes].sort((a, b) => a - b)
     const result = {
       nodes: o.nodes,
@@ -180,12 +226,13 @@ async function main (argv: string[]): Promise<number> {
       serverRssMB: Number((during.rssBytes / 1e6).toFixed(1)),
       serverPeakRssMB: Number((during.peakRssBytes / 1e6).toFixed(1)),
       apiNodesStatus: nodesPage.status,
-      apiNodesBytes: (await nodesPage.arrayBuffer()).byteLength,
+      apiNodesBytes,
       pageUpdateMs: sorted.length > 0 ? { median: sorted[Math.floor(sorted.length / 2)], max: sorted[sorted.length - 1], probes: sorted.length } : 'no chromium',
-      pageRenderAllRowsMs: renderMs !== undefined ? Number(renderMs.toFixed(1)) : 'no chromium'
+      pageRenderMs: renderMs !== undefined ? Number(renderMs.toFixed(1)) : 'no chromium',
+      flood
     }
     process.stdout.write(JSON.stringify(result, null, 2) + '\n')
-    return stats.refused === 0 && nodesPage.status === 200 ? 0 : 1
+    return stats.refused === 0 && nodesPage.status === 200 && (flood === undefined || flood.apiNodesStatus === 200) ? 0 : 1
   } finally {
     await browser?.close()
     agent.destroy()
