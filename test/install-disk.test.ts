@@ -150,7 +150,8 @@ test('installs a plan onto a blank disk: GPT, ext4 + xfs + swap, fstab by UUID, 
     } finally { sh('umount', [join(mnt, SRV_DIR)]) }
   } finally { sh('umount', [mnt]) }
   const report = server.fleet.list().find(n => n.node === 'node-ok')
-  assert.equal(report?.phase, 'installed')
+  assert.equal(report?.phase, 'done')
+  assert.equal(report?.step, 'installed')
 })
 
 test('a disk too small for the layout fails before anything is written', { skip }, async () => {
@@ -227,7 +228,7 @@ test('an invalid kernel command line is shown on the console and reported to the
   assert.match(r.stderr, /si-agent: error: ERR_CONFIG: environment SI_SEED_WAIT="sometimes": expected none, swarm/)
   const report = server.fleet.list().find(n => n.node === 'node-badcfg')
   assert.equal(report?.phase, 'failed')
-  assert.equal(report?.event.code, 'ERR_CONFIG')
+  assert.equal(report?.error?.code, 'ERR_CONFIG')
 })
 
 const OVER_SECRET = 's3cret-for-the-step'

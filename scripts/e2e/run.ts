@@ -24,6 +24,7 @@ import { must, has, runIfMain, start, stop, stopOnSignals, type Running } from '
 import { bootVm, awaitVm, blankDisk, consoleTimes, type VmSpec, type VmOutcome } from './vm.ts'
 import { writePlans, IMAGE, DISK_BYTES, EXPECTED_PARTITIONS, INSTALL_WRITES, PLAN_MARKER } from './plans.ts'
 import { checkDisk } from './check-disk.ts'
+import type { NodeSummary } from '../../src/server/fleet.ts'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 const DIST = join(ROOT, 'dist')
@@ -152,7 +153,7 @@ async function main (argv: string[]): Promise<number> {
       badOutcome = await awaitVm(spec, bootVm(spec, join(workdir, 'vm-small.qemu.log')), t0, timeoutSeconds * 1000)
     }
 
-    const fleet = JSON.parse(await wget(lan, '/api/nodes')) as Array<{ node: string; phase: string; event: Record<string, unknown> }>
+    const fleet = (JSON.parse(await wget(lan, '/api/nodes')) as { nodes: NodeSummary[] }).nodes
     await stop(server)
     server = undefined
     await destroyLan(lan)
@@ -164,9 +165,8 @@ async function main (argv: string[]): Promise<number> {
       const o = outcomes[i]
       const times = consoleTimes(o.console)
       const report = fleet.find(n => n.node === p.node)
-      const ev = report?.event ?? {}
-      checks.add(`${p.spec.name} installed and powered off`, !o.timedOut && o.code === 0 && report?.phase === 'installed',
-        o.timedOut ? `timed out after ${timeoutSeconds} s` : `qemu exit ${o.code}, server sees ${report?.phase ?? 'nothing'}${report?.phase === 'failed' ? `: ${String(ev.code)} ${String(ev.message)}` : ''}`)
+      checks.add(`${p.spec.name} installed and powered off`, !o.timedOut && o.code === 0 && report?.step === 'installed',
+        o.timedOut ? `timed out after ${timeoutSeconds} s` : `qemu exit ${o.code}, server sees ${report?.phase ?? 'nothing'}${report?.phase === 'failed' ? `: ${String(report.error?.code)} ${String(report.error?.message)}` : ''}`)
       const check = await checkDisk({ disk: p.spec.disk, expected: EXPECTED_PARTITIONS, sourceRoot: source, allowed: INSTALL_WRITES, read: ['etc/fstab', PLAN_MARKER, 'etc/hostname'], workdir })
       checks.add(`${p.spec.name} disk: GPT, vfat+swap+ext4+xfs, fstab by UUID, files identical to the image`, check.ok, check.problems.join('; '))
       const marker = check.files[PLAN_MARKER] ?? ''
@@ -174,22 +174,22 @@ async function main (argv: string[]): Promise<number> {
         checks.add(`${p.spec.name} used its static address (IPADDR/NETMASK/GATEWAY), no DHCP`, o.console.includes(`network: eth0 ${STATIC_IP}/24 (static) router ${SERVER_IP}`) && !o.console.includes('si-init: DHCP on'), /si-init: network: .*/.exec(o.console)?.[0] ?? 'no network line')
       }
       checks.add(`${p.spec.name} followed the ${p.marker ?? '?'} plan`, marker.startsWith(`plan=${p.marker ?? '?'} node=${p.node} `) && check.files['etc/hostname'] === `${p.node}\n`, marker.trim())
-      vmReports.push({ node: p.node, firmware: p.spec.firmware, pxe: p.spec.boot.pxe, bootedInstalled: false, secondsToInstalled: report?.phase === 'installed' ? o.wallSeconds : null, secondsToBooted: null })
-      const downloaded = Number(ev.downloaded ?? 0)
-      const fromServer = Number(ev.downloadedFromServer ?? 0)
-      rows.push([p.spec.name, p.node, times.initSeconds, times.agentStartSeconds, times.firstRequestSeconds, times.installedSeconds, o.wallSeconds, downloaded, fromServer, downloaded - fromServer, Number(ev.uploaded ?? 0)]
+      vmReports.push({ node: p.node, firmware: p.spec.firmware, pxe: p.spec.boot.pxe, bootedInstalled: false, secondsToInstalled: report?.step === 'installed' ? o.wallSeconds : null, secondsToBooted: null })
+      const fromServer = report?.bytesFromServer ?? 0
+      const fromPeers = report?.bytesFromPeers ?? 0
+      rows.push([p.spec.name, p.node, times.initSeconds, times.agentStartSeconds, times.firstRequestSeconds, times.installedSeconds, o.wallSeconds, fromServer + fromPeers, fromServer, fromPeers, report?.uploaded ?? 0]
         .map(v => typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(1)) : String(v ?? '-')).join('\t'))
-      if (o.code !== 0 || report?.phase !== 'installed') process.stdout.write(`---- ${p.spec.name} console (last lines) ----\n${o.console.split('\n').slice(-40).join('\n')}\n`)
+      if (o.code !== 0 || report?.step !== 'installed') process.stdout.write(`---- ${p.spec.name} console (last lines) ----\n${o.console.split('\n').slice(-40).join('\n')}\n`)
     }
     if (vms > 1) {
-      const fromPeers = plans.map(p => { const ev = fleet.find(n => n.node === p.node)?.event ?? {}; return Number(ev.downloaded ?? 0) - Number(ev.downloadedFromServer ?? 0) })
+      const fromPeers = plans.map(p => fleet.find(n => n.node === p.node)?.bytesFromPeers ?? 0)
       checks.add('VMs exchanged pieces with each other', fromPeers.reduce((a, b) => a + b, 0) > 0, `bytes from peers per VM: ${fromPeers.join(', ')}`)
     }
     if (badOutcome !== undefined && badDisk !== undefined) {
       const report = fleet.find(n => n.node === 'vm-small')
       checks.add('a disk too small fails clearly, reported, disk untouched, VM powered off',
-        !badOutcome.timedOut && badOutcome.code === 0 && report?.phase === 'failed' && report.event.code === 'ERR_DISK_TOO_SMALL' && /too small/.test(badOutcome.console) && await isAllZero(badDisk),
-        `server: ${report?.phase ?? 'nothing'} ${String(report?.event.code ?? '')}; console: ${/si-agent: error: .*/.exec(badOutcome.console)?.[0] ?? 'no error line'}`)
+        !badOutcome.timedOut && badOutcome.code === 0 && report?.phase === 'failed' && report.error?.code === 'ERR_DISK_TOO_SMALL' && /too small/.test(badOutcome.console) && await isAllZero(badDisk),
+        `server: ${report?.phase ?? 'nothing'} ${String(report?.error?.code ?? '')}; console: ${/si-agent: error: .*/.exec(badOutcome.console)?.[0] ?? 'no error line'}`)
     }
 
     process.stdout.write(`\n${label}: seconds since kernel start (TCG), bytes\n`)

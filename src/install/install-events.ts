@@ -30,9 +30,8 @@ export type InstallEvent =
 export type InstallSink = (event: InstallEvent) => void
 
 /**
- * The download's sinks render and send by `type`, never by `phase`, and the server
- * stores any JSON object: install events pass through them unchanged. This is the one
- * place where that is asserted to the type checker.
+ * The download's renderers go by `type`, never by `phase`: install events pass through
+ * them unchanged. This is the one place where that is asserted to the type checker.
  */
 function widen (sink: EventSink): InstallSink {
   return sink as unknown as InstallSink
@@ -66,8 +65,8 @@ export function installOutput (opts: InstallOutputOptions): InstallOutput {
   const credential = opts.monitor !== undefined
     ? credentialForReports(opts.monitor, { node: opts.node, macs: opts.macs ?? [], token: opts.token }, message => console({ type: 'warning', message }), opts.credentialRetry)
     : undefined
-  const reporter = opts.monitor !== undefined ? new ServerReporter(opts.monitor, opts.node, credential) : undefined
-  const report = reporter !== undefined ? widen(reporter.sink()) : undefined
+  const reporter = opts.monitor !== undefined ? new ServerReporter({ server: opts.monitor, node: opts.node, install: true, credential }) : undefined
+  const report = reporter?.sink()
   const errStream = opts.err ?? process.stderr
   return {
     emit: event => {
