@@ -89,6 +89,8 @@ export interface NodeResult {
   verified: Array<[number, number]>
   /** the agent's last warnings (dropped peers, tracker trouble), to tell why a node failed */
   warnings?: string[]
+  /** times the client was killed and started again by a fault injector */
+  relaunches?: number
 }
 
 export interface TrialResult {
@@ -197,6 +199,7 @@ export async function runTrial (opts: TrialOptions): Promise<TrialResult> {
         n.result.exitedAt = undefined
         n.result.error = undefined
         n.down = false
+        n.result.relaunches = (n.result.relaunches ?? 0) + 1
         exits.push(launch(n, nodes[i].ns, n.command, transport, now))
       },
       finished: () => over
