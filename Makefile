@@ -78,6 +78,12 @@ FUZZ_ARGS ?=
 fuzz: build ## Fuzz every parser for a minute each (table and dist/fuzz-report.json)
 	$(NODE) --import tsx scripts/fuzz/run.ts $(FUZZ_ARGS)
 
+# The tracker at fleet scale (loopback): BENCH_TRACKER_ARGS="--nodes 20000".
+BENCH_TRACKER_ARGS ?=
+.PHONY: bench-tracker
+bench-tracker: | node_modules ## Tracker memory and announce CPU with 20 000 peers in one swarm
+	$(NODE) --import tsx scripts/bench-tracker.ts $(BENCH_TRACKER_ARGS)
+
 # The operators' console under load: 1 000 simulated nodes (CONSOLE_LOAD_ARGS="--nodes N --seconds S").
 CONSOLE_LOAD_ARGS ?=
 .PHONY: console-load
