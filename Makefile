@@ -63,11 +63,12 @@ bench: build typecheck ## Emulated cluster benchmark (root): bench/results/*.jso
 bench-smoke: build typecheck ## N=4 benchmark that checks the harness itself (root)
 	$(NODE) --import tsx scripts/bench/run.ts --plan smoke --out $(BENCH_SMOKE_OUT)
 
-# Faults a deployment survives on an emulated cluster (root): server killed, agents killed,
-# a link down, loss. RELIABILITY_ARGS passes options, e.g. RELIABILITY_ARGS="--cases loss".
+# Faults and attacks a deployment survives on an emulated cluster (root): server killed,
+# agents killed, a link down, loss, a compromised node's attacks, an image removed in use.
+# RELIABILITY_ARGS passes options, e.g. RELIABILITY_ARGS="--cases loss,liar".
 RELIABILITY_ARGS ?=
 .PHONY: reliability
-reliability: build typecheck ## Fault cases on a 16-node emulated cluster: table, bench/reliability/REPORT.md
+reliability: build typecheck ## Faults and attacks on a 16-node emulated cluster: table, bench/reliability/REPORT.md
 	$(NODE) --import tsx scripts/reliability/run.ts $(RELIABILITY_ARGS)
 
 # Parsers of network and disk input under mutation fuzzing (scripts/fuzz/); FUZZ_ARGS
@@ -76,6 +77,12 @@ FUZZ_ARGS ?=
 .PHONY: fuzz
 fuzz: build ## Fuzz every parser for a minute each (table and dist/fuzz-report.json)
 	$(NODE) --import tsx scripts/fuzz/run.ts $(FUZZ_ARGS)
+
+# The tracker at fleet scale (loopback): BENCH_TRACKER_ARGS="--nodes 20000".
+BENCH_TRACKER_ARGS ?=
+.PHONY: bench-tracker
+bench-tracker: | node_modules ## Tracker memory and announce CPU with 20 000 peers in one swarm
+	$(NODE) --import tsx scripts/bench-tracker.ts $(BENCH_TRACKER_ARGS)
 
 # The operators' console under load: 1 000 simulated nodes (CONSOLE_LOAD_ARGS="--nodes N --seconds S").
 CONSOLE_LOAD_ARGS ?=

@@ -137,29 +137,32 @@ test('one address gets at most maxPendingHandshakesPerAddress pending slots and 
   }
 })
 
-test('silent handshaken connections from many addresses cannot fill a node\'s peer slots: it still reaches an honest peer and gets the image', async () => {
-  const { maxConnections, maxConnectionsPerAddress, idleEvictAfterMs } = DEFAULT_SWARM_CONFIG
-  const node = await startNode('victim')
-  const honest = await startNode('honest', { host: HONEST_HOST, from: payload })
-  const attackers = Math.ceil(maxConnections / maxConnectionsPerAddress) + 1
-  const attack = new SilentConnections('127.0.0.1', node.listener.port, {
-    sources: sources(attackers), perSource: maxConnectionsPerAddress, handshake: meta.infoHash, renew: true
+// Interested or not: a peer we unchoked that asks for nothing is idle all the same.
+for (const interested of [false, true]) {
+  test(`silent handshaken connections${interested ? ' that declare interest' : ''} from many addresses cannot fill a node's peer slots: it still reaches an honest peer and gets the image`, async () => {
+    const { maxConnections, maxConnectionsPerAddress, idleEvictAfterMs } = DEFAULT_SWARM_CONFIG
+    const node = await startNode('victim')
+    const honest = await startNode('honest', { host: HONEST_HOST, from: payload })
+    const attackers = Math.ceil(maxConnections / maxConnectionsPerAddress) + 1
+    const attack = new SilentConnections('127.0.0.1', node.listener.port, {
+      sources: sources(attackers), perSource: maxConnectionsPerAddress, handshake: meta.infoHash, interested, renew: true
+    })
+    try {
+      attack.start()
+      await waitFor('the attack fills every peer slot', WAIT_MS, () => node.swarm.stats().peers >= maxConnections || undefined)
+      const started = Date.now()
+      node.swarm.addPeerAddress({ host: HONEST_HOST, port: honest.listener.port })
+      await waitFor(`the image, from the honest peer (${idleEvictAfterMs} ms for a silent peer to give way)`, IDLE_FLOOD_BOUND_MS, () => node.swarm.isComplete || undefined)
+      const seconds = (Date.now() - started) / 1000
+      process.stderr.write(`# silent handshaken flood${interested ? ' (interested)' : ''}: ${attackers * maxConnectionsPerAddress} connections from ${attackers} addresses (${attack.opened} opened in all) ` +
+        `against --max-peers ${maxConnections}; the node got the image from an honest peer ${seconds.toFixed(1)} s after learning of it\n`)
+    } finally {
+      attack.stop()
+      await stopNode(node)
+      await stopNode(honest)
+    }
   })
-  try {
-    attack.start()
-    await waitFor('the attack fills every peer slot', WAIT_MS, () => node.swarm.stats().peers >= maxConnections || undefined)
-    const started = Date.now()
-    node.swarm.addPeerAddress({ host: HONEST_HOST, port: honest.listener.port })
-    await waitFor(`the image, from the honest peer (${idleEvictAfterMs} ms for a silent peer to give way)`, IDLE_FLOOD_BOUND_MS, () => node.swarm.isComplete || undefined)
-    const seconds = (Date.now() - started) / 1000
-    process.stderr.write(`# silent handshaken flood: ${attackers * maxConnectionsPerAddress} connections from ${attackers} addresses (${attack.opened} opened in all) ` +
-      `against --max-peers ${maxConnections}; the node got the image from an honest peer ${seconds.toFixed(1)} s after learning of it\n`)
-  } finally {
-    attack.stop()
-    await stopNode(node)
-    await stopNode(honest)
-  }
-})
+}
 
 test('a handshaken peer that stays silent is dropped after idleTimeoutMs once the node has pieces to offer', async () => {
   const IDLE_MS = 1_000

@@ -5,14 +5,15 @@
 //
 // Made once and cached under BOOT_IMAGE_CACHE (default /var/cache/swarmimager-e2e; the
 // environment variable SI_E2E_CACHE moves it), in a directory named by a hash of the
-// package list, this file's setup script and the first-boot files: change any of them
-// and the next run makes a new tree (about 3-6 minutes with Debian's mirror; delete old
+// package list and this file's setup script: change either and the next run makes a new
+// tree (about 3-6 minutes with Debian's mirror; delete old
 // trees by hand). Lean for TCG: only the kernel modules a VM or a common server needs to
 // boot from its disk and reach the network are kept, the initramfs lists them (MODULES=
-// list), documentation and locales are dropped, timers are masked.
+// list), documentation and locales are dropped, timers are masked. The first-boot files
+// are copied in again at every run, so editing them needs no new tree.
 import { spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
+import { chmod as chmodFile, copyFile, mkdir, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { SiError } from '../../src/errors.ts'
@@ -102,12 +103,20 @@ rm -rf "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* 
 find "$root/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name 'locale.alias' -exec rm -rf {} +
 `
 
+/** Where examples/firstboot's files go in the tree, with their modes. */
+const FIRSTBOOT_FILES: Array<[string, string, number]> = [['si-booted', 'usr/local/sbin/si-booted', 0o755], ['si-booted.service', 'etc/systemd/system/si-booted.service', 0o644]]
+
 /** The cache key: what makes the tree. */
-async function treeKey (): Promise<string> {
-  const h = createHash('sha256')
-  h.update(SUITE).update(PACKAGES.join(',')).update(SETUP_SCRIPT)
-  for (const f of ['si-booted', 'si-booted.service']) h.update(await readFile(join(FIRSTBOOT_DIR, f)))
-  return h.digest('hex').slice(0, 12)
+function treeKey (): string {
+  return createHash('sha256').update(SUITE).update(PACKAGES.join(',')).update(SETUP_SCRIPT).digest('hex').slice(0, 12)
+}
+
+/** The first-boot files as they are in the repository now. */
+async function refreshFirstBoot (dir: string): Promise<void> {
+  for (const [from, to, mode] of FIRSTBOOT_FILES) {
+    await copyFile(join(FIRSTBOOT_DIR, from), join(dir, to))
+    await chmodFile(join(dir, to), mode)
+  }
 }
 
 function runLogged (argv: string[], log: string, timeoutMs: number): void {
@@ -121,11 +130,14 @@ function runLogged (argv: string[], log: string, timeoutMs: number): void {
 
 /** The cached tree, made now when absent. */
 export async function bootableTree (log: (msg: string) => void): Promise<{ dir: string; cached: boolean }> {
-  const key = await treeKey()
+  const key = treeKey()
   const dir = join(BOOT_IMAGE_CACHE, `${SUITE}-boot-${key}`)
   try {
     // Made under a temporary name and renamed when complete: present means whole.
-    if ((await stat(join(dir, 'etc/os-release'))).isFile()) return { dir, cached: true }
+    if ((await stat(join(dir, 'etc/os-release'))).isFile()) {
+      await refreshFirstBoot(dir)
+      return { dir, cached: true }
+    }
   } catch { /* not made yet */ }
   await mkdir(BOOT_IMAGE_CACHE, { recursive: true })
   const tmp = `${dir}.tmp-${process.pid}`
@@ -142,5 +154,6 @@ export async function bootableTree (log: (msg: string) => void): Promise<{ dir: 
     await rm(tmp, { recursive: true, force: true })
     throw err
   }
+  await refreshFirstBoot(dir)
   return { dir, cached: false }
 }

@@ -8,6 +8,8 @@ import { connect, type Socket } from 'node:net'
 import { encodeHandshake } from '../../src/swarm/wire-reader.ts'
 
 const HANDSHAKE_LENGTH = 68
+/** BEP 3: length 1, id 2 */
+const INTERESTED = Buffer.from([0, 0, 0, 1, 2])
 /** A closed connection is opened again after this long (renewed as fast as it closes, but not in a busy loop). */
 const RENEW_DELAY_MS = 20
 
@@ -72,6 +74,8 @@ export interface SilentOptions {
   perSource: number
   /** send a valid handshake for this torrent first, then nothing */
   handshake?: Uint8Array
+  /** ... and after it, interested (as if waiting for our upload slot) */
+  interested?: boolean
   /** open a connection again as soon as one closes, until stopped */
   renew: boolean
   /** ms between the connections of one source at the start (0: all at once) */
@@ -126,6 +130,7 @@ export class SilentConnections {
     let received = 0
     socket.on('connect', () => {
       if (this.opts.handshake !== undefined) socket.write(encodeHandshake(Buffer.from(this.opts.handshake), Buffer.concat([Buffer.from('-XX0000-'), randomBytes(12)])))
+      if (this.opts.handshake !== undefined && this.opts.interested === true) socket.write(INTERESTED)
     })
     socket.on('data', (chunk: Buffer) => {
       if (received < HANDSHAKE_LENGTH && received + chunk.length >= HANDSHAKE_LENGTH) this.answered++
