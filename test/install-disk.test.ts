@@ -41,6 +41,16 @@ function sh (cmd: string, args: string[]): string {
   return r.stdout
 }
 
+/**
+ * Mounts an installed file system to look at it. Read-write, not -o ro: a mount namespace
+ * another process made while the install had it mounted (a concurrent `ip netns exec` on
+ * a shared machine) may still hold it read-write, and the kernel then refuses a read-only
+ * mount ("would change RO state"). Nothing here writes to it.
+ */
+function mountToCheck (device: string, where: string): void {
+  sh('mount', [device, where])
+}
+
 async function loopDevice (name: string, bytes: number): Promise<string> {
   const file = join(dir, `${name}.img`)
   const fh = await open(file, 'w')
@@ -130,9 +140,9 @@ test('installs a plan onto a blank disk: GPT, ext4 + xfs + swap, fstab by UUID, 
 
   const mnt = join(dir, 'check')
   await mkdir(mnt, { recursive: true })
-  sh('mount', ['-o', 'ro', `${disk}p2`, mnt])
+  mountToCheck(`${disk}p2`, mnt)
   try {
-    sh('mount', ['-o', 'ro', `${disk}p3`, join(mnt, SRV_DIR)])
+    mountToCheck(`${disk}p3`, join(mnt, SRV_DIR))
     try {
       // atime: the post-install steps run the image's busybox, which reads files.
       const diffs = (await compareTrees(sourceRoot, mnt, { ignore: ['atime'] })).filter(d => !INSTALL_WRITES.has(d.path))
@@ -257,7 +267,7 @@ test('overrides are laid over the image, in order, before fstab and post-install
   assert.doesNotMatch(JSON.stringify(server.fleet.list()) + JSON.stringify(events), new RegExp(OVER_SECRET), 'the secret shows nowhere')
   const mnt = join(dir, 'check-over')
   await mkdir(mnt, { recursive: true })
-  sh('mount', ['-o', 'ro', `${disk}p1`, mnt])
+  mountToCheck(`${disk}p1`, mnt)
   try {
     assert.equal(await readFile(join(mnt, 'etc/secret.seen'), 'utf8'), `${OVER_SECRET}\n`)
     assert.equal(await readFile(join(mnt, 'etc/motd'), 'utf8'), 'site override\n')
