@@ -8,13 +8,15 @@
 //
 // Usage: node build.mjs
 import { execFile } from 'node:child_process'
-import { chmodSync, copyFileSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { isBuiltin } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 
 const ENTRY_POINTS = { 'si-agent': 'src/cli/si-agent.ts', 'si-server': 'src/cli/si-server.ts' }
+// The web dashboard's files, embedded into si-server (src/server/dashboard/assets.ts).
+const DASHBOARD_DIR = 'src/server/dashboard/static'
 // Worker threads a SEA cannot load from a file: each is bundled on its own and handed to
 // the executables as code (`new Worker(code, { eval: true })`), under this global name.
 const WORKERS = { SI_EXTRACT_WORKER_CODE: 'src/deploy/extract-worker.ts' }
@@ -26,6 +28,10 @@ const POSTJECT_CLI = 'node_modules/postject/dist/cli.js'
 const ESBUILD_TARGET = 'node24'
 const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2'
 const SEA_RESOURCE = 'NODE_SEA_BLOB'
+// With the SEA's V8 code cache, import() does not work in the main script (Node's SEA
+// documentation); esbuild turns the import() of bundled modules into require(), so one left
+// in a bundle would fail only at run time.
+const DYNAMIC_IMPORT = /\bimport\s*\(/
 // Packages our dependencies require() inside try/catch and that are not installed
 // (debug -> supports-color). SEA's require would fail on them anyway, with a runtime
 // warning on stderr; the bundle gets a stub that throws MODULE_NOT_FOUND instead.
@@ -92,6 +98,11 @@ const stubOptionalModules = {
   },
 }
 
+/** Every file of the dashboard's folder by name, as its text. */
+function dashboardFiles () {
+  return Object.fromEntries(readdirSync(DASHBOARD_DIR).sort().map((n) => [n, readFileSync(join(DASHBOARD_DIR, n), 'utf8')]))
+}
+
 const ESBUILD_COMMON = { bundle: true, platform: 'node', format: 'cjs', target: ESBUILD_TARGET, minify: true, plugins: [stubOptionalModules], metafile: true, logLevel: 'warning' }
 
 /** esbuild leaves unresolvable require() calls inside try/catch external; SEA cannot load them. */
@@ -122,9 +133,10 @@ async function bundle (name, entry, version, workers) {
     entryPoints: [entry],
     outfile,
     ...ESBUILD_COMMON, // bundles everything but node builtins (implicit on platform node)
-    // A run from source starts a worker from its module's URL; the bundle takes the
-    // defined code instead, so that branch is dead and import.meta.url has no meaning.
-    define: { SI_VERSION: JSON.stringify(version), 'import.meta.url': 'undefined', ...workers },
+    // A run from source starts a worker from its module's URL and reads the dashboard from
+    // disk; the bundle takes the defined code and files instead (the dashboard as one string
+    // literal: an object would become a module of its own), so import.meta.url means nothing.
+    define: { SI_VERSION: JSON.stringify(version), 'import.meta.url': 'undefined', ...workers, ...(name === 'si-server' ? { DASHBOARD_FILES: JSON.stringify(JSON.stringify(dashboardFiles())) } : {}) },
   })
   checkBundled(name, metafile)
   return outfile
@@ -137,12 +149,18 @@ async function makeExecutable (name, bundleFile, base) {
   const seaDir = join(CACHE_DIR, 'sea', String(process.pid), name)
   mkdirSync(seaDir, { recursive: true })
   const main = `${name}.cjs`
+  if (DYNAMIC_IMPORT.test(readFileSync(bundleFile, 'utf8'))) throw new BuildError(`${name}: the bundle calls import(), which the SEA code cache breaks: use require() or process.getBuiltinModule()`)
   copyFileSync(bundleFile, join(seaDir, main))
   writeFileSync(join(seaDir, `${name}.json`), JSON.stringify({
     main,
     output: `${name}.blob`,
     disableExperimentalSEAWarning: true,
-    useCodeCache: false, // breaks dynamic import()
+    // Compiling the bundle at start cost 28 of the 284 million instructions of `si-agent
+    // --version` (cachegrind; docs/BENCHMARKS.md, Tuning row 27), paid by every node.
+    useCodeCache: true,
+    // A startup snapshot would also skip loading the builtins the bundle requires and
+    // evaluating its modules: at most ~55 million more (those builtins cost 48 million in a
+    // bare node). Not tried: it needs an entry point written for v8.startupSnapshot.
     useSnapshot: false,
   }, null, 2))
   await run(resolve(BASE_NODE), ['--experimental-sea-config', `${name}.json`], { cwd: seaDir })

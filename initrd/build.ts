@@ -8,7 +8,7 @@
 //
 // usage: node --import tsx initrd/build.ts [--contents FILE]... [--kernel-version V]
 //        [--compress xz|xz:LEVEL|zstd|zstd:LEVEL|none] (default xz, see DEFAULT_COMPRESSION)
-//        [--output FILE] [--kernel-output FILE]
+//        [--output FILE] [--kernel-output FILE] [--trusted-key KEY]
 import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
@@ -20,6 +20,8 @@ import { OptionValueError, listOption, option } from '../src/config/options.ts'
 import { integer, nonEmpty } from '../src/config/values.ts'
 import { noExtraPositionals, readCommandLine } from '../src/config/command-line.ts'
 import { commandHelp } from '../src/config/help.ts'
+import { BAKED_TRUSTED_KEY_FILE, parseTrustedKey } from '../src/deploy/config.ts'
+import { isPublicKeyText, PUBLIC_KEY_RULE } from '../src/formats/signature.ts'
 import { parseContents, type Item } from './lib/contents.ts'
 import { archivePath, newcArchive, type Entry } from './lib/newc.ts'
 import { indexFiles, loadModuleIndex, moduleDecompressor, plainModulePath, selectModules, type ModuleIndex } from './lib/kmod.ts'
@@ -234,6 +236,8 @@ export interface BuildOptions {
   mtime: number
   /** Compressed parts of the last build, reused when unchanged (default DEFAULT_CACHE_DIR). */
   cacheDir?: string
+  /** The repository's public key, baked in: the agent then trusts it without being told. */
+  trustedKey?: string
 }
 
 export interface PartReport { name: string; files: number; bytes: number; compressedBytes: number; cached: boolean; codeFilter: boolean }
@@ -248,6 +252,10 @@ export async function buildInitrd (opts: BuildOptions): Promise<BuildReport> {
   const notes: Notes = { skipped: [] }
   for (const dev of EARLY_DEVICES) layout.add(BASE_PART, dev)
   for (const dir of EMPTY_DIRS) layout.add(BASE_PART, { type: 'dir', path: dir, mode: dir === 'tmp' ? 0o1777 : 0o755 })
+  if (opts.trustedKey !== undefined) {
+    if (!isPublicKeyText(opts.trustedKey)) throw new SiError('ERR_INITRD', `trusted key ${JSON.stringify(opts.trustedKey)}: expected ${PUBLIC_KEY_RULE}`)
+    layout.add(BASE_PART, { type: 'file', path: BAKED_TRUSTED_KEY_FILE, mode: 0o644, data: Buffer.from(`${opts.trustedKey}\n`) })
+  }
 
   let busyboxApplets: string[] = []
   const busyboxPart = items.find(i => i.kind === 'busybox')?.part ?? BASE_PART
@@ -364,7 +372,8 @@ const BUILD_OPTIONS = {
   compression: option({ flag: 'compress', arg: 'zstd[:N]|xz[:N]|none', env: 'INITRD_COMPRESS', help: 'how the parts are compressed', default: DEFAULT_COMPRESSION, parse: (text: string) => { parseCompression(text); return text } }),
   output: option({ flag: 'output', arg: 'FILE', help: 'the initramfs', default: DEFAULT_OUTPUT, parse: nonEmpty('a file') }),
   kernelOutput: option({ flag: 'kernel-output', arg: 'FILE', help: 'where the kernel is copied', default: DEFAULT_KERNEL_OUTPUT, parse: nonEmpty('a file') }),
-  sourceDateEpoch: option({ flag: 'source-date-epoch', arg: 'SECONDS', env: 'SOURCE_DATE_EPOCH', help: 'the time stamp of every file (reproducible builds)', default: 0, parse: integer(0, 2 ** 40) })
+  sourceDateEpoch: option({ flag: 'source-date-epoch', arg: 'SECONDS', env: 'SOURCE_DATE_EPOCH', help: 'the time stamp of every file (reproducible builds)', default: 0, parse: integer(0, 2 ** 40) }),
+  trustedKey: option({ flag: 'trusted-key', arg: 'KEY', help: `the repository's public key (si-server key show), baked in as ${BAKED_TRUSTED_KEY_FILE}: the agent then uses only what it signed (make initrd TRUSTED_KEY=)`, parse: parseTrustedKey })
 }
 
 const USAGE = commandHelp(['node --import tsx initrd/build.ts [options]   (make initrd runs it)'], BUILD_OPTIONS, {
@@ -382,7 +391,8 @@ async function main (argv: string[]): Promise<void> {
     compression: parseCompression(o.compression),
     output: o.output,
     kernelOutput: o.kernelOutput,
-    mtime: o.sourceDateEpoch
+    mtime: o.sourceDateEpoch,
+    trustedKey: o.trustedKey
   })
   process.stdout.write(formatReport(report))
   process.stdout.write(`built in ${((Date.now() - started) / 1000).toFixed(1)} s; kernel: ${o.kernelOutput}\n`)

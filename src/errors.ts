@@ -3,6 +3,8 @@
 export type SiErrorCode =
   | 'ERR_INVALID_ARGUMENT'
   | 'ERR_IMAGE_NOT_FOUND'
+  | 'ERR_IMAGE_REMOVED'
+  | 'ERR_IMAGE_IN_USE'
   | 'ERR_IMAGE_EXISTS'
   | 'ERR_INVALID_IMAGE_NAME'
   | 'ERR_SOURCE_NOT_FOUND'
@@ -39,6 +41,21 @@ export type SiErrorCode =
   | 'ERR_TRANSFER_INCOMPLETE'
   | 'ERR_HELPER_FAILED'
   | 'ERR_BENCH'
+  // trust: signatures, node credentials, the repository's keys
+  | 'ERR_UNTRUSTED'
+  | 'ERR_UNAUTHORIZED'
+  | 'ERR_KEY'
+  // the fleet view: reports, the history database
+  | 'ERR_INVALID_REPORT'
+  | 'ERR_FLEET_FULL'
+  | 'ERR_RATE_LIMITED'
+  | 'ERR_HISTORY'
+
+/**
+ * The key under which our tracker's failure replies carry the error code beside BEP 3's
+ * human-readable "failure reason": the agent acts on the code, never on the English.
+ */
+export const TRACKER_ERROR_CODE_KEY = 'error code'
 
 export class SiError extends Error {
   readonly code: SiErrorCode

@@ -4,11 +4,15 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
+import { existsSync, lstatSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { fluidBound, lateStartSeconds, LATE_START_SECONDS } from '../scripts/bench/metrics.ts'
+import { fullPlan } from '../scripts/bench/plans.ts'
+import { LARGE_FILE_BYTES, makeRootlikeImage } from '../scripts/bench/rootlike-image.ts'
+import { trialTimeline } from '../scripts/bench/timeline.ts'
+import type { TrialResult } from '../scripts/bench/trial.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const SMOKE_TIMEOUT_MS = 150_000
@@ -109,4 +113,67 @@ test('bench: T* of a staggered start is no earlier than the last node\'s start p
   assert.equal(fluidBound(bytes, link, nodes), 12, 'all at once: the server\'s link bounds it')
   assert.equal(fluidBound(bytes, link, nodes, i => i * 5), 15 + 12, 'the fourth node starts at 15 s')
   assert.equal(fluidBound(bytes, { rateMbit: 2.5 }, nodes, i => (i < 2 ? 0 : 30)), 48, 'a slow server outlasts a second wave at 30 s')
+})
+
+test('bench: the full plan runs the root-like image at its own node counts, on the scale trials\' links', () => {
+  const plan = fullPlan({ rateMbit: 10, imageMib: 16, pieceKib: 128, sizes: [1, 2, 4, 8, 16, 32], unicastMaxNodes: 32, rsyncMaxNodes: 8, staggerSeconds: 1, rawMib: 0, rootlikeSizes: [1, 8, 16] })
+  const rootlike = plan.scenarios.filter(s => s.group === 'rootlike')
+  assert.deepEqual(rootlike.map(s => [s.id, s.nodes, s.image]), [['rootlike-n1', 1, 'rootlike'], ['rootlike-n8', 8, 'rootlike'], ['rootlike-n16', 16, 'rootlike']])
+  for (const s of rootlike) {
+    assert.equal(s.server.rateMbit, 10)
+    assert.ok(s.transports.some(t => t.id === 'bt') && s.transports.some(t => t.id === 'aria2'))
+  }
+  assert.ok(plan.scenarios.filter(s => s.group !== 'rootlike').every(s => s.image === undefined), 'the other scenarios keep the one-file image')
+})
+
+test('bench: the root-like image is the generated tree without its large libraries, hard links kept, packed by si-server', { timeout: 120_000 }, async t => {
+  const serverBin = join(ROOT, 'dist', 'si-server')
+  if (!existsSync(serverBin)) { t.skip('dist/si-server is missing: run make build'); return }
+  const work = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'si-bench-rootlike-'))
+  try {
+    const made = await makeRootlikeImage({ serverBin, repo: join(work, 'repo'), workDir: work, entries: 600, cacheDir: join(work, 'cache'), pieceLength: 64 * 1024 })
+    const tree = join(work, 'rootlike-tree')
+    let files = 0
+    let largest = 0
+    let linked = 0
+    const walk = (dir: string): void => {
+      for (const name of readdirSync(dir)) {
+        const st = lstatSync(join(dir, name))
+        if (st.isDirectory()) walk(join(dir, name))
+        else if (st.isFile()) { files++; largest = Math.max(largest, st.size); if (st.nlink > 1) linked++ }
+      }
+    }
+    walk(tree)
+    assert.ok(largest < LARGE_FILE_BYTES, `a file of ${largest} bytes was kept`)
+    assert.ok(files > 400, `${files} files`)
+    assert.ok(linked >= 2, 'hard links are kept as hard links')
+    assert.ok(made.image.size < 16 * 1024 * 1024, `image of ${made.image.size} bytes: the large libraries went into it`)
+    assert.equal(made.image.pieceLength, 64 * 1024)
+    assert.equal(made.image.entries, made.tree.entries + 1, 'the image holds the root and every entry of the scaled tree')
+  } finally {
+    rmSync(work, { recursive: true, force: true })
+  }
+})
+
+test('bench: a trial\'s timeline splits each node\'s time into start-up, busy link time, unused link time and finish, adding up to when it was done', () => {
+  const rate = 1_000_000
+  const step = 0.5
+  // The server sends at its full rate from 0.5 s to 10 s; the node receives from 1 s on at
+  // full rate, stalls from 6 s to 8 s, gets its last bytes at 12 s, and has the image at 12.5 s.
+  const times = Array.from({ length: 29 }, (_, i) => i * step)
+  const serverSent = times.map((t): [number, number] => [t, Math.min(Math.max(0, t - 0.5), 9.5) * rate])
+  const nodeRate = (t: number): number => (t > 1 && t <= 6) || (t > 8 && t <= 12) ? rate : 0
+  const received: Array<[number, number]> = [[0, 0]]
+  for (let i = 1; i < times.length; i++) received.push([times[i], received[i - 1][1] + nodeRate(times[i]) * step])
+  const trial = {
+    transport: 'bt', T: 12.5, tStar: 9, imageBytes: 9 * rate, serverSent,
+    nodeResults: [{ name: 'n1', rateMbit: 8, startedAt: 0, verifiedAt: 12.5, downloadedFromServer: 3 * rate, received, verified: [], ok: true }]
+  } as unknown as TrialResult
+  const tl = trialTimeline(trial, { serverBytesPerSecond: rate, nodeBytesPerSecond: () => rate })
+  assert.ok(tl !== undefined)
+  assert.equal(tl.sampleSeconds, step)
+  assert.deepEqual([tl.server.firstByte, tl.server.lastByte, tl.server.busySeconds, tl.server.unusedSeconds], [0.5, 10, 9.5, 0])
+  const n = tl.nodes[0]
+  assert.deepEqual([n.firstByte, n.lastByte, n.busySeconds, n.unusedWhileServerSent, n.unusedAfterServer, n.finish, n.fromServer], [1, 12, 9, 2, 0, 0.5, 0.333])
+  assert.equal(n.firstByte + n.busySeconds + n.unusedWhileServerSent + n.unusedAfterServer, n.lastByte, 'first byte + busy + unused = last byte')
 })

@@ -11,6 +11,7 @@ import { requireBuild, run, startServer, freePort, SI_AGENT, SI_SERVER, type Ima
 let dir: string
 let repo: string
 let server: ImageServerHandle
+let key: string
 
 before(async () => {
   requireBuild()
@@ -19,6 +20,7 @@ before(async () => {
   await makeTree(join(dir, 'source'), 2)
   assert.equal((await run(SI_SERVER, ['image', 'add', 'golden', '--from', join(dir, 'source'), '--repo', repo])).code, 0)
   server = await startServer(repo)
+  key = (await run(SI_SERVER, ['key', 'show', '--repo', repo])).stdout.trim()
 })
 
 after(async () => {
@@ -34,7 +36,8 @@ function assertOneLineError (r: RunResult, code: string, mentions: RegExp): void
   assert.match(lines[0], mentions)
 }
 
-const deploy = (...args: string[]): Promise<RunResult> => run(SI_AGENT, ['deploy', '--no-report', '--target', join(dir, 'target'), ...args], { timeoutMs: 30_000 })
+// With the server's key: no warning that the download is unauthenticated, only the error.
+const deploy = (...args: string[]): Promise<RunResult> => run(SI_AGENT, ['deploy', '--no-report', '--trusted-key', key, '--target', join(dir, 'target'), ...args], { timeoutMs: 30_000 })
 
 test('an unknown image is named, with the versions that exist', async () => {
   assertOneLineError(await deploy('--server', server.url, '--image', 'nope'), 'ERR_IMAGE_NOT_FOUND', /"nope"/)
@@ -66,6 +69,9 @@ test('invalid flags are named', async () => {
   assertOneLineError(await run(SI_AGENT, ['frobnicate']), 'ERR_INVALID_ARGUMENT', /frobnicate/)
   const extra = await run(SI_AGENT, ['deploy', 'stray', '--server', server.url, '--image', 'golden'])
   assertOneLineError(extra, 'ERR_INVALID_ARGUMENT', /unexpected argument "stray"; usage: si-agent deploy /)
+  assertOneLineError(await deploy('--server', server.url, '--image', 'golden', '--trusted-key', 'ed25519:short'), 'ERR_INVALID_ARGUMENT', /--trusted-key given more than once/)
+  assertOneLineError(await run(SI_AGENT, ['deploy', '--server', server.url, '--image', 'golden', '--target', join(dir, 't'), '--trusted-key', 'ed25519:short']), 'ERR_INVALID_ARGUMENT', /--trusted-key "ed25519:short": expected ed25519:/)
+  assertOneLineError(await run(SI_AGENT, ['deploy', '--server', server.url, '--image', 'golden', '--target', join(dir, 't'), '--token', 'x y']), 'ERR_INVALID_ARGUMENT', /--token "x y"/)
 })
 
 test('nothing is written into the target when the image cannot be had', async () => {
@@ -81,6 +87,9 @@ test('si-server names bad input too', async () => {
   assertOneLineError(await run(SI_SERVER, ['serve', '--repo', repo, '--listen', 'nowhere']), 'ERR_INVALID_ARGUMENT', /--listen "nowhere"/)
   assertOneLineError(await run(SI_SERVER, ['serve', '--repo', repo, '--upload-limit', 'fast']), 'ERR_INVALID_ARGUMENT', /--upload-limit "fast"/)
   assertOneLineError(await run(SI_SERVER, ['serve', '--repo', repo, '--listen', `127.0.0.1:${server.httpPort}`, '--peer-listen', '127.0.0.1:0']), 'ERR_INVALID_ARGUMENT', new RegExp(`${server.httpPort}`))
+  assertOneLineError(await run(SI_SERVER, ['key', 'rotate', '--repo', repo]), 'ERR_INVALID_ARGUMENT', /unknown command "rotate"; usage: si-server key show/)
+  assertOneLineError(await run(SI_SERVER, ['token', 'show', '--group', 'no/such', '--repo', repo]), 'ERR_INVALID_ARGUMENT', /--group "no\/such"/)
+  assertOneLineError(await run(SI_SERVER, ['token', 'show', '--group', 'g', '--node', 'n', '--repo', repo]), 'ERR_INVALID_ARGUMENT', /--group or --node, not both/)
 })
 
 test('every command answers --help with its usage', async () => {
@@ -89,7 +98,7 @@ test('every command answers --help with its usage', async () => {
     assert.equal(r.code, 0)
     assert.match(r.stdout, /usage: si-agent deploy/)
   }
-  for (const args of [['serve', '--help'], ['image', 'add', '--help'], ['image', 'list', '--help'], ['image', 'rm', '--help'], ['--help']]) {
+  for (const args of [['serve', '--help'], ['image', 'add', '--help'], ['image', 'list', '--help'], ['image', 'rm', '--help'], ['key', '--help'], ['token', 'show', '--help'], ['--help']]) {
     const r = await run(SI_SERVER, args)
     assert.equal(r.code, 0, args.join(' '))
     assert.match(r.stdout, /usage: si-server/)

@@ -11,6 +11,11 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { isSiError } from '../src/errors.ts'
+import { spawnSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url))
 
 async function serve (t: TestContext, handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<string> {
   const server = createServer(handler)
@@ -85,7 +90,7 @@ test('a document GET is tried again while the server drops connections, and a st
     if (req.url === '/missing') { res.writeHead(404); res.end(); return }
     res.end('plan')
   })
-  assert.equal((await httpGetRetrying(`${base}/flaky`, { retryMs: 10 })).toString(), 'plan')
+  assert.equal((await httpGetRetrying(`${base}/flaky`, { retryMs: 10 })).body.toString(), 'plan')
   assert.equal(connections, 3, 'two dropped, the third answered')
   connections = 0
   await assert.rejects(httpGetRetrying(`${base}/missing`, { retryMs: 10 }), err => isSiError(err, 'ERR_IMAGE_NOT_FOUND'))
@@ -116,4 +121,21 @@ test('an agent asking for its torrent gets it after a dropped connection, as fro
   assert.equal(meta.name, 'image.tar')
   assert.equal(connections, 2)
   assert.ok(Date.now() - started >= GET_RETRY_MS - 50, 'the second try waited')
+})
+
+test('an https URL goes over TLS (a plain HTTP server cannot answer it), any other scheme is refused', async t => {
+  const base = await serve(t, (_req, res) => { res.end('plain') })
+  assert.equal((await httpRequest(`${base}/`, LIMITS)).body.toString(), 'plain')
+  await assert.rejects(httpRequest(base.replace('http:', 'https:') + '/', LIMITS), (err: unknown) => isSiError(err, 'ERR_SERVER_UNREACHABLE'))
+  await assert.rejects(httpRequest(base.replace('http:', 'ftp:') + '/', LIMITS), (err: unknown) => isSiError(err, 'ERR_INVALID_ARGUMENT'))
+})
+
+test('the agent starts without loading TLS, which costs more than the rest of its start-up', t => {
+  const bundle = join(ROOT, 'dist', 'si-agent.cjs')
+  if (!existsSync(bundle)) { t.skip('dist/si-agent.cjs is missing: run make build'); return }
+  const probe = "process.on('exit', () => process.stderr.write(process.moduleLoadList.filter(m => /^NativeModule (tls|https|_tls_wrap)$/.test(m)).join(',') + '\\n'))"
+  const run = spawnSync(process.execPath, ['--import', `data:text/javascript,${encodeURIComponent(probe)}`, bundle, '--version'], { encoding: 'utf8', timeout: 30_000 })
+  assert.equal(run.status, 0, run.stderr)
+  assert.match(run.stdout, /^si-agent /)
+  assert.equal(run.stderr.trim(), '', `loaded at start: ${run.stderr.trim()}`)
 })

@@ -10,12 +10,15 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { isSiError } from '../src/errors.ts'
 import { ImageServer } from '../src/server/image-server.ts'
+import { INSTALL_ENV_FILE } from '../src/install/install-env.ts'
 import { compareTrees } from '../src/image/verify.ts'
 import { install, type InstallOptions } from '../src/install/install.ts'
 import type { InstallEvent } from '../src/install/install-events.ts'
 import { resolveConfig } from '../src/install/config.ts'
 import { installOutput } from '../src/install/install-events.ts'
 import { PassThrough } from 'node:stream'
+import http from 'node:http'
+import { NodeCredentials } from '../src/server/node-credentials.ts'
 import { buildTestRoot, SRV_DIR } from '../scripts/e2e/test-image.ts'
 
 const MiB = 1024 * 1024
@@ -23,7 +26,7 @@ const TOOLS = ['losetup', 'sfdisk', 'partx', 'mkfs.ext4', 'mkfs.xfs', 'mkswap', 
 const missing = TOOLS.filter(t => spawnSync('sh', ['-c', `command -v ${t}`]).status !== 0)
 const skip = process.getuid?.() !== 0 ? 'needs root (loop devices, mount)' : missing.length > 0 ? `missing tools: ${missing.join(', ')}` : false
 /** What an installed system may differ in from its image: what the install writes. */
-const INSTALL_WRITES = new Set(['.', 'etc', 'etc/fstab', 'etc/motd', 'lost+found', 'boot/efi'])
+const INSTALL_WRITES = new Set(['.', 'etc', 'etc/fstab', 'etc/motd', 'lost+found', 'boot/efi', 'etc/swarmimager', INSTALL_ENV_FILE])
 
 let dir: string
 let server: ImageServer
@@ -135,6 +138,7 @@ test('installs a plan onto a blank disk: GPT, ext4 + xfs + swap, fstab by UUID, 
       const diffs = (await compareTrees(sourceRoot, mnt, { ignore: ['atime'] })).filter(d => !INSTALL_WRITES.has(d.path))
       assert.deepEqual(diffs, [])
       assert.equal(await readFile(join(mnt, 'etc/motd'), 'utf8'), 'installed node-ok from e2e\n')
+      assert.match(await readFile(join(mnt, INSTALL_ENV_FILE), 'utf8'), /^SI_NODE='node-ok'$/m)
       const fstab = await readFile(join(mnt, 'etc/fstab'), 'utf8')
       for (const [n, fs] of [[1, 'swap'], [2, 'ext4'], [3, 'xfs']] as const) {
         const uuid = sh('blkid', ['-s', 'UUID', '-o', 'value', `${disk}p${n}`]).trim()
@@ -146,7 +150,8 @@ test('installs a plan onto a blank disk: GPT, ext4 + xfs + swap, fstab by UUID, 
     } finally { sh('umount', [join(mnt, SRV_DIR)]) }
   } finally { sh('umount', [mnt]) }
   const report = server.fleet.list().find(n => n.node === 'node-ok')
-  assert.equal(report?.phase, 'installed')
+  assert.equal(report?.phase, 'done')
+  assert.equal(report?.step, 'installed')
 })
 
 test('a disk too small for the layout fails before anything is written', { skip }, async () => {
@@ -223,8 +228,10 @@ test('an invalid kernel command line is shown on the console and reported to the
   assert.match(r.stderr, /si-agent: error: ERR_CONFIG: environment SI_SEED_WAIT="sometimes": expected none, swarm/)
   const report = server.fleet.list().find(n => n.node === 'node-badcfg')
   assert.equal(report?.phase, 'failed')
-  assert.equal(report?.event.code, 'ERR_CONFIG')
+  assert.equal(report?.error?.code, 'ERR_CONFIG')
 })
+
+const OVER_SECRET = 's3cret-for-the-step'
 
 test('overrides are laid over the image, in order, before fstab and post-install', { skip }, async () => {
   const site = join(dir, 'site')
@@ -237,18 +244,60 @@ test('overrides are laid over the image, in order, before fstab and post-install
     image: 'e2e',
     overrides: ['e2e-site'],
     disks: [{ device: disk, partitions: [{ size: 'rest', fs: 'ext4', mount: '/' }] }],
-    postInstall: ['cat /etc/hostname > /etc/hostname.seen'],
+    postInstall: ['cat /etc/hostname > /etc/hostname.seen', 'echo "$SI_SECRET_SEEN" > /etc/secret.seen'],
+    secrets: { SEEN: OVER_SECRET },
     finish: 'reboot'
   })
-  const { error } = await run('node-over')
+  // Trusting the server's key (the image and the override are checked) and proving itself: the plan's secret reaches the step.
+  const token = (await NodeCredentials.open(join(dir, 'repo'))).deploymentToken()
+  const { config } = resolveConfig({ flags: { server: `http://127.0.0.1:${server.httpPort}`, 'seed-wait': 'none', 'trusted-key': server.signer!.publicKey, token } })
+  const { error, events } = await run('node-over', { config })
   assert.equal(error, undefined, String((error as Error)?.message))
+  assert.equal(events.filter(e => e.type === 'warning').length, 0, 'nothing unauthenticated')
+  assert.doesNotMatch(JSON.stringify(server.fleet.list()) + JSON.stringify(events), new RegExp(OVER_SECRET), 'the secret shows nowhere')
   const mnt = join(dir, 'check-over')
   await mkdir(mnt, { recursive: true })
   sh('mount', ['-o', 'ro', `${disk}p1`, mnt])
   try {
+    assert.equal(await readFile(join(mnt, 'etc/secret.seen'), 'utf8'), `${OVER_SECRET}\n`)
     assert.equal(await readFile(join(mnt, 'etc/motd'), 'utf8'), 'site override\n')
     assert.equal(await readFile(join(mnt, 'etc/hostname.seen'), 'utf8'), 'from-override\n')
     assert.equal(await readFile(join(mnt, 'usr/share/doc/e2e/README'), 'utf8'), 'Installed by swarmimager\'s end-to-end test.\n')
     assert.equal(existsSync(join(mnt, '.si-incomplete')), false, 'the target is complete')
   } finally { sh('umount', [mnt]) }
+})
+
+test('an install trusting the server\'s key refuses a rogue torrent before any disk is written', { skip }, async () => {
+  const disk = await loopDevice('untrusted', 256 * MiB)
+  await writePlan('node-untrusted', layout(disk))
+  // The same image in another repository: another key. A host in between answers the
+  // node's plan request from the real server, its torrent requests from the rogue.
+  const rogue = new ImageServer({ repoDir: join(dir, 'rogue-repo'), host: '127.0.0.1', port: 0, peerPort: 0, seed: false })
+  await rogue.repo.add('e2e', { from: sourceRoot, pieceLength: 256 * 1024 })
+  await rogue.start()
+  const between = http.createServer((req, res) => {
+    const upstream = req.url?.startsWith('/images/') === true ? rogue.httpPort : server.httpPort
+    void fetch(`http://127.0.0.1:${upstream}${req.url ?? '/'}`).then(async r => {
+      const body = Buffer.from(await r.arrayBuffer())
+      res.writeHead(r.status, Object.fromEntries([...r.headers.entries()].filter(([k]) => k !== 'transfer-encoding' && k !== 'content-length')))
+      res.end(body)
+    }, () => { res.writeHead(502); res.end() })
+  })
+  await new Promise<void>(resolve => between.listen(0, '127.0.0.1', resolve))
+  try {
+    const port = (between.address() as { port: number }).port
+    const { config } = resolveConfig({ flags: { server: `http://127.0.0.1:${port}`, monitor: `http://127.0.0.1:${server.httpPort}`, 'seed-wait': 'none', 'trusted-key': server.signer!.publicKey } })
+    const { error, events } = await run('node-untrusted', { config })
+    assert.ok(isSiError(error, 'ERR_UNTRUSTED'), String(error))
+    assert.match((error as Error).message, new RegExp(`torrent from .* is signed by ${rogue.signer!.publicKey}, not by the trusted key`))
+    const failed = events.find(e => e.type === 'error')
+    assert.equal(failed !== undefined && 'step' in failed ? failed.step : undefined, 'download')
+    assert.ok(!events.some(e => e.type === 'phase' && e.phase === 'partition'), 'no partition step began')
+    assert.equal(sh('sh', ['-c', `tr -d '\\0' < ${join(dir, 'untrusted.img')} | wc -c`]).trim(), '0', 'the disk is untouched: all zeros')
+    assert.equal(server.fleet.list().find(n => n.node === 'node-untrusted')?.phase, 'failed', 'the refusal is reported')
+  } finally {
+    between.closeAllConnections()
+    await new Promise(resolve => between.close(resolve))
+    await rogue.stop()
+  }
 })

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { makeTree } from './helpers/trees.ts'
 import { requireBuild, run, startServer, SI_SERVER, type ImageServerHandle } from './helpers/processes.ts'
+import { REPORT_AUTH_HEADER, reportAuth } from '../src/formats/node-auth.ts'
 
 let dir: string
 let server: ImageServerHandle
@@ -97,12 +98,18 @@ test('malformed announces get a failure reason and the tracker keeps working', a
 })
 
 test('bad fleet reports are refused', async () => {
-  const post = (node: string, body: string): Promise<Response> => fetch(`${server.url}/api/nodes/${node}/events`, { method: 'POST', body, headers: { 'content-type': 'application/json' } })
+  // Signed with the node's credential, as the agent signs them (test/trust.test.ts refuses unsigned ones).
+  const { node, credential } = await (await fetch(`${server.url}/api/nodes/n1/credential`)).json() as { node: string; credential: string }
+  assert.equal(node, 'n1')
+  const post = (node: string, body: string): Promise<Response> => fetch(`${server.url}/api/nodes/${node}/events`, { method: 'POST', body, headers: { 'content-type': 'application/json', [REPORT_AUTH_HEADER]: reportAuth(credential, node, body) } })
   assert.equal((await post('n1', 'not json')).status, 400)
   assert.equal((await post('n1', '[1,2]')).status, 400)
   assert.equal((await post('bad%20name', '{}')).status, 400)
   assert.equal((await post('n1', JSON.stringify({ pad: 'x'.repeat(100_000) }))).status, 413)
-  assert.equal((await post('n1', JSON.stringify({ type: 'phase', phase: 'download' }))).status, 204)
+  assert.equal((await post('n1', JSON.stringify({ phase: 'nowhere' }))).status, 400)
+  const accepted = await post('n1', JSON.stringify({ type: 'phase', phase: 'download' }))
+  assert.equal(accepted.status, 200)
+  assert.ok(((await accepted.json()) as { intervalSeconds: number }).intervalSeconds > 0, 'the answer says when to report next')
   await assertAlive()
 })
 

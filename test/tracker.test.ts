@@ -348,16 +348,104 @@ test('malformed announces get a failure reason naming the field; the server carr
   }
 })
 
-test('unknown info hashes are refused when the tracker knows its torrents', async () => {
-  const known = HASH_A.toString('hex')
-  const t = await startTracker({ isKnownInfoHash: (hex) => hex === known })
+test('unknown info hashes are refused when the tracker knows its torrents, after one more look', async () => {
+  const served = new Set([HASH_A.toString('hex')])
+  let looks = 0
+  const t = await startTracker({
+    torrents: {
+      status: hex => served.has(hex) ? { served: true } : { served: false },
+      refresh: async () => { looks++ }
+    }
+  })
   try {
     const ok = await announceRaw(t.port, { peer: 1 })
     assert.equal(ok['failure reason'], undefined)
+    assert.equal(looks, 0, 'a known hash needs no look')
     const refused = await announceRaw(t.port, { peer: 1, infoHash: HASH_B })
     assert.match(failureOf(refused), /info_hash [0-9a-f]{40} is not served/)
+    assert.equal(looks, 1, 'an unknown hash is looked for once')
     const scraped: any = decode((await get(t.port, `/scrape?info_hash=${escapeAll(HASH_B)}`)).body)
     assert.equal(Object.keys(scraped.files).length, 0)
+    // A version added a moment ago is found by that look.
+    const t2 = await startTracker({
+      torrents: {
+        status: hex => served.has(hex) ? { served: true } : { served: false },
+        refresh: async () => { served.add(HASH_B.toString('hex')) }
+      }
+    })
+    try {
+      assert.equal((await announceRaw(t2.port, { peer: 1, infoHash: HASH_B }))['failure reason'], undefined)
+    } finally {
+      await t2.close()
+    }
+  } finally {
+    await t.close()
+  }
+})
+
+test('a removed torrent is refused with ERR_IMAGE_REMOVED, final (BEP 31), and its peers are forgotten', async () => {
+  let removed = false
+  const t = await startTracker({
+    torrents: {
+      status: () => removed ? { served: false, removed: 'golden@1' } : { served: true },
+      refresh: async () => {}
+    }
+  })
+  try {
+    await announceRaw(t.port, { peer: 1 })
+    removed = true
+    t.tracker.forget(HASH_A.toString('hex'))
+    assert.equal(t.tracker.swarm(HASH_A.toString('hex')).peers.length, 0)
+    const reply = await announceRaw(t.port, { peer: 1 })
+    assert.match(failureOf(reply), /image golden@1 was removed from this server/)
+    assert.equal(Buffer.from(reply['error code']).toString(), 'ERR_IMAGE_REMOVED')
+    assert.equal(Buffer.from(reply['retry in']).toString(), 'never')
+    const scraped: any = decode((await get(t.port, '/scrape')).body)
+    assert.equal(Object.keys(scraped.files).length, 0, 'a full scrape lists served torrents only')
+  } finally {
+    await t.close()
+  }
+})
+
+test('one address keeps at most maxPeersPerAddress entries per swarm: its oldest make room, others are untouched', async () => {
+  const t = await startTracker({ config: { maxPeersPerAddress: 3 } })
+  try {
+    await announceRaw(t.port, { peer: 1 }, '127.0.0.1')
+    for (let i = 10; i < 20; i++) await announceRaw(t.port, { peer: i }, '127.0.0.2')
+    const view = t.tracker.swarm(HASH_A.toString('hex'))
+    const fromFlooder = view.peers.filter(p => p.host === '127.0.0.2').map(p => p.port).sort()
+    assert.deepEqual(fromFlooder, [6017, 6018, 6019], 'the three most recent of the flooding address')
+    assert.equal(view.peers.filter(p => p.host === '127.0.0.1').length, 1)
+    // This machine's own address is not capped: agents run side by side there in tests.
+    for (let i = 30; i < 36; i++) await announceRaw(t.port, { peer: i }, '127.0.0.1')
+    assert.equal(t.tracker.swarm(HASH_A.toString('hex')).peers.filter(p => p.host === '127.0.0.1').length, 7)
+  } finally {
+    await t.close()
+  }
+})
+
+test('a sample is uniform, never holds the asker, and a seeder is sent leechers only', async () => {
+  const t = await startTracker({ config: { maxPeersPerReply: 200 } })
+  try {
+    for (let i = 1; i <= 40; i++) await announceRaw(t.port, { peer: i, left: i <= 10 ? 0 : 1000 })
+    const counts = new Map<string, number>()
+    for (let round = 0; round < 200; round++) {
+      const reply = await announceRaw(t.port, { peer: 1, left: 0, extra: 'numwant=5' })
+      const peers = compactToList(reply.peers)
+      assert.equal(peers.length, 5)
+      assert.equal(new Set(peers).size, 5, 'distinct peers')
+      for (const p of peers) {
+        const port = Number(p.split(':')[1])
+        assert.ok(port > 6010, `a seeder got seeder ${p}`)
+        counts.set(p, (counts.get(p) ?? 0) + 1)
+      }
+    }
+    // 30 leechers, 1000 draws: about 33 each; none left out, none favoured.
+    assert.equal(counts.size, 30)
+    for (const [p, n] of counts) assert.ok(n > 10 && n < 70, `${p} drawn ${n} times of 1000`)
+    const all = compactToList((await announceRaw(t.port, { peer: 11, extra: 'numwant=200' })).peers)
+    assert.equal(all.length, 39, 'everyone but the asker')
+    assert.ok(!all.includes('127.0.0.1:6011'))
   } finally {
     await t.close()
   }

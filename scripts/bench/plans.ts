@@ -25,7 +25,11 @@ export interface Scenario {
   startAt?: (i: number) => number
   /** torrent piece size for this scenario, when it differs from the plan's */
   pieceLength?: number
+  /** which image: the plan's one-file image (default) or the root-like tree (rootlike-image.ts) */
+  image?: ImageKind
 }
+
+export type ImageKind = 'one-file' | 'rootlike'
 
 export interface Plan {
   name: string
@@ -48,6 +52,8 @@ export interface PlanOptions {
   rsyncMaxNodes: number
   staggerSeconds: number
   rawMib: number
+  /** node counts of the root-like image's scenarios */
+  rootlikeSizes: number[]
 }
 
 /** Heterogeneous links: every second node at a quarter of the rate. */
@@ -83,6 +89,13 @@ function allTransports (n: number, o: PlanOptions): Transport[] {
   return t
 }
 
+/** What unpacks a root-like image on a node: our agent (bt, udpcast), GNU tar after aria2c, and at N=1 HTTP. */
+function rootlikeTransports (n: number, o: PlanOptions): Transport[] {
+  const t = [btTransport(), multicastTransport(), aria2Transport()]
+  if (n === 1 && o.unicastMaxNodes >= 1) t.push(httpTransport())
+  return t
+}
+
 export function fullPlan (o: PlanOptions): Plan {
   const link: LinkSpec = { rateMbit: o.rateMbit }
   const uniform = (): LinkSpec => link
@@ -92,6 +105,14 @@ export function fullPlan (o: PlanOptions): Plan {
     id: `scale-n${n}`, group: 'scale', title: `N=${n}, ${o.rateMbit} Mbit/s links`, nodes: n, server: link, nodeLink: uniform, staggerSeconds: 0,
     transports: allTransports(n, o)
   }))
+  // The same links and pieces with the root-like image: T then counts extracting thousands
+  // of small files, as on a cluster, besides the transfer.
+  for (const n of o.rootlikeSizes) {
+    scenarios.push({
+      id: `rootlike-n${n}`, group: 'rootlike', title: `root-like image, N=${n}, ${o.rateMbit} Mbit/s links`, nodes: n, server: link, nodeLink: uniform,
+      staggerSeconds: 0, image: 'rootlike', transports: rootlikeTransports(n, o)
+    })
+  }
   scenarios.push({
     id: `hetero-n${mid}`, group: 'hetero', title: `N=${mid}, every second node at ${SLOW_FRACTION * o.rateMbit} Mbit/s`, nodes: mid, server: link,
     nodeLink: i => (i % 2 === 1 ? { rateMbit: o.rateMbit * SLOW_FRACTION } : link), staggerSeconds: 0,

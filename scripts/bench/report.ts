@@ -7,6 +7,7 @@ import type { TrialResult } from './trial.ts'
 import type { HostHealth } from './cluster.ts'
 import type { RawResult } from './raw.ts'
 import { checkTargets } from './targets.ts'
+import { trialTimeline } from './timeline.ts'
 
 export interface ScenarioResult {
   id: string
@@ -17,6 +18,8 @@ export interface ScenarioResult {
   staggerSeconds: number
   /** the torrent's piece size in this scenario */
   pieceLength?: number
+  /** the image deployed (absent in results before the root-like image: the one-file image) */
+  image?: { kind: string; bytes: number; entries: number }
   /** TCP congestion control of every host (absent: the machine's default, before it was set) */
   tcpCongestion?: string
   /** the namespaces the scenario's cluster was made of (all removed afterwards) */
@@ -108,17 +111,60 @@ function ratioVsNChart (scale: ScenarioResult[]): string {
   return lineChart([...byTransport.values()], { title: 'T / T* against N (clipped at 6)', xLabel: 'nodes (N)', yLabel: 'T / T*', logX: true, markers: true, yMax: 6 })
 }
 
+/** Samples at least a second apart: rates over shorter steps are mostly the links' burstiness. */
+function everySecond (series: Array<[number, number]>): Array<[number, number]> {
+  const out: Array<[number, number]> = []
+  for (const s of series) if (out.length === 0 || s[0] - out[out.length - 1][0] >= 1 || s === series.at(-1)) out.push(s)
+  return out
+}
+
 /** Per-node download rate over time for one trial (the paper's Figures 2–5). */
 function rateChart (t: TrialResult): string {
   const series: Series[] = t.nodeResults.map((n, i) => ({
     name: i < 10 ? n.name : '',
-    points: ratesFrom(n.received.map(([time, bytes]) => ({ t: time, bytes }))).map(([time, r]) => [time, r * 8 / 1e6])
+    points: ratesFrom(everySecond(n.received).map(([time, bytes]) => ({ t: time, bytes }))).map(([time, r]) => [time, r * 8 / 1e6])
   }))
   return lineChart(series, { title: `${t.label}, N=${t.nodes}: per-node download rate`, xLabel: 'time since first start (s)', yLabel: 'Mbit/s (link counters)', height: 320 })
 }
 
 function svgName (id: string, transport: string): string {
   return `${id}-${transport}.svg`.replace(/[^A-Za-z0-9._-]/g, '_')
+}
+
+/** Each transport's T on the root-like image next to its T on the one-file image at the same N: what extracting many files adds. */
+function rootlikeComparison (scenarios: ScenarioResult[]): string[] {
+  const rows: string[] = []
+  for (const r of scenarios.filter(s => s.group === 'rootlike')) {
+    const oneFile = scenarios.find(s => s.group === 'scale' && s.nodes === r.nodes)
+    for (const t of r.trials) {
+      const o = oneFile?.trials.find(x => x.transport === t.transport)
+      const cell = (x: TrialResult | undefined): string => x?.T == null ? '—' : `${n2(x.T, 1)} (${n2(x.T / x.tStar)})`
+      rows.push(`| ${t.label} | ${r.nodes} | ${cell(o)} | ${cell(t)} | ${n2((t.clientCpuSeconds ?? NaN) / t.nodes)} |`)
+    }
+  }
+  if (rows.length === 0) return []
+  return ['## Root-like image against the one-file image', '', 'T in seconds (T/T*) at the same links and piece size; the root-like image is smaller, so compare T/T*.', '',
+    '| transport | N | one-file image | root-like image | client CPU s per node, root-like |', '|---|---|---|---|---|', ...rows, '']
+}
+
+/** Groups whose bt trials get a timeline: the clean, simultaneous starts. */
+const TIMELINE_GROUPS = new Set(['scale', 'rootlike'])
+/** Smaller swarms say little about the tail. */
+const TIMELINE_MIN_NODES = 4
+
+/** Where the seconds of one bt trial went (timeline.ts): the server's link, then every node, last done first. */
+function timelineSection (s: ScenarioResult, t: TrialResult): string[] {
+  const mbit = (rate: number): number => rate * 1e6 / 8
+  const tl = trialTimeline(t, { serverBytesPerSecond: mbit(s.rateMbit), nodeBytesPerSecond: name => mbit(t.nodeResults.find(n => n.name === name)?.rateMbit ?? s.rateMbit) })
+  if (tl === undefined) return []
+  const sv = tl.server
+  const rows = [...tl.nodes].sort((a, b) => b.done - a.done).map(n =>
+    `| ${n.name} | ${n2(n.start)} | ${n2(n.firstByte)} | ${n2(n.busySeconds)} | ${n2(n.unusedWhileServerSent)} | ${n2(n.unusedAfterServer)} | ${n2(n.lastByte)} | ${n2(n.finish)} | ${n2(n.done)} | ${n2(n.fromServer)} |`)
+  return [`### Where the seconds went: ${t.label}, N=${t.nodes}`, '',
+    `Link counters every ${tl.sampleSeconds} s. The server's link carried its first bytes at ${n2(sv.firstByte)} s and its last at ${n2(sv.lastByte)} s; ` +
+    `its bytes needed ${n2(sv.busySeconds)} s at the link's rate, and ${n2(sv.unusedSeconds)} s of link time went unused in between. ` +
+    `T* = ${n2(t.tStar)} s. For each node: first byte (start-up) + busy (its bytes at its link's rate: the image, headers, duplicates) + unused download time while the server sent and after its last byte = its last byte; + finish (last checks, extraction) = done.`, '',
+    '| node | start | first byte | busy | unused while server sent | unused after server | last byte | finish | done | from server / F |', '|---|---|---|---|---|---|---|---|---|---|', ...rows, '']
 }
 
 export async function writeReport (outDir: string, run: RunResult): Promise<string[]> {
@@ -142,8 +188,15 @@ export async function writeReport (outDir: string, run: RunResult): Promise<stri
     'Server bytes: everything the server host sent, from its link\'s interface counters, headers included. ' +
     'Machine CPU: busy share of all cores over the trial (mean) and in the busiest second (peak), other users of the machine included; client CPU: CPU seconds of each node\'s client process tree, averaged over the nodes.', '')
 
-  md.push('## Targets', '', '| target | measured | goal | met |', '|---|---|---|---|')
-  for (const t of checkTargets(run.scenarios, run.raw)) md.push(`| ${t.target} | ${t.measured} | ${t.goal} | ${t.met === undefined ? '—' : t.met ? 'yes' : 'no'} |`)
+  const rootlike = run.scenarios.find(s => s.image?.kind === 'rootlike')?.image
+  if (rootlike !== undefined) {
+    md.push(`The root-like image's scenarios deploy instead a tree shaped like a root file system, scaled down (scripts/bench/rootlike-image.ts): ${round(rootlike.bytes / MB, 1)} MB, ${rootlike.entries} entries, most of them small files; there T counts extracting them too.`, '')
+  }
+  const targets = checkTargets(run.scenarios, run.raw)
+  if (targets.length > 0) {
+    md.push('## Targets', '', '| target | measured | goal | met |', '|---|---|---|---|')
+    for (const t of targets) md.push(`| ${t.target} | ${t.measured} | ${t.goal} | ${t.met === undefined ? '—' : t.met ? 'yes' : 'no'} |`)
+  }
   md.push('', 'Each change made to the swarm while tuning it, with its measured effect: [docs/BENCHMARKS.md, Tuning](../docs/BENCHMARKS.md#tuning).', '')
   const scale = run.scenarios.filter(s => s.group === 'scale')
   if (scale.length > 0) {
@@ -151,6 +204,7 @@ export async function writeReport (outDir: string, run: RunResult): Promise<stri
     md.push(`![T against N](${await save('time-vs-n.svg', timeVsNChart(scale))})`, '')
     md.push(`![T/T* against N](${await save('ratio-vs-n.svg', ratioVsNChart(scale))})`, '')
   }
+  md.push(...rootlikeComparison(run.scenarios))
   for (const s of run.scenarios) {
     md.push(`## ${s.title}`, '', TRIAL_HEADER)
     for (const t of s.trials) md.push(trialRow(t))
@@ -161,6 +215,9 @@ export async function writeReport (outDir: string, run: RunResult): Promise<stri
       ...t.nodeResults.filter(n => !n.ok).slice(0, 3).map(n => `${t.label}: ${n.name}: ${n.error ?? 'not verified'}${n.warnings !== undefined ? ` (its last warnings: ${n.warnings.slice(-3).join('; ')})` : ''}`)
     ])
     if (notes.length > 0) md.push(...notes.map(n => `- ${n}`), '')
+    if (TIMELINE_GROUPS.has(s.group) && s.nodes >= TIMELINE_MIN_NODES) {
+      for (const t of s.trials.filter(x => x.transport === 'bt')) md.push(...timelineSection(s, t))
+    }
     const bigScale = s.group === 'scale' && s.nodes === Math.max(...scale.map(x => x.nodes))
     if (bigScale || s.group !== 'scale') {
       for (const t of s.trials) {

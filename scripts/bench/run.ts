@@ -2,7 +2,8 @@
 // every scenario, writes results/*.json and REPORT.md with figures. Run as root.
 //   node --import tsx scripts/bench/run.ts [--plan full|smoke] [--out DIR] [--rate MBIT]
 //     [--image-mib N] [--piece-kib N] [--sizes 1,2,4,8,16,32] [--unicast-max N] [--rsync-max N] [--stagger S]
-//     [--raw-mib N] [--only scale,cpufair,hetero,loss,stagger,leave,raw] [--transports bt,http,...]
+//     [--rootlike-entries N] [--rootlike-sizes 1,8,16] [--rootlike-cache DIR]
+//     [--raw-mib N] [--only scale,rootlike,cpufair,hetero,loss,stagger,leave,raw] [--transports bt,http,...]
 //     [--merge]   keep the results already in OUT/results, replacing only the trials re-run
 //     [--report-only]   rewrite OUT/REPORT.md from OUT/results, running nothing
 //     [--agent-bin FILE] [--server-bin FILE]  run these executables instead of dist/'s
@@ -23,12 +24,15 @@ import { addImage, makeImage, type BenchImage } from './image.ts'
 import { ownNamespaces, sweepStaleNamespaces, NS_PREFIX } from './netns.ts'
 import { fullPlan, smokePlan, MIB, type Plan, type Scenario } from './plans.ts'
 import { rawRace } from './raw.ts'
+import { DEFAULT_ROOTLIKE_ENTRIES, ROOTLIKE_CACHE_DIR, makeRootlikeImage } from './rootlike-image.ts'
 import { writeReport, type RunResult, type ScenarioResult } from './report.ts'
 import { summarise, type TreeSummary } from './tree-check.ts'
-import { runTrial, type TrialResult } from './trial.ts'
+import { DEFAULT_LINK_SAMPLE_MS, runTrial, type TrialResult } from './trial.ts'
 import { lateStartSeconds } from './metrics.ts'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
+const DEFAULT_SIZES = [1, 2, 4, 8, 16, 32]
+const DEFAULT_ROOTLIKE_SIZES = [1, 8, 16]
 /** Scratch space in RAM: targets, staging and the repository of every node live here. */
 const SCRATCH_BASE = '/dev/shm'
 /**
@@ -49,17 +53,20 @@ const BENCH_OPTIONS = {
   unicastMax: option({ flag: 'unicast-max', arg: 'N', help: 'largest N for HTTP unicast', default: 32, parse: integer(0, 1024) }),
   rsyncMax: option({ flag: 'rsync-max', arg: 'N', help: 'largest N for rsync', default: 8, parse: integer(0, 1024) }),
   stagger: option({ flag: 'stagger', arg: 'S', help: 'seconds between node starts in the staggered scenario', default: 1, parse: decimal(0, 3600) }),
+  rootlikeEntries: option({ flag: 'rootlike-entries', arg: 'N', help: 'entries of the root-like image\'s tree (its large libraries left out: scripts/bench/rootlike-image.ts)', default: DEFAULT_ROOTLIKE_ENTRIES, parse: integer(100, 10_000_000) }),
+  rootlikeSizes: listOption({ flag: 'rootlike-sizes', arg: '1,8,...', help: `node counts of the root-like image's scenarios (default ${DEFAULT_ROOTLIKE_SIZES.join(',')})`, parseItem: integer(1, 1024) }),
+  rootlikeCache: option({ flag: 'rootlike-cache', arg: 'DIR', help: 'where generated root-like trees are kept between runs', default: ROOTLIKE_CACHE_DIR, parse: nonEmpty('a directory') }),
   rawMib: option({ flag: 'raw-mib', arg: 'N', help: 'image of the loopback race, 0 to skip', default: 1024, parse: integer(0, 1_000_000) }),
   tcpCc: option({ flag: 'tcp-cc', arg: 'NAME|auto', help: `TCP congestion control on every emulated host; auto: ${PREFERRED_CONGESTION_CONTROL} where allowed, else the machine's own`, default: AUTO, parse: nonEmpty('a congestion control name') }),
-  only: listOption({ flag: 'only', arg: 'GROUPS', help: 'scale,cpufair,hetero,loss,stagger,leave,raw', parseItem: nonEmpty('a scenario group') }),
+  only: listOption({ flag: 'only', arg: 'GROUPS', help: 'scale,rootlike,cpufair,hetero,loss,stagger,leave,raw', parseItem: nonEmpty('a scenario group') }),
   transports: listOption({ flag: 'transports', arg: 'IDS', help: 'bt,http,multicast,aria2,rsync,auto', parseItem: nonEmpty('a transport') }),
+  linkSampleMs: option({ flag: 'link-sample-ms', arg: 'MS', help: 'how often the link counters are read (the timelines\' resolution)', default: DEFAULT_LINK_SAMPLE_MS, parse: integer(50, 10_000) }),
   merge: switchOption({ flag: 'merge', help: 'keep earlier results in OUT, replacing only the trials re-run' }),
   reportOnly: switchOption({ flag: 'report-only', help: 'rewrite OUT/REPORT.md from OUT/results, running nothing' }),
   agentBin: option({ flag: 'agent-bin', arg: 'FILE', help: 'run this si-agent instead of dist/si-agent', parse: nonEmpty('a file') }),
   serverBin: option({ flag: 'server-bin', arg: 'FILE', help: 'run this si-server instead of dist/si-server', parse: nonEmpty('a file') })
 }
 type BenchOptions = Values<typeof BENCH_OPTIONS>
-const DEFAULT_SIZES = [1, 2, 4, 8, 16, 32]
 
 const USAGE = commandHelp(['node --import tsx scripts/bench/run.ts [options]   (as root; make bench runs it)'], BENCH_OPTIONS, {
   intro: `Builds emulated clusters, runs every transport of every scenario, and writes
@@ -86,7 +93,8 @@ function buildPlan (o: BenchOptions): Plan {
     unicastMaxNodes: o.unicastMax,
     rsyncMaxNodes: o.rsyncMax,
     staggerSeconds: o.stagger,
-    rawMib: o.rawMib
+    rawMib: o.rawMib,
+    rootlikeSizes: o.rootlikeSizes.length > 0 ? o.rootlikeSizes : DEFAULT_ROOTLIKE_SIZES
   })
   const only = o.only.length === 0 ? undefined : new Set(o.only)
   const transports = o.transports.length === 0 ? undefined : new Set(o.transports)
@@ -98,21 +106,39 @@ function buildPlan (o: BenchOptions): Plan {
   return plan
 }
 
-interface BenchEnv { image: BenchImage; tree: TreeSummary; scratch: string; agentBin: string; serverBin: string; repo: string; tcpCongestion: string }
+interface BenchEnv { image: BenchImage; tree: TreeSummary; scratch: string; agentBin: string; serverBin: string; repo: string; tcpCongestion: string; linkSampleMs: number; rootlike: { entries: number; cacheDir: string; pieceLength?: number } }
+interface ScenarioImage { image: BenchImage; tree: TreeSummary; repo: string }
 
-/** The plan's image, or the same tree packed with the scenario's own piece length (in a repository of its own). */
-async function imageFor (s: Scenario, env: BenchEnv): Promise<{ image: BenchImage; repo: string }> {
-  if (s.pieceLength === undefined || s.pieceLength === env.image.pieceLength) return { image: env.image, repo: env.repo }
+/**
+ * The plan's image, the same tree packed with the scenario's own piece length, or the
+ * root-like image (each in a repository of its own, made once per run).
+ */
+async function imageFor (s: Scenario, env: BenchEnv): Promise<ScenarioImage> {
+  if (s.image === 'rootlike') {
+    if (rootlikeImage === undefined) {
+      const repo = `${env.repo}-rootlike`
+      log(`making the root-like image (${env.rootlike.entries} entries, tree cached in ${env.rootlike.cacheDir})`)
+      const made = await makeRootlikeImage({ serverBin: env.serverBin, repo, workDir: env.scratch, entries: env.rootlike.entries, cacheDir: env.rootlike.cacheDir, pieceLength: s.pieceLength ?? env.rootlike.pieceLength })
+      log(`root-like image ${made.image.ref}: ${made.image.size} bytes, piece ${made.image.pieceLength}, ${made.image.entries} entries`)
+      rootlikeImage = { image: made.image, tree: made.tree, repo }
+    }
+    return rootlikeImage
+  }
+  if (s.pieceLength === undefined || s.pieceLength === env.image.pieceLength) return { image: env.image, tree: env.tree, repo: env.repo }
   const repo = `${env.repo}-piece${s.pieceLength}`
   const made = imagesByPiece.get(s.pieceLength) ?? await addImage(env.serverBin, repo, env.image.treeDir, s.pieceLength)
   imagesByPiece.set(s.pieceLength, made)
-  return { image: made, repo }
+  return { image: made, tree: env.tree, repo }
 }
 const imagesByPiece = new Map<number, BenchImage>()
+let rootlikeImage: ScenarioImage | undefined
 
 async function runScenario (s: Scenario, index: number, env: BenchEnv): Promise<ScenarioResult> {
-  const { image, repo } = await imageFor(s, env)
-  const result: ScenarioResult = { id: s.id, group: s.group, title: s.title, nodes: s.nodes, rateMbit: s.server.rateMbit, staggerSeconds: s.staggerSeconds, pieceLength: image.pieceLength, tcpCongestion: env.tcpCongestion, namespaces: [], trials: [] }
+  const { image, tree, repo } = await imageFor(s, env)
+  const result: ScenarioResult = {
+    id: s.id, group: s.group, title: s.title, nodes: s.nodes, rateMbit: s.server.rateMbit, staggerSeconds: s.staggerSeconds, pieceLength: image.pieceLength,
+    image: { kind: s.image ?? 'one-file', bytes: image.size, entries: image.entries }, tcpCongestion: env.tcpCongestion, namespaces: [], trials: []
+  }
   log(`${s.id}: building a cluster of ${s.nodes} nodes`)
   const cluster = await Cluster.create({ tag: `s${index}`, server: s.server, nodes: Array.from({ length: s.nodes }, (_, i) => s.nodeLink(i)), tcpCongestion: env.tcpCongestion })
   current = cluster
@@ -123,8 +149,8 @@ async function runScenario (s: Scenario, index: number, env: BenchEnv): Promise<
       if (missing !== undefined) { log(`${s.id}: skipping ${transport.id}: ${missing}`); continue }
       log(`${s.id}: ${transport.label}`)
       const runOnce = async (): Promise<TrialResult> => await runTrial({
-        cluster, image, imageTree: env.tree, transport, agentBin: env.agentBin, serverBin: env.serverBin, repo,
-        workDir: join(env.scratch, 'trial'), staggerSeconds: s.staggerSeconds, startAt: s.startAt, log
+        cluster, image, imageTree: tree, transport, agentBin: env.agentBin, serverBin: env.serverBin, repo,
+        workDir: join(env.scratch, 'trial'), staggerSeconds: s.staggerSeconds, startAt: s.startAt, linkSampleMs: env.linkSampleMs, log
       })
       let trial = await runOnce()
       // A transfer that began late timed a lost negotiation (udpcast's), not the transport:
@@ -146,7 +172,7 @@ async function runScenario (s: Scenario, index: number, env: BenchEnv): Promise<
   return result
 }
 
-const GROUP_ORDER = ['scale', 'cpufair', 'hetero', 'loss', 'stagger', 'leave']
+const GROUP_ORDER = ['scale', 'rootlike', 'cpufair', 'hetero', 'loss', 'stagger', 'leave']
 
 async function readScenario (file: string): Promise<ScenarioResult | undefined> {
   try { return JSON.parse(await readFile(file, 'utf8')) as ScenarioResult } catch { return undefined }
@@ -253,7 +279,7 @@ export async function main (argv: string[]): Promise<number> {
     await mkdir(join(outDir, 'results'), { recursive: true })
     const resultsDir = join(outDir, 'results')
     for (const [i, s] of plan.scenarios.entries()) {
-      let result = await runScenario(s, i, { image, tree, scratch, agentBin, serverBin, repo, tcpCongestion })
+      let result = await runScenario(s, i, { image, tree, scratch, agentBin, serverBin, repo, tcpCongestion, linkSampleMs: args.linkSampleMs, rootlike: { entries: args.rootlikeEntries, cacheDir: args.rootlikeCache, pieceLength: plan.pieceLength } })
       if (args.merge) result = mergeTrials(await readScenario(join(resultsDir, `${s.id}.json`)), result)
       await writeFile(join(resultsDir, `${s.id}.json`), JSON.stringify(result) + '\n')
     }

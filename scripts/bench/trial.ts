@@ -15,6 +15,11 @@ import { summarise, type TreeSummary } from './tree-check.ts'
 import type { ServerSide, Transport, TrialContext } from './transports/types.ts'
 
 export const SAMPLE_INTERVAL_MS = 1_000
+/**
+ * Link counters are read more often than the CPU: a node's tail and the server's last
+ * bytes last a second or two, and the timeline (timeline.ts) needs to see them.
+ */
+export const DEFAULT_LINK_SAMPLE_MS = 250
 /** A trial is abandoned after this multiple of the unicast bound (plus the stagger and a margin). */
 const TIMEOUT_FACTOR = 4
 const TIMEOUT_MARGIN_S = 60
@@ -44,6 +49,8 @@ export interface TrialOptions {
   serverArgs?: string[]
   /** runs alongside the trial from the first start, to inject faults (make reliability) */
   during?: (control: TrialControl) => Promise<void>
+  /** how often the link counters are read (CPU figures: each SAMPLE_INTERVAL_MS) */
+  linkSampleMs?: number
   log: (line: string) => void
 }
 
@@ -89,6 +96,8 @@ export interface NodeResult {
   verified: Array<[number, number]>
   /** the agent's last warnings (dropped peers, tracker trouble), to tell why a node failed */
   warnings?: string[]
+  /** times the client was killed and started again by a fault injector */
+  relaunches?: number
 }
 
 export interface TrialResult {
@@ -197,6 +206,7 @@ export async function runTrial (opts: TrialOptions): Promise<TrialResult> {
         n.result.exitedAt = undefined
         n.result.error = undefined
         n.down = false
+        n.result.relaunches = (n.result.relaunches ?? 0) + 1
         exits.push(launch(n, nodes[i].ns, n.command, transport, now))
       },
       finished: () => over
@@ -205,18 +215,22 @@ export async function runTrial (opts: TrialOptions): Promise<TrialResult> {
 
     // Sample until every node has exited or the time is up.
     let lastCpu = cpu0
+    let lastCpuAt = 0
     const deadline = t0 + timeoutS * 1000
     for (;;) {
-      await sleep(SAMPLE_INTERVAL_MS)
+      await sleep(opts.linkSampleMs ?? DEFAULT_LINK_SAMPLE_MS)
       const c = await cluster.counters()
-      const cpu = readCpu()
       const t = round(now(), 2)
-      cpuSeries.push([t, round(cpuBetween(lastCpu, cpu), 3)])
-      lastCpu = cpu
-      const pids = [server?.pid, ...live.map(n => n.child?.pid)].filter((p): p is number => p !== undefined)
-      const used = treeCpuSeconds(pids)
-      serverCpu = (server?.pid !== undefined ? used.get(server.pid) : undefined) ?? serverCpu
-      for (const n of live) n.result.cpuSeconds = (n.child?.pid !== undefined ? used.get(n.child.pid) : undefined) ?? n.result.cpuSeconds
+      if (t - lastCpuAt >= SAMPLE_INTERVAL_MS / 1000) {
+        const cpu = readCpu()
+        cpuSeries.push([t, round(cpuBetween(lastCpu, cpu), 3)])
+        lastCpu = cpu
+        lastCpuAt = t
+        const pids = [server?.pid, ...live.map(n => n.child?.pid)].filter((p): p is number => p !== undefined)
+        const used = treeCpuSeconds(pids)
+        serverCpu = (server?.pid !== undefined ? used.get(server.pid) : undefined) ?? serverCpu
+        for (const n of live) n.result.cpuSeconds = (n.child?.pid !== undefined ? used.get(n.child.pid) : undefined) ?? n.result.cpuSeconds
+      }
       for (let i = 0; i < nodes.length; i++) {
         live[i].result.received.push([t, c[nodes[i].name].received - (counters0[nodes[i].name]?.received ?? 0)])
       }

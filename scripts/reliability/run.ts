@@ -53,8 +53,12 @@ function summariseTrial (c: ReliabilityCase, trial: TrialResult, imageBytes: num
   const differing = trial.nodeResults.filter(n => n.error?.startsWith('target differs') === true).length
   const failures = trial.nodeResults.filter(n => !n.ok).map(n => `${n.name}: ${n.error ?? `exit ${String(n.exit)}`}`)
   const notes = trial.notes.filter(n => !n.startsWith('waited'))
-  const received = trial.nodeResults.filter(n => n.downloaded !== undefined).map(n => n.downloaded! / imageBytes)
-  if (received.length > 0) notes.push(`payload received per node (last run of each agent) ${Math.min(...received).toFixed(2)}–${Math.max(...received).toFixed(2)} × F`)
+  const received = (relaunched: boolean): string => {
+    const ratios = trial.nodeResults.filter(n => n.downloaded !== undefined && (n.relaunches !== undefined) === relaunched).map(n => n.downloaded! / imageBytes)
+    return ratios.length === 0 ? '—' : `${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)} × F`
+  }
+  notes.push(`payload received per node ${received(false)}`)
+  if (trial.nodeResults.some(n => n.relaunches !== undefined)) notes.push(`restarted agents received ${received(true)} after their restart`)
   notes.push(`server sent ${(trial.serverBytes / imageBytes).toFixed(2)} × F`)
   const verified = trial.nodeResults.filter(n => n.ok).length
   return { id: c.id, title: c.title, fault: c.fault, passed: verified === trial.nodes && differing === 0, verified, nodes: trial.nodes, differing, T: trial.T, tStar: trial.tStar, failures, notes }

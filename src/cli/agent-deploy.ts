@@ -7,6 +7,8 @@ import type { DeployEvent, EventSink } from '../deploy/events.ts'
 import { jsonSink, terminalSink } from '../deploy/progress.ts'
 import { ServerReporter } from '../deploy/reporter.ts'
 import { loadTorrent } from '../deploy/torrent-source.ts'
+import { credentialForReports } from '../deploy/credential-client.ts'
+import { effectiveTrustedKey, readBakedKey, UNAUTHENTICATED_WARNING } from '../deploy/trust.ts'
 import { commandHelp } from '../config/help.ts'
 import { noExtraPositionals, readCommandLine, required } from '../config/command-line.ts'
 import { onTermination } from './signals.ts'
@@ -28,23 +30,33 @@ export function torrentSourceOf (o: { server?: string; image?: string; torrent?:
   return { server: o.server, image: o.image, torrent: o.torrent }
 }
 
+/** The key the agent trusts: the initramfs's baked one, else the one given (deploy and verify). */
+export async function agentTrustedKey (given: string | undefined, origin: string | undefined): Promise<string | undefined> {
+  return effectiveTrustedKey(given, origin, await readBakedKey())
+}
+
 export async function runDeployCommand (argv: string[]): Promise<number> {
-  const { values: o, positional, help } = readCommandLine(argv, DEPLOY_OPTIONS, { env: process.env })
+  const { values: o, origins, positional, help } = readCommandLine(argv, DEPLOY_OPTIONS, { env: process.env })
   if (help) { process.stdout.write(DEPLOY_HELP); return 0 }
   noExtraPositionals(positional, 0, DEPLOY_HELP)
   const source = torrentSourceOf(o, 'si-agent deploy')
   const target = required(o.target, 'target', 'DIR')
   const node = o.node ?? hostname()
-
-  const sinks: EventSink[] = [o.json ? jsonSink(process.stdout, node) : terminalSink()]
-  const reporter = o.server !== undefined && o.report ? new ServerReporter(o.server, node) : undefined
-  if (reporter !== undefined) sinks.push(reporter.sink())
-  const emit = (event: DeployEvent): void => { for (const s of sinks) s(event) }
+  const trustedKey = await agentTrustedKey(o.trustedKey, origins.trustedKey)
 
   const termination = onTermination()
+  const sinks: EventSink[] = [o.json ? jsonSink(process.stdout, node) : terminalSink()]
+  const emit = (event: DeployEvent): void => { for (const s of sinks) s(event) }
+  const warn = (message: string): void => emit({ type: 'warning', message })
+  const reporter = o.server !== undefined && o.report
+    ? new ServerReporter({ server: o.server, node, credential: credentialForReports(o.server, { node, macs: [], token: o.token }, warn, { signal: termination.signal }) })
+    : undefined
+  if (reporter !== undefined) sinks.push(reporter.sink())
+
   try {
+    if (trustedKey === undefined) warn(UNAUTHENTICATED_WARNING)
     emit({ type: 'phase', phase: 'torrent', detail: o.torrent ?? `${o.image ?? ''} from ${o.server ?? ''}` })
-    const metainfo = await loadTorrent(source, termination.signal)
+    const metainfo = await loadTorrent(source, { signal: termination.signal, trustedKey })
     await deployImage({ metainfo, target, settings: o, emit, signal: termination.signal })
     return 0
   } catch (err) {

@@ -7,6 +7,7 @@ import { INSTALL_OPTIONS, DEFAULT_CMDLINE_FILE, reportTarget, resolveConfig } fr
 import { install } from '../install/install.ts'
 import { installOutput } from '../install/install-events.ts'
 import { localMacs } from '../install/plan-client.ts'
+import { readBakedKey } from '../deploy/trust.ts'
 import { givenFlags, noExtraPositionals } from '../config/command-line.ts'
 import { commandHelp } from '../config/help.ts'
 import { onTermination } from './signals.ts'
@@ -47,11 +48,11 @@ export async function runInstallCommand (argv: string[]): Promise<number> {
   const sources = { cmdline, env: process.env, flags: given.flags }
   let resolved: ReturnType<typeof resolveConfig>
   try {
-    resolved = resolveConfig(sources)
+    resolved = resolveConfig({ ...sources, bakedTrustedKey: await readBakedKey() })
   } catch (err) {
     // Report the mistake to the server too when its address, at least, can be read.
     const target = reportTarget(sources)
-    const output = installOutput({ json, node: target.node ?? defaultNodeName(hostname(), macs) ?? 'unknown', monitor: report ? target.monitor : undefined })
+    const output = installOutput({ json, node: target.node ?? defaultNodeName(hostname(), macs) ?? 'unknown', monitor: report ? target.monitor : undefined, macs, token: target.token })
     output.emit({ type: 'error', phase: 'failed', code: err instanceof SiError ? err.code : 'ERR_INTERNAL', message: (err as Error).message, step: 'config' })
     await output.flush()
     return 1
@@ -62,7 +63,7 @@ export async function runInstallCommand (argv: string[]): Promise<number> {
     process.stderr.write('si-agent: error: no node name: no si.node, no DHCP host name and no network interface with a MAC address\n')
     return 1
   }
-  const output = installOutput({ json: config.json, node, monitor: config.report ? config.monitor : undefined })
+  const output = installOutput({ json: config.json, node, monitor: config.report ? config.monitor : undefined, macs, token: config.token })
   for (const w of warnings) output.emit({ type: 'warning', message: w })
   output.emit({ type: 'phase', phase: 'config', detail: `node ${node}, server ${config.server}${config.monitor !== config.server ? `, reports to ${config.monitor}` : ''} (${Object.entries(config.origins).map(([k, o]) => `${k} from ${o}`).join('; ') || 'defaults'})` })
 
@@ -76,6 +77,8 @@ export async function runInstallCommand (argv: string[]): Promise<number> {
       finishFile: config.finishFile,
       initLog: config.initLog,
       dryRun: config.dryRun,
+      kernelCmdline: cmdline,
+      reportCredential: output.credential,
       emit: output.emit,
       signal: termination.signal
     })

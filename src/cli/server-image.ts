@@ -8,6 +8,8 @@ import { captureImage, DEFAULT_EXCLUDES } from '../image/capture.ts'
 import { COMPRESSIONS, DEFAULT_COMPRESSION } from '../image/compression.ts'
 import { overrideRepository } from '../image/overrides.ts'
 import { ImageRepository, type ImageVersion } from '../image/repository.ts'
+import { parseImageRef } from '../formats/image-ref.ts'
+import { fetchersOf, readInUse } from '../server/in-use.ts'
 import { ATTRIBUTES, diffSnapshots, formatDifference, snapshotArchive, snapshotTree } from '../image/verify.ts'
 import { MAX_PIECE_LENGTH, MIN_PIECE_LENGTH } from '../torrent/metainfo.ts'
 import { REPO_OPTIONS } from '../server/config.ts'
@@ -28,7 +30,12 @@ const ADD_OPTIONS = {
   ...PACK_OPTIONS
 }
 const LIST_OPTIONS = { ...REPO_OPTIONS, json: switchOption({ flag: 'json', help: 'as JSON' }) }
-const RM_OPTIONS = { ...REPO_OPTIONS }
+const RM_OPTIONS = {
+  ...REPO_OPTIONS,
+  force: switchOption({ flag: 'force', help: 'remove a version even while nodes fetch it (a running si-server tells them: they fail with ERR_IMAGE_REMOVED)' })
+}
+/** Fetchers named in the refusal at most; the count says how many there are. */
+const FETCHERS_SHOWN = 5
 const VERIFY_OPTIONS = {
   ...REPO_OPTIONS,
   against: option({ flag: 'against', arg: 'DIR', help: 'the tree to check (an installed target, or any directory)', parse: nonEmpty('a directory') }),
@@ -46,11 +53,16 @@ const CAPTURE_OPTIONS = {
   verbose: switchOption({ flag: 'verbose', help: 'show rsync\'s output' }),
   ...PACK_OPTIONS
 }
+const OVERRIDE_RM_OPTIONS = { ...REPO_OPTIONS }
 const OVERRIDE_ADD_OPTIONS = { ...ADD_OPTIONS, from: option({ ...ADD_OPTIONS.from, help: 'the tree to lay over images' }) }
 
 export const IMAGE_ADD_HELP = commandHelp(['si-server image add NAME --from DIR [options]'], ADD_OPTIONS, { env: true })
 export const IMAGE_LIST_HELP = commandHelp(['si-server image list [--repo DIR] [--json]'], LIST_OPTIONS, { env: true })
-export const IMAGE_RM_HELP = commandHelp(['si-server image rm NAME[@VERSION] [--repo DIR]'], RM_OPTIONS, { env: true })
+export const IMAGE_RM_HELP = commandHelp(['si-server image rm NAME[@VERSION] [--repo DIR] [--force]'], RM_OPTIONS, {
+  env: true,
+  intro: `Removes one version, or every version of an image. A version that nodes are fetching,
+as the si-server running on this repository saw a moment ago, is kept unless --force.`
+})
 export const IMAGE_VERIFY_HELP = commandHelp(['si-server image verify NAME[@VERSION] --against DIR [options]'], VERIFY_OPTIONS, {
   env: true,
   intro: `Compares an image (and the overrides laid over it) with a directory tree, attribute by
@@ -130,8 +142,31 @@ export async function imageRemove (argv: string[]): Promise<number> {
   const { values: o, positional, help } = readCommandLine(argv, RM_OPTIONS, { env: process.env })
   if (help) { process.stdout.write(IMAGE_RM_HELP); return 0 }
   const ref = oneArgument(positional, 'NAME[@VERSION]', IMAGE_RM_HELP)
-  for (const v of await new ImageRepository(o.repo).remove(ref)) process.stdout.write(`removed ${v.name}@${v.version}\n`)
+  const repo = new ImageRepository(o.repo)
+  await checkNotInUse(repo, ref, o.force)
+  for (const v of await repo.remove(ref)) process.stdout.write(`removed ${v.name}@${v.version}\n`)
   return 0
+}
+
+/**
+ * Refuses (ERR_IMAGE_IN_USE) to remove versions that nodes are fetching, as the servers
+ * running on this repository recorded it (server/in-use.ts); with `force`, says so and
+ * lets the removal go on.
+ */
+async function checkNotInUse (repo: ImageRepository, ref: string, force: boolean): Promise<void> {
+  const { name, version } = parseImageRef(ref)
+  const doomed = (await repo.list()).filter(v => v.name === name && (version === undefined || v.version === version))
+  const records = await readInUse(repo.root)
+  const busy = doomed.map(v => ({ v, ...fetchersOf(records, v.name, v.version) })).filter(b => b.peers.length > 0)
+  if (busy.length === 0) return
+  const described = busy.map(({ v, peers, servers }) => {
+    const shown = peers.slice(0, FETCHERS_SHOWN).join(', ') + (peers.length > FETCHERS_SHOWN ? ', ...' : '')
+    return `${v.name}@${v.version} is being fetched by ${peers.length} node(s) (${shown}; seen by si-server ${servers.join(', ')})`
+  }).join('; ')
+  if (!force) {
+    throw new SiError('ERR_IMAGE_IN_USE', `${described}. Removing it would stop their installs; wait for them, or remove it anyway with --force`)
+  }
+  process.stderr.write(`si-server: warning: ${described}; removing it anyway (--force): they fail with ERR_IMAGE_REMOVED\n`)
 }
 
 export async function imageVerify (argv: string[]): Promise<number> {
@@ -204,7 +239,7 @@ export async function overrideCommand (argv: string[]): Promise<number> {
     return 0
   }
   if (sub === 'rm' || sub === 'remove') {
-    const { values: o, positional, help } = readCommandLine(argv.slice(1), RM_OPTIONS, { env: process.env })
+    const { values: o, positional, help } = readCommandLine(argv.slice(1), OVERRIDE_RM_OPTIONS, { env: process.env })
     if (help) { process.stdout.write(OVERRIDE_HELP); return 0 }
     const ref = oneArgument(positional, 'NAME[@VERSION]', OVERRIDE_HELP)
     for (const v of await overrideRepository(o.repo).remove(ref)) process.stdout.write(`removed override ${v.name}@${v.version}\n`)

@@ -1,7 +1,8 @@
 // Settings of a download (`si-agent deploy`, and each image `si-agent install` fetches):
 // every default here, once, with the help text --help and the README show.
-import { option, switchOption, listOption, type Values } from '../config/options.ts'
+import { option, switchOption, listOption, OptionValueError, type Values } from '../config/options.ts'
 import { decimal, hostPort, integer, nonEmpty, oneOf, rate, serverUrl, type HostPort } from '../config/values.ts'
+import { isPublicKeyText, PUBLIC_KEY_RULE } from '../formats/signature.ts'
 import { DEFAULT_SWARM_CONFIG } from '../swarm/config.ts'
 import { parseSeedWait, type SeedWait } from './seed-policy.ts'
 
@@ -16,6 +17,37 @@ export const DEFAULT_SWARM_STALL_SECONDS = 300
 export const DEFAULT_STREAM_STALL_SECONDS = 60
 /** `auto` falls back to HTTP when the swarm verifies no piece for this long. */
 export const AUTO_SWARM_STALL_SECONDS = 30
+
+/** Where `make initrd TRUSTED_KEY=...` puts the key: the agent trusts it without being told. */
+export const BAKED_TRUSTED_KEY_FILE = '/etc/si/trusted-key'
+/** Tokens are base64url (si-server token show); this bounds what a typo can be. */
+const TOKEN = /^[A-Za-z0-9_-]{16,128}$/
+
+/** A public key as si-server key show prints it (surrounding white space dropped). */
+export function parseTrustedKey (text: string): string {
+  if (!isPublicKeyText(text.trim())) throw new OptionValueError(PUBLIC_KEY_RULE)
+  return text.trim()
+}
+
+function token (text: string): string {
+  if (!TOKEN.test(text.trim())) throw new OptionValueError('16 to 128 base64url characters, as si-server token show prints them')
+  return text.trim()
+}
+
+/** Whom the agent believes, and how it proves who it is. */
+export const TRUST_OPTIONS = {
+  trustedKey: option({
+    flag: 'trusted-key', arg: 'KEY', param: 'si.trusted_key', env: 'SI_TRUSTED_KEY',
+    help: 'use only torrents and plans this key signed (si-server key show); anything else fails with ERR_UNTRUSTED before a byte is written',
+    defaultText: `${BAKED_TRUSTED_KEY_FILE} if the initramfs has it (make initrd TRUSTED_KEY=), else none: nothing is authenticated`,
+    parse: parseTrustedKey
+  }),
+  token: option({
+    flag: 'token', arg: 'TOKEN', param: 'si.token', env: 'SI_TOKEN',
+    help: 'proves this node to the server without sending it (si-server token show): the plan and report credential then come sealed for this node',
+    parse: token
+  })
+}
 
 /** What every download takes, whether run alone (deploy) or by an install. */
 export const DOWNLOAD_OPTIONS = {
@@ -98,6 +130,7 @@ export const DEPLOY_OPTIONS = {
   target: option({ flag: 'target', arg: 'DIR', help: 'where the image is extracted (created if missing)', parse: nonEmpty('a directory') }),
   node: option({ flag: 'node', arg: 'NAME', env: 'SI_NODE', help: 'name reported to the server', defaultText: 'the host name', parse: nonEmpty('a node name') }),
   peers: listOption<HostPort>({ flag: 'peer', arg: 'HOST:PORT', help: 'a peer to connect to at once (repeatable)', parseItem: hostPort }),
+  ...TRUST_OPTIONS,
   ...DOWNLOAD_OPTIONS,
   ...OUTPUT_OPTIONS
 }

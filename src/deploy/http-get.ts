@@ -1,5 +1,6 @@
 // A bounded HTTP GET for small documents (torrents, plans): a clear error for every way
 // the server can fail to answer.
+import type { IncomingHttpHeaders } from 'node:http'
 import { SiError, isSiError, type SiErrorCode } from '../errors.ts'
 import { httpRequest } from '../http-client.ts'
 import { abortableSleep } from './abortable-sleep.ts'
@@ -10,24 +11,33 @@ export const MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
 export const GET_ATTEMPTS = 5
 export const GET_RETRY_MS = 3_000
 
-export async function httpGet (url: string, opts: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<Buffer> {
-  const res = await httpRequest(url, { signal: opts.signal, timeoutMs: opts.timeoutMs ?? DEFAULT_GET_TIMEOUT_MS, maxBytes: MAX_DOCUMENT_BYTES })
+/** A document and the headers it came with (a signature may be among them). */
+export interface Document { body: Buffer; headers: IncomingHttpHeaders }
+
+/** Codes our server names in its error answers that the agent acts on. */
+const PASSED_ON_CODES: SiErrorCode[] = ['ERR_IMAGE_NOT_FOUND', 'ERR_INVALID_IMAGE_NAME', 'ERR_IMAGE_REMOVED', 'ERR_UNAUTHORIZED']
+
+export async function httpGet (url: string, opts: { signal?: AbortSignal; timeoutMs?: number; headers?: Record<string, string> } = {}): Promise<Document> {
+  const res = await httpRequest(url, { signal: opts.signal, timeoutMs: opts.timeoutMs ?? DEFAULT_GET_TIMEOUT_MS, maxBytes: MAX_DOCUMENT_BYTES, headers: opts.headers })
   if (res.status < 200 || res.status > 299) {
     // Our server explains itself in JSON ({error, code}); anyone else gets quoted briefly.
     let detail = res.body.toString('utf8', 0, 200).trim()
-    let code: SiErrorCode = res.status === 404 ? 'ERR_IMAGE_NOT_FOUND' : 'ERR_HTTP_STATUS'
+    let code: SiErrorCode = res.status === 404 ? 'ERR_IMAGE_NOT_FOUND' : res.status === 410 ? 'ERR_IMAGE_REMOVED' : res.status === 401 || res.status === 403 ? 'ERR_UNAUTHORIZED' : 'ERR_HTTP_STATUS'
     try {
       const parsed = JSON.parse(res.body.toString('utf8')) as { error?: unknown; code?: unknown }
       if (typeof parsed.error === 'string') detail = parsed.error
-      if (parsed.code === 'ERR_IMAGE_NOT_FOUND' || parsed.code === 'ERR_INVALID_IMAGE_NAME') code = parsed.code
+      const named = PASSED_ON_CODES.find(c => c === parsed.code)
+      if (named !== undefined) code = named
     } catch { /* not JSON */ }
     throw new SiError(code, `${detail !== '' ? detail : `HTTP ${res.status}`} (${url} answered ${res.status})`)
   }
-  return res.body
+  return { body: res.body, headers: res.headers }
 }
 
 export interface RetryOptions {
   signal?: AbortSignal
+  /** request headers (a node's proof) */
+  headers?: Record<string, string>
   attempts?: number
   retryMs?: number
   /** what to check, added to the final error */
@@ -40,11 +50,11 @@ export interface RetryOptions {
  * handshake can be lost more than once (a node of a 32-node HTTP benchmark gave up on its
  * torrent after 15 s). Any other answer, an error status included, is final.
  */
-export async function httpGetRetrying (url: string, opts: RetryOptions = {}): Promise<Buffer> {
+export async function httpGetRetrying (url: string, opts: RetryOptions = {}): Promise<Document> {
   const attempts = opts.attempts ?? GET_ATTEMPTS
   for (let attempt = 1; ; attempt++) {
     try {
-      return await httpGet(url, { signal: opts.signal })
+      return await httpGet(url, { signal: opts.signal, headers: opts.headers })
     } catch (err) {
       if (!isSiError(err, 'ERR_SERVER_UNREACHABLE')) throw err
       if (attempt >= attempts) {

@@ -1,39 +1,59 @@
 // Where the agent's torrent comes from: the image server (by image reference), or a
-// torrent file or URL given directly (any standard tracker and seeders).
+// torrent file or URL given directly (any standard tracker and seeders). With a trusted
+// key, the torrent must carry the server's signed statement, checked here, before any
+// caller sees the torrent (trust.ts).
 import { readFile } from 'node:fs/promises'
 import { SiError } from '../errors.ts'
 import { parseImageRef } from '../formats/image-ref.ts'
+import { newNonce } from '../formats/node-auth.ts'
 import { parseTorrent, type Metainfo } from '../torrent/metainfo.ts'
 import { httpGetRetrying } from './http-get.ts'
+import { checkTorrent, type ExpectedImage } from './trust.ts'
 
-export function torrentUrlFor (server: string, imageRef: string): string {
+export interface TorrentSource { server?: string; image?: string; torrent?: string }
+
+export interface LoadOptions {
+  signal?: AbortSignal
+  /** accept only a torrent this key vouched for */
+  trustedKey?: string
+}
+
+/** The server's URL for an image's torrent; a nonce goes into the signed statement. */
+export function torrentUrlFor (server: string, imageRef: string, nonce?: string): string {
   const { name, version } = parseImageRef(imageRef)
   const base = server.replace(/\/+$/, '')
   const path = version === undefined ? `${encodeURIComponent(name)}` : `${encodeURIComponent(name)}/${version}`
-  return `${base}/images/${path}/image.torrent`
+  return `${base}/images/${path}/image.torrent${nonce !== undefined ? `?nonce=${nonce}` : ''}`
 }
 
-export async function loadTorrent (source: { server?: string; image?: string; torrent?: string }, signal?: AbortSignal): Promise<Metainfo> {
-  let raw: Buffer
-  let from: string
+async function fetchRaw (source: TorrentSource, signal: AbortSignal | undefined): Promise<{ raw: Buffer; from: string; expected: ExpectedImage }> {
   if (source.torrent !== undefined) {
-    from = source.torrent
-    if (/^https?:\/\//.test(source.torrent)) raw = await httpGetRetrying(source.torrent, { signal })
-    else {
-      try { raw = await readFile(source.torrent) } catch (err) {
-        throw new SiError('ERR_INVALID_ARGUMENT', `cannot read torrent ${source.torrent}: ${(err as Error).message}`, { cause: err })
-      }
+    const from = source.torrent
+    if (/^https?:\/\//.test(from)) return { raw: (await httpGetRetrying(from, { signal })).body, from, expected: {} }
+    try {
+      return { raw: await readFile(from), from, expected: {} }
+    } catch (err) {
+      throw new SiError('ERR_INVALID_ARGUMENT', `cannot read torrent ${from}: ${(err as Error).message}`, { cause: err })
     }
-  } else if (source.server !== undefined && source.image !== undefined) {
-    from = torrentUrlFor(source.server, source.image)
-    raw = await httpGetRetrying(from, { signal, hint: 'check --server and that si-server runs and is reachable from this network' })
-  } else {
-    throw new SiError('ERR_INVALID_ARGUMENT', 'give --server and --image, or --torrent')
   }
+  if (source.server !== undefined && source.image !== undefined) {
+    const nonce = newNonce()
+    const url = torrentUrlFor(source.server, source.image, nonce)
+    const doc = await httpGetRetrying(url, { signal, hint: 'check --server and that si-server runs and is reachable from this network' })
+    return { raw: doc.body, from: torrentUrlFor(source.server, source.image), expected: { requested: source.image, nonce } }
+  }
+  throw new SiError('ERR_INVALID_ARGUMENT', 'give --server and --image, or --torrent')
+}
+
+export async function loadTorrent (source: TorrentSource, opts: LoadOptions = {}): Promise<Metainfo> {
+  const { raw, from, expected } = await fetchRaw(source, opts.signal)
+  let meta: Metainfo
   try {
-    return parseTorrent(raw)
+    meta = parseTorrent(raw)
   } catch (err) {
     if (err instanceof SiError) throw new SiError(err.code, `torrent from ${from}: ${err.message}`, { cause: err })
     throw err
   }
+  if (opts.trustedKey !== undefined) checkTorrent(meta, opts.trustedKey, expected, from)
+  return meta
 }

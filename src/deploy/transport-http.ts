@@ -62,6 +62,10 @@ async function fetchPayload (url: string, offset: number, length: number, signal
     throw new SiError('ERR_SERVER_UNREACHABLE', `cannot reach ${url}: ${describeError((err as { cause?: unknown }).cause ?? err)}`, { cause: err })
   }
   const expected = offset > 0 ? 206 : 200
+  if (res.status === 410) {
+    await res.body?.cancel().catch(() => undefined)
+    throw new SiError('ERR_IMAGE_REMOVED', `${url} answered 410: the image was removed from the server`)
+  }
   if (res.status !== expected || res.body === null) {
     await res.body?.cancel().catch(() => undefined)
     throw new SiError('ERR_HTTP_STATUS', `${url} answered ${res.status}${offset > 0 ? ` to a request for bytes ${offset}- (a resume needs 206)` : ''}`)
@@ -147,8 +151,8 @@ async function * resumingBody (url: string, length: number, first: OpenConnectio
         current = await openConnection(url, offset, length, signal, timing.stallMs)
       } catch (err) {
         if (signal.aborted) throw err
-        // A server that cannot serve ranges will not learn to: that failure is final.
-        if (isSiError(err, 'ERR_HTTP_STATUS')) throw err
+        // A server that cannot serve ranges will not learn to, nor bring back a removed image: final.
+        if (isSiError(err, 'ERR_HTTP_STATUS') || isSiError(err, 'ERR_IMAGE_REMOVED')) throw err
         why = describeError(err)
         current = undefined
       }

@@ -180,15 +180,19 @@ function waitForComplete (swarm: Swarm, signal: AbortSignal, stallMs: number): P
     const onVerified = (): void => { lastProgress = Date.now() }
     const onComplete = (): void => finish()
     const onAbort = (): void => finish(new SiError('ERR_ABORTED', 'download aborted'))
+    // The server removed the image: nothing more will come, so stop now rather than stall.
+    const onWarning = (err: Error): void => { if (isSiError(err, 'ERR_IMAGE_REMOVED')) finish(err) }
     const finish = (err?: Error): void => {
       clearInterval(watchdog)
       swarm.off('verified', onVerified)
       swarm.off('complete', onComplete)
+      swarm.off('warning', onWarning)
       signal.removeEventListener('abort', onAbort)
       if (err === undefined) resolve(); else reject(err)
     }
     swarm.on('verified', onVerified)
     swarm.on('complete', onComplete)
+    swarm.on('warning', onWarning)
     signal.addEventListener('abort', onAbort, { once: true })
   })
 }

@@ -16,7 +16,7 @@ export const PARTITION_TYPES = {
   linux: '0FC63DAF-8483-4772-8E79-3D69D8477DE4',
   swap: '0657FD6D-A4AB-43C4-84E5-0933C84B4F4F',
   esp: 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B',
-  'bios-boot': '21686148-6453-6F6E-7420-4E656564454649',
+  'bios-boot': '21686148-6449-6E6F-744E-656564454649', // "Hah!IdontNeedEFI"
   xbootldr: 'BC13C2FF-59E6-4262-A352-B275FD6F7172',
   'basic-data': 'EBD0A0A2-B9E5-4433-87C0-68B6B72699C7',
   lvm: 'E6D6D379-F507-44C2-A23C-238F2A3DF928',
@@ -36,6 +36,10 @@ const MOUNT_OPTIONS = /^[A-Za-z0-9_=,.:/-]+$/
 const MKFS_OPTION = /^[A-Za-z0-9_=,.:/+-]+$/
 const MAX_PARTITIONS = 128
 const MAX_STEPS = 100
+/** Secret names become environment variables SI_SECRET_NAME of the post-install steps. */
+const SECRET_NAME = /^[A-Z][A-Z0-9_]{0,63}$/
+const MAX_SECRETS = 64
+const MAX_SECRET_BYTES = 4096
 
 /** A size: bytes, a share of the disk, or what is left. */
 export type SizeSpec = { kind: 'bytes'; bytes: number } | { kind: 'percent'; percent: number } | { kind: 'rest' }
@@ -70,6 +74,12 @@ export interface Plan {
   finish: FinishAction
   /** kernel command line for finish "kexec" (default: root=UUID=... ro) */
   kexecCmdline?: string
+  /**
+   * Values the post-install steps need but nobody else may see (a root password): the
+   * server serves a plan that has any only to a node that proved itself, sealed for it;
+   * the steps get them as SI_SECRET_NAME, and their output shows them redacted.
+   */
+  secrets: Record<string, string>
 }
 
 export function parseSize (text: string): SizeSpec | undefined {
@@ -187,6 +197,23 @@ function checkStep (c: Checker, v: unknown, path: string, index: number): PostIn
   return { name: c.optionalString(o.name, `${path}.name`) ?? `step ${index + 1}`, run: c.string(o.run, `${path}.run`), timeoutSeconds: timeout }
 }
 
+function checkSecrets (c: Checker, v: unknown): Record<string, string> {
+  if (v === undefined) return {}
+  const o = c.object(v, 'secrets')
+  const names = Object.keys(o)
+  if (names.length > MAX_SECRETS) c.fail('secrets', `at most ${MAX_SECRETS} secrets`)
+  const secrets: Record<string, string> = {}
+  for (const name of names) {
+    if (!SECRET_NAME.test(name)) c.fail(`secrets.${name}`, 'invalid name (A-Z, 0-9 and _, starting with a letter, at most 64)')
+    const value = o[name]
+    // The value itself never goes into a message.
+    if (typeof value !== 'string' || value === '') c.fail(`secrets.${name}`, 'expected a non-empty string')
+    if (Buffer.byteLength(value) > MAX_SECRET_BYTES) c.fail(`secrets.${name}`, `longer than ${MAX_SECRET_BYTES} bytes`)
+    secrets[name] = value
+  }
+  return secrets
+}
+
 function checkImageRef (c: Checker, v: unknown, path: string): string {
   const ref = c.string(v, path)
   try { parseImageRef(ref) } catch (err) { c.fail(path, (err as Error).message) }
@@ -197,7 +224,7 @@ function checkImageRef (c: Checker, v: unknown, path: string): string {
 export function validatePlan (value: unknown, where: string): Plan {
   const c = new Checker(where)
   const o = c.object(value, 'plan')
-  c.only(o, 'plan', ['image', 'overrides', 'disks', 'bootloader', 'postInstall', 'finish', 'kexecCmdline', 'description'])
+  c.only(o, 'plan', ['image', 'overrides', 'disks', 'bootloader', 'postInstall', 'finish', 'kexecCmdline', 'secrets', 'description'])
   const disks = c.array(o.disks, 'disks', 16).map((d, i) => checkDisk(c, d, `disks[${i}]`))
   if (disks.length === 0) c.fail('disks', 'at least one disk')
   const devices = disks.map(d => d.device)
@@ -213,7 +240,8 @@ export function validatePlan (value: unknown, where: string): Plan {
     bootloader: c.oneOf(o.bootloader, 'bootloader', BOOTLOADER_MODES, 'auto'),
     postInstall: o.postInstall === undefined ? [] : c.array(o.postInstall, 'postInstall', MAX_STEPS).map((s, i) => checkStep(c, s, `postInstall[${i}]`, i)),
     finish: c.oneOf(o.finish, 'finish', FINISH_ACTIONS, 'reboot'),
-    kexecCmdline: c.optionalString(o.kexecCmdline, 'kexecCmdline')
+    kexecCmdline: c.optionalString(o.kexecCmdline, 'kexecCmdline'),
+    secrets: checkSecrets(c, o.secrets)
   }
 }
 

@@ -120,7 +120,7 @@ export class ImageRepository {
   private readonly reserved = new Map<string, Set<number>>()
 
   /** `collection` is IMAGES_DIR, or OVERRIDES_DIR for a repository of overrides. */
-  constructor (root: string, private readonly collection: string = IMAGES_DIR) {
+  constructor (root: string, readonly collection: string = IMAGES_DIR) {
     this.root = root
   }
 

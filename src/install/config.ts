@@ -5,15 +5,16 @@
 import { SiError } from '../errors.ts'
 import { option, readOptions, switchOption, optionParams, OptionValueError, type OptionSources, type Values } from '../config/options.ts'
 import { DEFAULT_SERVER_PORT, integer, nonEmpty, normalizeServer, oneOf, serverUrl } from '../config/values.ts'
-import { DOWNLOAD_OPTIONS, OUTPUT_OPTIONS, effectiveSeedWait } from '../deploy/config.ts'
+import { DOWNLOAD_OPTIONS, OUTPUT_OPTIONS, TRUST_OPTIONS, effectiveSeedWait } from '../deploy/config.ts'
+import { effectiveTrustedKey } from '../deploy/trust.ts'
 import { FINISH_ACTIONS, type FinishAction } from '../formats/plan.ts'
 import { isNodeName, NODE_NAME_RULE } from '../formats/node-name.ts'
 import { parseCmdline } from './cmdline.ts'
 
 export const DEFAULT_TARGET = '/mnt/si-target'
 export const DEFAULT_CMDLINE_FILE = '/proc/cmdline'
-/** Keys /init reads itself: accepted here without a warning. */
-const INIT_KEYS = ['si.on_error', 'si.netdev', 'si.dhcp_timeout', 'si.timeout', 'si.break']
+/** Keys /init reads itself (initrd/init's header lists them): accepted here without a warning. */
+export const INIT_KEYS = ['si.on_error', 'si.netdev', 'si.ip', 'si.gw', 'si.dns', 'si.dhcp_timeout', 'si.timeout', 'si.break']
 
 function nodeName (text: string): string {
   if (!isNodeName(text)) throw new OptionValueError(NODE_NAME_RULE)
@@ -28,6 +29,7 @@ export const INSTALL_OPTIONS = {
   monitorServer: option({ flag: 'monitor-server', arg: 'HOST', param: 'si.monitor_server', aliases: ['MONITOR_SERVER'], env: 'SI_MONITOR_SERVER', help: 'where reports go, as SystemImager named it (with --monitor-port)', parse: nonEmpty('a host name or address') }),
   monitorPort: option({ flag: 'monitor-port', arg: 'PORT', param: 'si.monitor_port', aliases: ['MONITOR_PORT'], env: 'SI_MONITOR_PORT', help: 'port of --monitor-server', default: DEFAULT_SERVER_PORT, parse: integer(1, 65535) }),
   finish: option({ flag: 'finish', arg: 'ACTION', param: 'si.finish', env: 'SI_FINISH', help: 'reboot, poweroff, kexec or shell instead of the plan\'s', parse: oneOf<FinishAction>(FINISH_ACTIONS, { halt: 'poweroff', stay: 'shell' }) }),
+  ...TRUST_OPTIONS,
   ...DOWNLOAD_OPTIONS,
   target: option({ flag: 'target', arg: 'DIR', help: 'mount point of the new system', default: DEFAULT_TARGET, parse: nonEmpty('a directory') }),
   cmdline: option({ flag: 'cmdline', arg: 'FILE', help: 'kernel command line to read', default: DEFAULT_CMDLINE_FILE, parse: nonEmpty('a file') }),
@@ -54,6 +56,8 @@ export interface InstallSources {
   env?: NodeJS.ProcessEnv
   /** flag name (without --) to its value */
   flags?: OptionSources['flags']
+  /** the key baked into the initramfs (deploy/trust.ts readBakedKey) */
+  bakedTrustedKey?: string
 }
 
 function sourcesOf (s: InstallSources): OptionSources {
@@ -80,7 +84,8 @@ export function resolveConfig (sources: InstallSources): { config: InstallConfig
     throw new SiError('ERR_CONFIG', 'no image server: give si.server=http://HOST:PORT (or IMAGESERVER=HOST) on the kernel command line, SI_SERVER in the environment, or --server')
   }
   // The policy in force: --seed-wait with the threshold of --upload-min.
-  const config: InstallConfig = { ...values, server: values.server, monitor: monitorOf(values, values.server), seedWait: effectiveSeedWait(values), origins }
+  const trustedKey = effectiveTrustedKey(values.trustedKey, origins.trustedKey, sources.bakedTrustedKey)
+  const config: InstallConfig = { ...values, server: values.server, monitor: monitorOf(values, values.server), seedWait: effectiveSeedWait(values), trustedKey, origins }
   return { config, warnings: unknownKeyWarnings(s.cmdline ?? new Map()) }
 }
 
@@ -88,12 +93,13 @@ export function resolveConfig (sources: InstallSources): { config: InstallConfig
  * Where to report when the configuration as a whole is invalid: the monitor or image
  * server if that much can be read, so the fleet view shows the node's mistake too.
  */
-export function reportTarget (sources: InstallSources): { monitor?: string; node?: string } {
+export function reportTarget (sources: InstallSources): { monitor?: string; node?: string; token?: string } {
   const s = sourcesOf(sources)
-  const read = <K extends 'server' | 'monitor' | 'node'>(key: K): InstallSettings[K] | undefined => {
+  const read = <K extends 'server' | 'monitor' | 'node' | 'token'>(key: K): InstallSettings[K] | undefined => {
     try { return readOptions({ [key]: INSTALL_OPTIONS[key] } as Pick<typeof INSTALL_OPTIONS, K>, s).values[key] } catch { return undefined }
   }
   const node = read('node')
+  const token = read('token')
   const monitor = read('monitor') ?? read('server')
-  return monitor === undefined ? { node } : { monitor, node }
+  return { ...(monitor !== undefined ? { monitor } : {}), node, ...(token !== undefined ? { token } : {}) }
 }

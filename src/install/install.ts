@@ -1,6 +1,6 @@
 // A node's whole install, in order: plan -> torrents -> disk checks -> partition ->
-// format -> mount -> download and extract (deploy) -> overrides -> fstab -> boot loader
-// -> post-install -> unmount -> finish. Everything that can be checked is checked before
+// format -> mount -> download and extract (deploy) -> overrides -> fstab -> install.env
+// -> boot loader -> post-install -> unmount -> finish. Everything that can be checked is checked before
 // the first write to a disk; after it, any failure is reported as a failure with the
 // step and the log, never as done.
 import { readFile, writeFile, mkdir } from 'node:fs/promises'
@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import { SiError, describeError } from '../errors.ts'
 import type { Metainfo } from '../torrent/metainfo.ts'
 import { loadTorrent } from '../deploy/torrent-source.ts'
+import { UNAUTHENTICATED_WARNING } from '../deploy/trust.ts'
 import { deployImage, type DeployRequest } from '../deploy/deploy.ts'
 import type { DeployResult } from '../deploy/events.ts'
 import { completeTarget } from '../deploy/extract.ts'
@@ -18,9 +19,10 @@ import { placePartitions, mib, type DiskLayout } from './disk-layout.ts'
 import { writePartitionTable } from './partition.ts'
 import { format, mountAll, unmountAll, type Formatted } from './filesystems.ts'
 import { renderFstab } from './fstab.ts'
-import { planGrub, installGrub } from './bootloader.ts'
+import { detectFirmware, planGrub, installGrub } from './bootloader.ts'
 import { runPostInstall } from './post-install.ts'
 import { prepareFinish, recordFinish } from './finish.ts'
+import { writeInstallEnv } from './install-env.ts'
 import { tail } from './command.ts'
 import type { InstallEvent, InstallPhase, InstallSink } from './install-events.ts'
 
@@ -47,6 +49,10 @@ export interface InstallOptions {
   uptime?: () => Promise<number | undefined>
   /** plan request retries while the server is unreachable (default: plan-client's) */
   planRetry?: { attempts: number; retryMs: number }
+  /** the installer's own kernel command line (its consoles carry over to a kexec) */
+  kernelCmdline?: string
+  /** the node's report credential, left to the installed system for its first-boot report */
+  reportCredential?: () => Promise<string | undefined>
 }
 
 export interface InstallResult {
@@ -85,19 +91,23 @@ export async function install (opts: InstallOptions): Promise<InstallResult> {
   }
   const phase = (p: InstallPhase, detail?: string): void => { step = p; emit({ type: 'phase', phase: p, detail }) }
   let mounted: string[] = []
+  const trustedKey = opts.config.trustedKey
   try {
+    if (trustedKey === undefined) emit({ type: 'warning', message: UNAUTHENTICATED_WARNING })
     const up = await uptime()
-    phase('plan', `asking ${opts.config.server} for the plan of ${opts.node} (MAC ${opts.macs.join(', ') || 'none'})${up !== undefined ? `, ${up.toFixed(2)} s after kernel start` : ''}`)
-    const fetched = await fetchPlan(opts.config.server, opts.node, opts.macs, { signal: opts.signal, ...opts.planRetry })
+    phase('plan', `asking ${opts.config.server} for the plan of ${opts.node} (MAC ${opts.macs.join(', ') || 'none'})${up !== undefined ? `, ${up.toFixed(2)} s after kernel start` : ''}${trustedKey !== undefined ? `, trusting ${trustedKey}` : ''}`)
+    const fetched = await fetchPlan(opts.config.server, { node: opts.node, macs: opts.macs, token: opts.config.token }, { signal: opts.signal, trustedKey, ...opts.planRetry })
     const { plan } = fetched
     const image = opts.config.image ?? plan.image
     const finishAction = opts.config.finish ?? plan.finish
-    emit({ type: 'phase', phase: 'plan', detail: `plan ${fetched.source}: image ${image}${plan.overrides.length > 0 ? ` + overrides ${plan.overrides.join(', ')}` : ''}, ${plan.disks.length} disk(s), ${plan.postInstall.length} post-install step(s), then ${finishAction}` })
+    const secrets = Object.keys(plan.secrets).length
+    emit({ type: 'phase', phase: 'plan', detail: `plan ${fetched.source}: image ${image}${plan.overrides.length > 0 ? ` + overrides ${plan.overrides.join(', ')}` : ''}, ${plan.disks.length} disk(s), ${plan.postInstall.length} post-install step(s)${secrets > 0 ? ` with ${secrets} secret(s)` : ''}, then ${finishAction}` })
 
+    // Every torrent is checked before the first disk is touched: an untrusted one stops here.
     step = 'download'
-    const metainfo = await loadTorrent({ server: opts.config.server, image }, opts.signal)
+    const metainfo = await loadTorrent({ server: opts.config.server, image }, { signal: opts.signal, trustedKey })
     const overrides: Metainfo[] = []
-    for (const ref of plan.overrides) overrides.push(await loadTorrent({ server: opts.config.server, image: ref }, opts.signal))
+    for (const ref of plan.overrides) overrides.push(await loadTorrent({ server: opts.config.server, image: ref }, { signal: opts.signal, trustedKey }))
 
     phase('disks')
     const layouts = await checkDisks(fetched, opts.paths ?? SYSTEM_PATHS, [metainfo, ...overrides])
@@ -131,21 +141,31 @@ export async function install (opts: InstallOptions): Promise<InstallResult> {
 
     phase('fstab')
     await writeFstab(opts.target, formatted)
+    const firmware = await detectFirmware((opts.paths ?? SYSTEM_PATHS).sys)
+    await writeInstallEnv(opts.target, {
+      SI_NODE: opts.node,
+      SI_IMAGE: image,
+      SI_SERVER: opts.config.server,
+      SI_MONITOR: opts.config.monitor,
+      SI_FIRMWARE: firmware,
+      SI_INSTALLED_AT: new Date().toISOString()
+    }, await opts.reportCredential?.())
     phase('bootloader')
     const rootDisk = layouts.find(l => l.partitions.some(p => p.spec.mount === '/'))?.device ?? layouts[0].device
-    const grub = await planGrub(opts.target, plan.bootloader, formatted, rootDisk)
-    emit({ type: 'phase', phase: 'bootloader', detail: grub.kind === 'none' ? `none: ${grub.reason}` : `grub (${grub.kind}): ${grub.commands.map(c => c.join(' ')).join('; ')}` })
+    const grub = await planGrub(opts.target, plan.bootloader, formatted, rootDisk, firmware)
+    emit({ type: 'phase', phase: 'bootloader', detail: `${firmware} firmware: ${grub.kind === 'none' ? `none: ${grub.reason}` : `grub (${grub.kind}): ${grub.commands.map(c => c.join(' ')).join('; ')}`}` })
     await installGrub(opts.target, grub, opts.signal)
 
     phase('post-install', `${plan.postInstall.length} step(s)`)
     await runPostInstall(opts.target, plan.postInstall, {
       env: { SI_NODE: opts.node, SI_IMAGE: image, SI_SERVER: opts.config.server, SI_ROOT_DISK: rootDisk },
+      secrets: plan.secrets,
       onLine: (s, line) => { journal.add(`${s.name}: ${line}`); process.stderr.write(`si-agent: ${s.name}: ${line}\n`) },
       signal: opts.signal
     })
 
     phase('finish', finishAction)
-    const decision = await prepareFinish(finishAction, opts.target, formatted, plan.kexecCmdline, opts.signal)
+    const decision = await prepareFinish(finishAction, opts.target, formatted, plan.kexecCmdline, opts.kernelCmdline ?? '', opts.signal)
     if (decision.note !== undefined) emit({ type: 'warning', message: decision.note })
 
     phase('unmount')
@@ -163,6 +183,7 @@ export async function install (opts: InstallOptions): Promise<InstallResult> {
       plan: fetched.source,
       seconds,
       uptimeSeconds: await uptime(),
+      firmware,
       finish: decision.action,
       downloaded: f.downloaded,
       downloadedFromServer: f.downloadedFromServer,

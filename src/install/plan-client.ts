@@ -1,8 +1,12 @@
 // Asks the image server for this node's plan, naming the node by host name and by
 // every MAC address it has, so the server can match either (or a group, or its default).
+// With a token the request carries the node's proof and the plan comes sealed for it;
+// with a trusted key the plan must be signed by it and be the answer to this request.
 import { networkInterfaces } from 'node:os'
 import { SiError, isSiError } from '../errors.ts'
 import { httpGetRetrying } from '../deploy/http-get.ts'
+import { nodeRequest, openAnswer, type NodeIdentity } from '../deploy/credential-client.ts'
+import { checkSignature, SIGNATURE_HEADER } from '../formats/signature.ts'
 import { validatePlan, type Plan } from '../formats/plan.ts'
 
 const NO_MAC = '00:00:00:00:00:00'
@@ -23,20 +27,31 @@ export function planUrl (server: string, node: string, macs: string[]): string {
 
 export interface FetchedPlan { plan: Plan; source: string }
 
-export async function fetchPlan (server: string, node: string, macs: string[], opts: { signal?: AbortSignal; attempts?: number; retryMs?: number } = {}): Promise<FetchedPlan> {
-  const url = planUrl(server, node, macs)
-  let body: Buffer
+export interface PlanFetchOptions {
+  signal?: AbortSignal
+  attempts?: number
+  retryMs?: number
+  /** accept only a plan this key signed */
+  trustedKey?: string
+}
+
+export async function fetchPlan (server: string, id: NodeIdentity, opts: PlanFetchOptions = {}): Promise<FetchedPlan> {
+  const { node, macs } = id
+  const req = nodeRequest(planUrl(server, node, []), 'plan', id)
+  let doc
   try {
-    body = await httpGetRetrying(url, { ...opts, hint: 'check si.server and that si-server runs and is reachable from this network' })
+    doc = await httpGetRetrying(req.url, { signal: opts.signal, attempts: opts.attempts, retryMs: opts.retryMs, headers: req.headers, hint: 'check si.server and that si-server runs and is reachable from this network' })
   } catch (err) {
     if (isSiError(err, 'ERR_IMAGE_NOT_FOUND')) throw new SiError('ERR_PLAN_NOT_FOUND', `the server has no plan for node ${node} (MAC ${macs.join(', ') || 'none'}) and no default plan: ${err.message}`)
     throw err
   }
-  let doc: { plan?: unknown; source?: unknown }
-  try { doc = JSON.parse(body.toString('utf8')) } catch {
-    throw new SiError('ERR_PLAN', `${url} did not answer JSON`)
+  const what = `plan for ${node} from ${server}`
+  if (opts.trustedKey !== undefined) {
+    const signature = doc.headers[SIGNATURE_HEADER]
+    checkSignature(opts.trustedKey, 'plan', doc.body, typeof signature === 'string' ? signature : undefined, what)
   }
-  const source = typeof doc.source === 'string' ? doc.source : 'server'
-  return { plan: validatePlan(doc.plan, `plan ${source} from ${server}`), source }
+  const answer = openAnswer(doc.body, 'plan', id, req.nonce, what)
+  if (JSON.stringify(answer.macs) !== JSON.stringify(macs.map(m => m.toLowerCase().replace(/-/g, ':')))) throw new SiError('ERR_UNTRUSTED', `${what}: the answer is for MAC ${JSON.stringify(answer.macs)}, not ${JSON.stringify(macs)}`)
+  const source = typeof answer.source === 'string' ? answer.source : 'server'
+  return { plan: validatePlan(answer.plan, `plan ${source} from ${server}`), source }
 }
-

@@ -25,5 +25,6 @@ export const SERVE_OPTIONS = {
   seed: switchOption({ flag: 'seed', default: true, help: 'track and serve over HTTP, but do not seed over BitTorrent' }),
   plans: option({ flag: 'plans', arg: 'DIR', help: 'node plans: hosts/, macs/, groups.conf + groups/, default.json (see docs/PXE.md)', defaultText: `REPO/${PLANS_DIR}`, parse: nonEmpty('a directory') }),
   bootDir: option({ flag: 'boot-dir', arg: 'DIR', help: 'vmlinuz and initrd.img served at /boot/ for iPXE', defaultText: `REPO/${BOOT_DIR}`, parse: nonEmpty('a directory') }),
-  bootArgs: option({ flag: 'boot-args', arg: 'ARGS', help: 'extra kernel arguments in the generated /boot/boot.ipxe', parse: nonEmpty('kernel arguments') })
+  bootArgs: option({ flag: 'boot-args', arg: 'ARGS', help: 'extra kernel arguments in the generated /boot/boot.ipxe', parse: nonEmpty('kernel arguments') }),
+  requireToken: switchOption({ flag: 'require-token', env: 'SI_REQUIRE_TOKEN', help: 'serve a node its plan and report credential only when it proves itself with si.token (see docs/SECURITY.md)' })
 }

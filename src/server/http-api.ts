@@ -1,19 +1,26 @@
 // The server's HTTP face: image list, torrents (with this server as tracker and web seed),
 // the payload with byte ranges, the tracker, and the fleet's reports. Every request is
-// answered, never thrown: a malformed one gets a 4xx naming what was wrong.
+// answered, never thrown: a malformed one gets a 4xx naming what was wrong. What a node
+// acts on is signed with the repository key: each torrent carries a signed statement of
+// its image and info hash, plans and the image list a signature header over their bytes.
 import http from 'node:http'
 import { createReadStream } from 'node:fs'
 import { SiError, describeError, isSiError } from '../errors.ts'
 import { PAYLOAD_FILES, TAR_FILE, type ImageRepository, type ImageVersion } from '../image/repository.ts'
 import type { Compression } from '../image/compression.ts'
 import { parseImageRef } from '../formats/image-ref.ts'
+import { TORRENT_SIGNATURE_KEY, TORRENT_STATEMENT_KEY, encodeStatement } from '../formats/image-statement.ts'
+import { isNonce, PROOF_HEADER, REPORT_AUTH_HEADER } from '../formats/node-auth.ts'
+import { SIGNATURE_HEADER, type Signer, type SignedPurpose } from '../formats/signature.ts'
 import { withTrackers } from '../torrent/metainfo.ts'
 import type { Tracker } from '../tracker/tracker.ts'
 import { parseRange } from './range.ts'
-import { isNodeName } from '../formats/node-name.ts'
-import { Fleet, MAX_EVENT_BYTES } from './fleet.ts'
-import { answerPlanRequest, type PlanStore } from './plans.ts'
+import { receiveReport, routeConsole } from './fleet-api.ts'
+import type { OperatorsConsole } from './operators-console.ts'
+import type { PlanStore } from './plans.ts'
 import { serveBootFile, type BootFilesOptions } from './boot-files.ts'
+import { answerCredential, answerPlan, type Answer } from './node-api.ts'
+import type { NodeCredentials } from './node-credentials.ts'
 
 export const MAX_URL_LENGTH = 4096
 const HOST_HEADER = /^[A-Za-z0-9.\-[\]:]{1,255}$/
@@ -22,17 +29,26 @@ const PAYLOAD_CONTENT_TYPES: Record<Compression, string> = { none: 'application/
 export interface HttpApiOptions {
   repo: ImageRepository
   tracker: Tracker
-  fleet: Fleet
+  /** the fleet's reports and views: dashboard, metrics, history */
+  console: OperatorsConsole
   /** base URL written into torrents; default: the Host the client used */
   publicUrl?: string
   /** extra figures for /api/status */
   status: () => Record<string, unknown>
   /** node plans (GET /api/plan); absent: no plans served */
   plans?: PlanStore
+  /** the repository key: signs torrents' statements, plans, the image list, the boot menu */
+  signer: Signer
+  /** node credentials: report authentication, and who may read a plan */
+  credentials: NodeCredentials
+  /** plans and credentials only for requests that prove themselves (si.token) */
+  requireToken?: boolean
   /** kernel, initramfs and iPXE script (GET /boot/NAME); absent: no boot files */
   boot?: BootFilesOptions
   /** counts payload bytes sent over HTTP (web seed and unicast) */
   onPayloadBytes?: (bytes: number) => void
+  /** whether an image reference not found names versions this server served and that were removed (410) */
+  wasRemoved?: (ref: string) => boolean
 }
 
 export function createHttpApi (opts: HttpApiOptions): http.Server {
@@ -54,33 +70,43 @@ async function handle (opts: HttpApiOptions, req: http.IncomingMessage, res: htt
   if (rawUrl.length > MAX_URL_LENGTH) return sendJson(res, 414, { error: `URL longer than ${MAX_URL_LENGTH} bytes` })
   // Origin form only: "//host/path" would be read as a URL naming another host.
   if (!rawUrl.startsWith('/') || rawUrl.startsWith('//')) return sendJson(res, 400, { error: `request target ${JSON.stringify(rawUrl.slice(0, 80))} is not a path starting with a single /` })
-  if (opts.tracker.handle(req, res)) return
+  if (opts.tracker.handle(req, res)) {
+    opts.console.metrics.countTrackerRequest(rawUrl.startsWith('/scrape') ? 'scrape' : 'announce')
+    return
+  }
   const url = new URL(`http://localhost${rawUrl}`)
   const parts = url.pathname.split('/').filter(p => p !== '').map(safeDecode)
   const method = req.method ?? 'GET'
 
+  if (await routeConsole(opts.console, req, res, url, parts)) return
   if (parts[0] === 'api') {
-    if (parts[1] === 'images' && parts.length === 2 && isRead(method)) return sendJson(res, 200, (await opts.repo.list()).map(describeVersion))
+    if (parts.length === 1 && isRead(method)) {
+      return sendJson(res, 200, { service: 'si-server', endpoints: ['/ (dashboard)', '/metrics', '/api/images', '/api/status', '/api/nodes[?phase=&image=&group=&search=&sort=&order=&offset=&limit=&since=]', '/api/nodes/NAME', '/api/fleet[?since=MS]', '/api/history[?image=&since=&limit=]', '/api/plan?node=NAME&mac=MAC&nonce=N', '/api/nodes/NAME/credential?nonce=N', '/boot/NAME', '/images/NAME[/VERSION]/image.torrent', '/images/NAME/VERSION/image.tar[.gz|.zst]', '/announce', '/scrape'] })
+    }
+    if (parts[1] === 'images' && parts.length === 2 && isRead(method)) return sendJson(res, 200, (await opts.repo.list()).map(describeVersion), { signer: opts.signer, purpose: 'image-list' })
     if (parts[1] === 'status' && parts.length === 2 && isRead(method)) return sendJson(res, 200, opts.status())
-    if (parts[1] === 'nodes' && parts.length === 2 && isRead(method)) return sendJson(res, 200, opts.fleet.list())
-    if (parts[1] === 'nodes' && parts.length === 4 && parts[3] === 'events' && method === 'POST') return receiveReport(opts.fleet, parts[2], req, res)
+    if (parts[1] === 'nodes' && parts.length === 4 && parts[3] === 'events' && method === 'POST') {
+      const auth = headerValue(req, REPORT_AUTH_HEADER)
+      return receiveReport(opts.console, parts[2], req, res, (node, body) => opts.credentials.reportIsAuthentic(node, body, auth))
+    }
+    const nodeApi = { plans: opts.plans, credentials: opts.credentials, requireToken: opts.requireToken === true }
+    const proof = headerValue(req, PROOF_HEADER)
+    if (parts[1] === 'nodes' && parts.length === 4 && parts[3] === 'credential' && isRead(method)) {
+      return sendAnswer(res, await answerCredential(nodeApi, parts[2], url.searchParams, proof), opts.signer)
+    }
     if (parts[1] === 'plan' && parts.length === 2 && isRead(method) && opts.plans !== undefined) {
-      const answer = await answerPlanRequest(opts.plans, url.searchParams)
-      return sendJson(res, answer.status, answer.body)
+      return sendAnswer(res, await answerPlan(nodeApi, url.searchParams, proof), opts.signer)
     }
   }
   if (parts[0] === 'boot' && parts.length === 2 && isRead(method) && opts.boot !== undefined) {
-    return serveBootFile(opts.boot, parts[1], baseUrl(opts, req), req, res)
+    return serveBootFile(opts.boot, parts[1], baseUrl(opts, req), opts.signer, req, res)
   }
   if (parts[0] === 'images' && parts.length >= 2 && parts.length <= 4) {
     // /images/NAME[/VERSION]/image.torrent and /images/NAME/VERSION/image.tar[.gz|.zst]
     const file = parts[parts.length - 1]
     const ref = parts.length === 4 ? `${parts[1]}@${parts[2]}` : parts.length === 3 ? parts[1] : undefined
-    if (ref !== undefined && file === 'image.torrent' && isRead(method)) return sendTorrent(opts, req, res, ref, url.searchParams.get('webseed') !== '0')
+    if (ref !== undefined && file === 'image.torrent' && isRead(method)) return sendTorrent(opts, req, res, ref, url.searchParams)
     if (parts.length === 4 && PAYLOAD_FILES.includes(file) && isRead(method)) return sendPayload(opts, req, res, ref as string, file)
-  }
-  if (parts.length === 0 && isRead(method)) {
-    return sendJson(res, 200, { service: 'si-server', endpoints: ['/api/images', '/api/status', '/api/nodes', '/api/plan?node=NAME&mac=MAC', '/boot/NAME', '/images/NAME[/VERSION]/image.torrent', '/images/NAME/VERSION/image.tar[.gz|.zst]', '/announce', '/scrape'] })
   }
   sendJson(res, isKnownPath(parts) ? 405 : 404, { error: `no route for ${method} ${url.pathname}` })
 }
@@ -104,15 +130,34 @@ function payloadPath (v: ImageVersion): string {
   return `/images/${encodeURIComponent(v.name)}/${v.version}/${v.payloadName}`
 }
 
-/** ?webseed=0 leaves the web seed out: a client then gets the payload over BitTorrent only. */
-async function sendTorrent (opts: HttpApiOptions, req: http.IncomingMessage, res: http.ServerResponse, ref: string, webSeed: boolean): Promise<void> {
+/**
+ * ?webseed=0 leaves the web seed out: a client then gets the payload over BitTorrent only.
+ * ?nonce=N goes into the signed statement, with the reference as asked: the agent that
+ * sent N knows the answer is fresh and about what it asked for, not a recorded older one.
+ */
+async function sendTorrent (opts: HttpApiOptions, req: http.IncomingMessage, res: http.ServerResponse, ref: string, query: URLSearchParams): Promise<void> {
   parseImageRef(ref)
-  const version = await opts.repo.resolve(ref)
+  const nonce = query.get('nonce') ?? undefined
+  if (nonce !== undefined && !isNonce(nonce)) return sendJson(res, 400, { error: 'invalid nonce (16 to 64 base64url characters)' })
+  const version = await resolveServed(opts, ref)
   const base = baseUrl(opts, req)
   const raw = await opts.repo.readTorrent(version)
+  const statement = encodeStatement({
+    collection: opts.repo.collection,
+    name: version.name,
+    version: version.version,
+    infoHash: version.infoHashHex,
+    length: version.size,
+    pieceLength: version.pieceLength,
+    compression: version.compression,
+    payload: version.payloadName,
+    requested: ref,
+    nonce
+  })
   const body = withTrackers(raw, {
     announce: [`${base}/announce`],
-    urlList: webSeed ? [`${base}${payloadPath(version)}`] : []
+    urlList: query.get('webseed') !== '0' ? [`${base}${payloadPath(version)}`] : [],
+    extra: { [TORRENT_STATEMENT_KEY]: statement, [TORRENT_SIGNATURE_KEY]: opts.signer.sign('image', statement) }
   })
   res.writeHead(200, {
     'content-type': 'application/x-bittorrent',
@@ -129,7 +174,7 @@ async function sendTorrent (opts: HttpApiOptions, req: http.IncomingMessage, res
  */
 async function sendPayload (opts: HttpApiOptions, req: http.IncomingMessage, res: http.ServerResponse, ref: string, file: string): Promise<void> {
   parseImageRef(ref)
-  const version = await opts.repo.resolve(ref)
+  const version = await resolveServed(opts, ref)
   if (file !== version.payloadName && file !== TAR_FILE) {
     return sendJson(res, 404, { error: `${ref} is compressed as ${version.compression}: its payload is ${version.payloadName}`, code: 'ERR_IMAGE_NOT_FOUND' })
   }
@@ -159,34 +204,17 @@ async function sendPayload (opts: HttpApiOptions, req: http.IncomingMessage, res
   stream.pipe(res)
 }
 
-function receiveReport (fleet: Fleet, node: string, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-  return new Promise(resolve => {
-    if (!isNodeName(node)) { sendJson(res, 400, { error: `invalid node name ${JSON.stringify(node)}` }); resolve(); return }
-    const chunks: Buffer[] = []
-    let size = 0
-    req.on('data', (c: Buffer) => {
-      size += c.length
-      if (size > MAX_EVENT_BYTES) {
-        sendJson(res, 413, { error: `event larger than ${MAX_EVENT_BYTES} bytes` })
-        req.destroy()
-        return
-      }
-      chunks.push(c)
-    })
-    req.on('error', () => resolve())
-    req.on('end', () => {
-      if (size <= MAX_EVENT_BYTES) {
-        let event: unknown
-        try { event = JSON.parse(Buffer.concat(chunks).toString('utf8')) } catch { event = undefined }
-        if (typeof event !== 'object' || event === null || Array.isArray(event)) sendJson(res, 400, { error: 'event must be a JSON object' })
-        else if (fleet.record(node, event as Record<string, unknown>) === undefined) sendJson(res, 503, { error: 'too many nodes' })
-        else sendJson(res, 204, undefined)
-      }
-      resolve()
-    })
-  })
+/** A version not found that this server served and removed is ERR_IMAGE_REMOVED (410 Gone): agents stop at once. */
+async function resolveServed (opts: HttpApiOptions, ref: string): Promise<ImageVersion> {
+  try {
+    return await opts.repo.resolve(ref)
+  } catch (err) {
+    if (isSiError(err, 'ERR_IMAGE_NOT_FOUND') && opts.wasRemoved?.(ref) === true) {
+      throw new SiError('ERR_IMAGE_REMOVED', `image ${ref} was removed from this server`, { cause: err })
+    }
+    throw err
+  }
 }
-
 function baseUrl (opts: HttpApiOptions, req: http.IncomingMessage): string {
   if (opts.publicUrl !== undefined) return opts.publicUrl.replace(/\/+$/, '')
   const host = req.headers.host
@@ -198,21 +226,36 @@ function baseUrl (opts: HttpApiOptions, req: http.IncomingMessage): string {
 
 function isRead (method: string): boolean { return method === 'GET' || method === 'HEAD' }
 
+function headerValue (req: http.IncomingMessage, name: string): string | undefined {
+  const v = req.headers[name]
+  return typeof v === 'string' ? v : undefined
+}
+
+/** A node-api answer, signed when it says what for. */
+function sendAnswer (res: http.ServerResponse, a: Answer, signer: Signer): void {
+  sendJson(res, a.status, a.body, a.signed !== undefined ? { signer, purpose: a.signed } : undefined)
+}
+
 function isKnownPath (parts: string[]): boolean { return parts[0] === 'api' || parts[0] === 'images' || parts[0] === 'boot' }
 
 function safeDecode (part: string): string {
   try { return decodeURIComponent(part) } catch { return part }
 }
 
-function sendJson (res: http.ServerResponse, status: number, body: unknown): void {
+interface Signing { signer: Signer; purpose: SignedPurpose }
+
+/** JSON, serialized once; with `signing`, a signature header over exactly those bytes. */
+function sendJson (res: http.ServerResponse, status: number, body: unknown, signing?: Signing): void {
   if (res.headersSent) { res.end(); return }
   if (body === undefined) { res.writeHead(status); res.end(); return }
-  const text = JSON.stringify(body, null, 2) + '\n'
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
+  const text = Buffer.from(JSON.stringify(body, null, 2) + '\n')
+  const headers: http.OutgoingHttpHeaders = { 'content-type': 'application/json', 'content-length': text.length }
+  if (signing !== undefined) headers[SIGNATURE_HEADER] = signing.signer.sign(signing.purpose, text)
+  res.writeHead(status, headers)
   res.end(text)
 }
 
 function sendError (res: http.ServerResponse, err: unknown): void {
-  const status = isSiError(err, 'ERR_IMAGE_NOT_FOUND') ? 404 : isSiError(err, 'ERR_INVALID_IMAGE_NAME') ? 400 : 500
+  const status = isSiError(err, 'ERR_IMAGE_NOT_FOUND') ? 404 : isSiError(err, 'ERR_IMAGE_REMOVED') ? 410 : isSiError(err, 'ERR_INVALID_IMAGE_NAME') ? 400 : 500
   sendJson(res, status, { error: err instanceof SiError ? err.message : describeError(err), code: err instanceof SiError ? err.code : 'ERR_INTERNAL' })
 }

@@ -12,14 +12,15 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { SiError } from '../errors.ts'
-import { planToJson, validatePlan, type Plan } from '../formats/plan.ts'
-import { isNodeName } from '../formats/node-name.ts'
+import { validatePlan, type Plan } from '../formats/plan.ts'
 
 export const GROUPS_FILE = 'groups.conf'
 export const DEFAULT_PLAN = 'default.json'
-export const MAX_MACS = 32
-const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/
+export const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/
 const GROUP_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
+export const GROUP_NAME_RULE = '1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit'
+
+export function isGroupName (text: string): boolean { return GROUP_NAME.test(text) }
 const MAX_PLAN_BYTES = 1024 * 1024
 
 export interface SelectedPlan { plan: Plan; source: string }
@@ -83,35 +84,18 @@ export class PlanStore {
       const byMac = await this.load(join('macs', `${mac.replace(/:/g, '-')}.json`))
       if (byMac !== undefined) return byMac
     }
-    const groupsText = await this.read(GROUPS_FILE)
-    if (groupsText !== undefined) {
-      const group = groupOf(parseGroups(groupsText, join(this.dir, GROUPS_FILE)), node, macs)
-      if (group !== undefined) {
-        const byGroup = await this.load(join('groups', `${group}.json`))
-        if (byGroup === undefined) throw new SiError('ERR_PLAN', `node ${node} is in group ${group} (${GROUPS_FILE}) but ${join(this.dir, 'groups', `${group}.json`)} does not exist`)
-        return byGroup
-      }
+    const group = await this.groupOf(node, macs)
+    if (group !== undefined) {
+      const byGroup = await this.load(join('groups', `${group}.json`))
+      if (byGroup === undefined) throw new SiError('ERR_PLAN', `node ${node} is in group ${group} (${GROUPS_FILE}) but ${join(this.dir, 'groups', `${group}.json`)} does not exist`)
+      return byGroup
     }
     return await this.load(DEFAULT_PLAN)
   }
-}
 
-export interface PlanAnswer { status: number; body: Record<string, unknown> }
-
-/** GET /api/plan?node=NAME&mac=MAC...: the answer, for the HTTP layer to send. */
-export async function answerPlanRequest (store: PlanStore, query: URLSearchParams): Promise<PlanAnswer> {
-  const node = query.get('node') ?? ''
-  if (!isNodeName(node)) return { status: 400, body: { error: `invalid or missing node name ${JSON.stringify(node)}` } }
-  const macs = query.getAll('mac').map(m => m.toLowerCase().replace(/-/g, ':'))
-  if (macs.length > MAX_MACS) return { status: 400, body: { error: `at most ${MAX_MACS} MAC addresses` } }
-  const bad = macs.find(m => !MAC.test(m))
-  if (bad !== undefined) return { status: 400, body: { error: `invalid MAC address ${JSON.stringify(bad)}` } }
-  try {
-    const selected = await store.select(node, macs)
-    if (selected === undefined) return { status: 404, body: { error: `no plan for node ${node} (MAC ${macs.join(', ') || 'none'}) in ${store.dir}: add hosts/${node}.json, a macs/ or group plan, or ${DEFAULT_PLAN}` } }
-    return { status: 200, body: { node, source: selected.source, plan: planToJson(selected.plan) } }
-  } catch (err) {
-    if (err instanceof SiError) return { status: 500, body: { error: `${err.code}: ${err.message}`, code: err.code } }
-    throw err
+  /** The node's group by groups.conf, if any (its group token speaks for it). */
+  async groupOf (node: string, macs: string[]): Promise<string | undefined> {
+    const groupsText = await this.read(GROUPS_FILE)
+    return groupsText === undefined ? undefined : groupOf(parseGroups(groupsText, join(this.dir, GROUPS_FILE)), node, macs)
   }
 }

@@ -1,5 +1,5 @@
-// The first seeder: one swarm per image version in the repository, all behind one peer
-// listener, kept in step with the repository as images are added and removed.
+// The first seeder: one swarm per image version served, all behind one peer listener,
+// kept in step with the catalogue as versions are added and removed.
 import { EventEmitter } from 'node:events'
 import { describeError } from '../errors.ts'
 import type { ImageRepository, ImageVersion } from '../image/repository.ts'
@@ -12,8 +12,6 @@ import { Swarm, SERVER_PEER_ID_PREFIX, newPeerId } from '../swarm/swarm.ts'
 import { TokenBucket } from '../swarm/token-bucket.ts'
 
 export interface SeederConfig {
-  /** ms between looks at the repository for images added or removed. */
-  rescanIntervalMs: number
   /**
    * The swarms' config over the swarm defaults. The server seeds to everyone who asks: its
    * upload is what starts every deployment, so it serves many more peers at once than a
@@ -23,7 +21,6 @@ export interface SeederConfig {
 }
 
 export const DEFAULT_SEEDER_CONFIG: Readonly<SeederConfig> = Object.freeze({
-  rescanIntervalMs: 3_000,
   swarm: Object.freeze({ uploadSlots: 256, maxConnections: 2048 })
 })
 
@@ -47,8 +44,8 @@ export class Seeder extends EventEmitter<SeederEvents> {
   private readonly repo: ImageRepository
   private readonly listener: PeerListener
   private readonly seeding = new Map<string, Seeding>()
-  private timer: NodeJS.Timeout | undefined
-  private scanning: Promise<void> | undefined
+  /** the sync under way and those queued behind it */
+  private syncing: Promise<void> = Promise.resolve()
   private stopped = false
   private readonly uploadLimit: TokenBucket | undefined
 
@@ -65,17 +62,14 @@ export class Seeder extends EventEmitter<SeederEvents> {
 
   get port (): number { return this.listener.port }
 
+  /** Listens for peers; the versions to seed come with sync(). */
   async start (host: string, port: number): Promise<void> {
     await this.listener.start(host, port)
-    await this.rescan()
-    this.timer = setInterval(() => { void this.rescan() }, this.config.rescanIntervalMs)
-    this.timer.unref()
   }
 
   async stop (): Promise<void> {
     this.stopped = true
-    clearInterval(this.timer)
-    await this.scanning
+    await this.syncing
     await Promise.all([...this.seeding.values()].map(async s => {
       await s.swarm.stop()
       await s.swarm.store.close()
@@ -98,21 +92,17 @@ export class Seeder extends EventEmitter<SeederEvents> {
     return { total, byImage }
   }
 
-  rescan (): Promise<void> {
-    if (this.scanning === undefined) {
-      this.scanning = this.sync().finally(() => { this.scanning = undefined })
-    }
-    return this.scanning
+  /**
+   * Seeds exactly these versions: swarms of versions no longer listed stop (their peers'
+   * connections close), new ones start. Calls run one after another, in order.
+   */
+  sync (versions: ImageVersion[]): Promise<void> {
+    this.syncing = this.syncing.then(() => this.apply(versions))
+    return this.syncing
   }
 
-  private async sync (): Promise<void> {
-    let versions: ImageVersion[]
-    try {
-      versions = await this.repo.list()
-    } catch (err) {
-      this.emit('warning', err instanceof Error ? err : new Error(describeError(err)))
-      return
-    }
+  private async apply (versions: ImageVersion[]): Promise<void> {
+    if (this.stopped) return
     const present = new Set(versions.map(v => v.infoHashHex))
     for (const [hash, s] of this.seeding) {
       if (present.has(hash)) continue

@@ -26,14 +26,58 @@ export interface SwarmConfig {
   dialShare: number
   /** ms a dial may take to connect before it is given up. */
   connectTimeoutMs: number
-  /** ms a connected peer has to send its handshake before it is dropped. */
+  /**
+   * ms a connected peer has to send its handshake before it is dropped. A peer on the LAN
+   * sends it within a round trip of connecting (or of our own); the longer a silent
+   * connection may stay, the cheaper it is to hold the listener's pending slots.
+   */
   handshakeTimeoutMs: number
   /**
    * Incoming connections that have not handshaken yet, at most, per listener: one TCP port
    * serves every torrent of a process, and a flood of silent connections must not hold
-   * its memory.
+   * its memory. When it is full, the connection silent longest is dropped to make room: 256
+   * connections renewed as they closed once held every slot, and a new agent got no byte
+   * for the whole attack. An honest peer handshakes within a round trip of connecting, so
+   * it is never the oldest.
    */
   maxPendingHandshakes: number
+  /**
+   * Of those, from one address at most; more are refused at once. A node dials a port
+   * once per torrent, so one host's flood stays with this many of the slots.
+   * This machine's loopback address is not capped (src/net-address.ts).
+   */
+  maxPendingHandshakesPerAddress: number
+  /**
+   * Connections of one swarm with one address at most, dialled or accepted. One node is one
+   * address and one agent per torrent (a moment of two connections when both sides dial
+   * at once): without the cap one host's 100 silent handshaken connections filled an
+   * agent's --max-peers and the agents stopped exchanging with each other. Addresses
+   * learnt by PEX are dialled within it too, so a peer listing its own host at many ports
+   * cannot take our dial share either. This machine's loopback address is not capped.
+   */
+  maxConnectionsPerAddress: number
+  /**
+   * ms: a peer that has been of no use to us nor we to it for this long (neither side
+   * downloading, nor waiting for the other's upload slot) gives its slot to a newcomer when
+   * the connection limit is full, ours to dial or theirs dialling us. From many addresses,
+   * silent handshaken connections would otherwise hold every slot; an honest peer is idle
+   * only while neither side has a piece for the other, and is found again when it has.
+   */
+  idleEvictAfterMs: number
+  /**
+   * ms: ... and such a peer is dropped after this long even with slots to spare, once we
+   * hold a piece to offer (a node with nothing and a peer with nothing are both waiting,
+   * not idle) and unless we super-seed (peers wait there for the pieces we reveal).
+   */
+  idleTimeoutMs: number
+  /**
+   * Peer ids from one address convicted of sending corrupt data (smart-ban.ts: never a peer
+   * that merely shared a failed piece with a liar) before the address itself is banned,
+   * every connection from or to it refused. A liar that took a new peer id and port after
+   * each ban cost each of 3 agents 67-73 hash failures (twice the image downloaded); one
+   * conviction alone could be a node that shares a machine with the liar (NAT).
+   */
+  banAddressAfterConvictions: number
   /**
    * ms to wait before dialling again a peer that closed our connection before answering
    * the handshake (on a cluster, a node whose connection limit is full: dialling it at
@@ -192,8 +236,13 @@ export const DEFAULT_SWARM_CONFIG: Readonly<SwarmConfig> = Object.freeze({
   maxConnections: 80,
   dialShare: 0.5,
   connectTimeoutMs: 5_000,
-  handshakeTimeoutMs: 10_000,
+  handshakeTimeoutMs: 5_000,
   maxPendingHandshakes: 256,
+  maxPendingHandshakesPerAddress: 4,
+  maxConnectionsPerAddress: 4,
+  idleEvictAfterMs: 10_000,
+  idleTimeoutMs: 60_000,
+  banAddressAfterConvictions: 2,
   dialFirstRetryMs: 5_000,
   dialMaxRetryMs: 60_000,
   lowPeerCount: 8,
@@ -246,10 +295,11 @@ export type PexConfig = Pick<SwarmConfig, 'pexIntervalMs' | 'pexMinReceiveInterv
 export type WireConfig = PexConfig & Pick<SwarmConfig, 'keepAliveIntervalMs'>
 export type PeerConfig = WireConfig & Pick<SwarmConfig,
   'handshakeTimeoutMs' | 'uploadHighWaterBytes' | 'maxQueuedRequests' | 'readHoldMs' | 'readHoldBelowBytes'>
-export type ListenerConfig = PeerConfig & Pick<SwarmConfig, 'maxPendingHandshakes'>
+export type ListenerConfig = PeerConfig & Pick<SwarmConfig, 'maxPendingHandshakes' | 'maxPendingHandshakesPerAddress'>
 export type DialBackoffConfig = Pick<SwarmConfig, 'dialFirstRetryMs' | 'dialMaxRetryMs'>
 export type ConnectionConfig = PeerConfig & DialBackoffConfig & Pick<SwarmConfig,
-  'maxConnections' | 'dialShare' | 'connectTimeoutMs'>
+  'maxConnections' | 'dialShare' | 'connectTimeoutMs' | 'maxConnectionsPerAddress' | 'idleEvictAfterMs' |
+  'idleTimeoutMs' | 'banAddressAfterConvictions'>
 export type PickerConfig = Pick<SwarmConfig, 'randomFirstPieces' | 'endgameRequestsPerBlock' | 'endgameAfterMs'>
 export type RequestConfig = PickerConfig & Pick<SwarmConfig,
   'requestTimeoutMs' | 'requestQueueSeconds' | 'minPipeline' | 'maxPipeline' | 'requestBatchFraction' |

@@ -1,9 +1,12 @@
 // The peers of one torrent's swarm, as connections: which addresses are known, which are
-// dialled (within the connection limit and its dial share, with a backoff for peers that
-// refused us), the handshakes, the one connection kept per peer id, the bans, and the
-// PEX introductions between peers. What is done with a connected peer is the swarm's.
+// dialled (within the connection limit, its dial share and the per-address cap, with a
+// backoff for peers that refused us), the handshakes, the one connection kept per peer id,
+// idle peers making room for newcomers, the bans (by peer id, and by address once several
+// of its ids lied), and the PEX introductions between peers. What is done with a
+// connected peer is the swarm's.
 import { EventEmitter } from 'node:events'
 import { SiError } from '../errors.ts'
+import { isThisMachine } from '../net-address.ts'
 import { VERSION } from '../version.ts'
 import type { PeerAddress } from '../torrent/compact-peers.ts'
 import type { ConnectionConfig } from './config.ts'
@@ -11,14 +14,21 @@ import { DialBackoff } from './dial-backoff.ts'
 import { Peer, dialPeer } from './peer.ts'
 import { isServerPeerId } from './peer-id.ts'
 
+/**
+ * Peer ids whose address is remembered after they left, so that a conviction that comes
+ * later (smart ban settles a shared piece once it is fetched again) still counts against
+ * the address. Far more than any swarm's peers; a bound on memory only.
+ */
+const ADDRESSES_REMEMBERED = 4096
+
 export interface ConnectionEvents {
   /** a handshaken peer of our torrent joined (a newer connection to the same peer id replaces the older) */
   attached: [peer: Peer]
-  /** an attached peer left: closed, replaced or banned */
+  /** an attached peer left: closed, replaced, evicted or banned */
   detached: [peer: Peer]
   /** an attached peer's connection ended on an error */
   'peer-error': [key: string, err: Error]
-  /** a peer was banned for good: `key` names it, `reason` says what it did */
+  /** a peer, or an address, was banned for good: `key` names it, `reason` says what it did */
   'peer-banned': [key: string, reason: string]
 }
 
@@ -31,6 +41,8 @@ export interface ConnectionOptions {
   config: Readonly<ConnectionConfig>
   /** Whether more peers are wanted: dialling stops when this says no (a complete agent). */
   wantsPeers: () => boolean
+  /** Whether idle peers are dropped with slots to spare (why not always: SwarmConfig.idleTimeoutMs). */
+  idleTimeoutApplies: () => boolean
 }
 
 export class PeerConnections extends EventEmitter<ConnectionEvents> {
@@ -40,12 +52,17 @@ export class PeerConnections extends EventEmitter<ConnectionEvents> {
   private readonly peerIdHex: string
   /** attached peers by peer id (hex) */
   private readonly attached = new Map<string, Peer>()
-  /** keys (host:port) of dials not yet handshaken */
-  private readonly connecting = new Set<string>()
+  /** keys (host:port) of dials not yet handshaken, with their host */
+  private readonly connecting = new Map<string, string>()
   private readonly handshaking = new Set<Peer>()
   private readonly known = new Map<string, PeerAddress>()
   private readonly bannedIds = new Set<string>()
   private readonly bannedKeys = new Set<string>()
+  private readonly bannedHosts = new Set<string>()
+  /** address -> its peer ids convicted of sending corrupt data */
+  private readonly convictedAt = new Map<string, Set<string>>()
+  /** peer id -> the address it connected from, the oldest first (ADDRESSES_REMEMBERED) */
+  private readonly addressOf = new Map<string, string>()
   /** addresses that turned out to be ourselves */
   private readonly selfKeys = new Set<string>()
   private readonly dialBackoff: DialBackoff
@@ -83,7 +100,9 @@ export class PeerConnections extends EventEmitter<ConnectionEvents> {
   /** A peer that dialled us and whose handshake named our torrent. */
   adoptIncoming (peer: Peer): void {
     // Refused before our handshake, which the dialler takes as "full" and backs off from.
-    if (this.stopped || this.atConnectionLimit()) { peer.destroy(); return }
+    const host = peer.remoteHost
+    if (this.stopped || this.bannedHosts.has(host) || this.atAddressLimit(host)) { peer.destroy(); return }
+    if (this.atConnectionLimit() && !this.evictIdle(Date.now())) { peer.destroy(); return }
     this.prepareWire(peer)
     peer.wire.handshake(this.opts.infoHash, this.opts.peerId)
     this.attach(peer)
@@ -91,27 +110,55 @@ export class PeerConnections extends EventEmitter<ConnectionEvents> {
 
   /**
    * Dials known peers while the limit allows, but only up to its dial share (why:
-   * SwarmConfig.dialShare).
+   * SwarmConfig.dialShare). With the limit full of others' connections, an idle peer makes
+   * room for one dial.
    */
   connectMore (): void {
     if (this.stopped || !this.opts.wantsPeers()) return
-    const { maxConnections, dialShare } = this.config
-    const { total, dialled } = this.nodeConnections()
-    let free = Math.min(maxConnections - total, Math.ceil(maxConnections * dialShare) - dialled)
-    if (free <= 0) return
+    let free = this.freeDialSlots()
+    if (free.share <= 0) return
     const connected = new Set<string>()
     for (const peer of this.attached.values()) connected.add(peer.key)
     const now = Date.now()
-    for (const [key, addr] of this.known) {
-      if (free <= 0) return
-      if (this.connecting.has(key) || this.bannedKeys.has(key) || this.selfKeys.has(key) || connected.has(key)) continue
-      if (!this.dialBackoff.mayDial(key, now)) continue
-      this.connectTo(key, addr)
-      free--
+    const mayDial = ([key, addr]: [string, PeerAddress]): boolean =>
+      !this.connecting.has(key) && !this.bannedKeys.has(key) && !this.bannedHosts.has(addr.host) &&
+      !this.selfKeys.has(key) && !connected.has(key) && this.dialBackoff.mayDial(key, now) && !this.atAddressLimit(addr.host)
+    if (free.total <= 0) {
+      if (!this.someKnown(mayDial) || !this.evictIdle(now)) return
+      free = this.freeDialSlots()
+    }
+    let slots = Math.min(free.total, free.share)
+    for (const entry of this.known) {
+      if (slots <= 0) return
+      if (!mayDial(entry)) continue
+      this.connectTo(entry[0], entry[1])
+      slots--
     }
   }
 
-  /** Bans a peer that sent corrupt data: its id and address are never taken again. */
+  private someKnown (test: (entry: [string, PeerAddress]) => boolean): boolean {
+    for (const entry of this.known) if (test(entry)) return true
+    return false
+  }
+
+  /**
+   * Drops peers idle past SwarmConfig.idleTimeoutMs when that applies; called at every
+   * rechoke, which also restarts the idle clock of peers found waiting on each other.
+   */
+  sweepIdle (now = Date.now()): void {
+    const dropping = this.opts.idleTimeoutApplies()
+    for (const peer of [...this.attached.values()]) {
+      if (this.isExempt(peer)) continue
+      if (isEngaged(peer)) peer.markUseful(now)
+      else if (dropping && now - peer.lastUsefulAt >= this.config.idleTimeoutMs) this.dropIdle(peer)
+    }
+  }
+
+  /**
+   * Bans a peer that sent corrupt data: its id and address are never taken again, and once
+   * SwarmConfig.banAddressAfterConvictions of the ids that came from one address are
+   * convicted, that address is banned whatever id or port it comes with next.
+   */
   ban (peerId: string, reason: string): void {
     if (this.bannedIds.has(peerId)) return
     this.bannedIds.add(peerId)
@@ -120,30 +167,86 @@ export class PeerConnections extends EventEmitter<ConnectionEvents> {
     if (peer !== undefined) this.bannedKeys.add(peer.key)
     this.emit('peer-banned', who, reason)
     peer?.destroy(new SiError('ERR_PIECE_HASH_MISMATCH', `${who} ${reason}`))
+    const host = peer?.remoteHost ?? this.addressOf.get(peerId)
+    if (host === undefined || isThisMachine(host) || this.bannedHosts.has(host)) return
+    const convicted = this.convictedAt.get(host) ?? new Set<string>()
+    this.convictedAt.set(host, convicted)
+    convicted.add(peerId)
+    if (convicted.size >= this.config.banAddressAfterConvictions) this.banAddress(host, convicted.size)
+  }
+
+  private banAddress (host: string, convictions: number): void {
+    this.bannedHosts.add(host)
+    const reason = `${convictions} of its peer ids sent corrupt data: every connection from or to this address is refused`
+    this.emit('peer-banned', host, reason)
+    for (const peer of [...this.attached.values(), ...this.handshaking]) {
+      if (peer.remoteHost === host) peer.destroy(new SiError('ERR_PIECE_HASH_MISMATCH', `${host} ${reason}`))
+    }
   }
 
   /**
-   * Connections to other nodes, which the limit counts, and how many of them we dialled
-   * (pending dials included): the image server's seeder never takes a slot, so a node
-   * whose slots are full of peers still reaches it.
+   * How many more peers we may dial: `total` under the connection limit, `share` under the
+   * dial share. The image server's seeder, once we dialled it and it answered as such,
+   * takes no slot (a node whose slots are full of peers still reaches it).
    */
-  private nodeConnections (): { total: number; dialled: number } {
+  private freeDialSlots (): { total: number; share: number } {
+    const { maxConnections, dialShare } = this.config
     let total = this.connecting.size
     let dialled = this.connecting.size
     for (const peer of this.attached.values()) {
-      if (isServerPeerId(peer.id)) continue
+      if (this.isExempt(peer)) continue
       total++
       if (peer.outgoing) dialled++
     }
-    return { total, dialled }
+    return { total: maxConnections - total, share: Math.ceil(maxConnections * dialShare) - dialled }
   }
 
   private atConnectionLimit (): boolean {
-    return this.nodeConnections().total >= this.config.maxConnections
+    return this.freeDialSlots().total <= 0
+  }
+
+  /** Whether one more connection with `host` would pass SwarmConfig.maxConnectionsPerAddress. */
+  private atAddressLimit (host: string): boolean {
+    if (isThisMachine(host)) return false
+    let count = 0
+    for (const dialHost of this.connecting.values()) if (dialHost === host) count++
+    for (const peer of this.attached.values()) if (peer.remoteHost === host) count++
+    return count >= this.config.maxConnectionsPerAddress
+  }
+
+  /**
+   * Only the seeder we dialled, for it is the only one we know to be the server: an
+   * incoming peer can take any peer id.
+   */
+  private isExempt (peer: Peer): boolean {
+    return peer.outgoing && isServerPeerId(peer.id)
+  }
+
+  /** Drops the peer idle longest, if one has been for SwarmConfig.idleEvictAfterMs; false if none. */
+  private evictIdle (now: number): boolean {
+    let victim: Peer | undefined
+    let longest = this.config.idleEvictAfterMs
+    for (const peer of this.attached.values()) {
+      if (this.isExempt(peer) || isEngaged(peer)) continue
+      const idle = now - peer.lastUsefulAt
+      if (idle >= longest) {
+        victim = peer
+        longest = idle
+      }
+    }
+    if (victim === undefined) return false
+    this.dropIdle(victim)
+    return true
+  }
+
+  /** A dropped idle peer is not dialled again at once: it had nothing for us a moment ago. */
+  private dropIdle (peer: Peer): void {
+    if (peer.outgoing) this.dialBackoff.refused(peer.key)
+    peer.destroy()
   }
 
   private connectTo (key: string, addr: PeerAddress): void {
-    this.connecting.add(key)
+    this.connecting.set(key, addr.host)
     const socket = dialPeer(addr.host, addr.port)
     socket.setTimeout(this.config.connectTimeoutMs, () => socket.destroy())
     const giveUp = (): void => {
@@ -190,7 +293,7 @@ export class PeerConnections extends EventEmitter<ConnectionEvents> {
       peer.destroy()
       return
     }
-    if (this.bannedIds.has(id)) { peer.destroy(); return }
+    if (this.bannedIds.has(id) || this.bannedHosts.has(peer.remoteHost)) { peer.destroy(); return }
     const existing = this.attached.get(id)
     if (existing !== undefined) {
       // Both sides dialled at once: keep the connection opened by the smaller peer id, as the other side does.
@@ -200,6 +303,8 @@ export class PeerConnections extends EventEmitter<ConnectionEvents> {
       existing.destroy()
     }
     this.attached.set(id, peer)
+    this.rememberAddress(id, peer.remoteHost)
+    peer.markUseful()
     peer.once('close', err => {
       // A replaced connection was detached already, and says nothing about the peer.
       if (!this.detach(peer)) return
@@ -211,6 +316,12 @@ export class PeerConnections extends EventEmitter<ConnectionEvents> {
     peer.wire.pex.on('peer', addr => this.addPeerAddress(addr))
     this.introduceViaPex(peer)
     this.emit('attached', peer)
+  }
+
+  private rememberAddress (peerId: string, host: string): void {
+    this.addressOf.delete(peerId)
+    this.addressOf.set(peerId, host)
+    if (this.addressOf.size > ADDRESSES_REMEMBERED) this.addressOf.delete(this.addressOf.keys().next().value as string)
   }
 
   /** Forgets an attached peer; false if it was not the one attached under its id. */
@@ -234,4 +345,14 @@ export class PeerConnections extends EventEmitter<ConnectionEvents> {
       if (newAddr !== undefined) other.wire.pex.addPeer(newAddr)
     }
   }
+}
+
+/**
+ * Whether the connection is in use, or one side waits on the other: we download from it,
+ * or it waits for one of our upload slots. A peer that chokes us while we want its pieces
+ * counts from its last unchoke; one we unchoked counts from its last request.
+ */
+function isEngaged (peer: Peer): boolean {
+  const wire = peer.wire
+  return (wire.amInterested && !wire.peerChoking) || (wire.peerInterested && wire.amChoking)
 }

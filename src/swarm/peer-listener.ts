@@ -1,9 +1,12 @@
 // One TCP port for every torrent of a process: the server seeds all its images behind a
 // single listener, and an agent's image and override torrents share one too. An incoming
-// connection is handed to the torrent its handshake names.
+// connection is handed to the torrent its handshake names. Until then it holds a pending
+// slot, and silent connections must not be able to hold them all: one address gets a few,
+// and when every slot is taken the connection silent longest makes room.
 import { createServer, type Server, type Socket } from 'node:net'
 import { EventEmitter } from 'node:events'
 import { SiError } from '../errors.ts'
+import { isThisMachine, normaliseHost } from '../net-address.ts'
 import { Peer, PEER_SOCKET_READ_BUFFER } from './peer.ts'
 import { swarmConfig, type ListenerConfig } from './config.ts'
 
@@ -24,7 +27,10 @@ export interface PeerListenerEvents {
 export class PeerListener extends EventEmitter<PeerListenerEvents> {
   private server: Server | undefined
   private readonly torrents = new Map<string, IncomingPeerHandler>()
+  /** connections waiting for their handshake, oldest first */
   private readonly pending = new Set<Peer>()
+  /** the same, by remote address */
+  private readonly pendingByHost = new Map<string, Set<Peer>>()
   private readonly config: Readonly<ListenerConfig>
   port = 0
 
@@ -59,22 +65,50 @@ export class PeerListener extends EventEmitter<PeerListenerEvents> {
   async stop (): Promise<void> {
     for (const peer of this.pending) peer.destroy()
     this.pending.clear()
+    this.pendingByHost.clear()
     const server = this.server
     this.server = undefined
     if (server !== undefined) await new Promise<void>(resolve => server.close(() => resolve()))
   }
 
+  /** Connections waiting for their handshake (all, or from one address). */
+  pendingCount (host?: string): number {
+    return host === undefined ? this.pending.size : this.pendingByHost.get(host)?.size ?? 0
+  }
+
   private onConnection (socket: Socket): void {
-    if (this.pending.size >= this.config.maxPendingHandshakes) {
+    const host = normaliseHost(socket.remoteAddress ?? '')
+    if (!isThisMachine(host) && this.pendingCount(host) >= this.config.maxPendingHandshakesPerAddress) {
       socket.destroy()
       return
     }
+    if (this.pending.size >= this.config.maxPendingHandshakes) {
+      const oldest = this.pending.values().next().value as Peer
+      oldest.destroy(new SiError('ERR_PEER_PROTOCOL', 'no handshake yet, and its slot was needed'))
+    }
     const peer = new Peer(socket, { outgoing: false, config: this.config })
-    this.pending.add(peer)
+    this.addPending(host, peer)
     peer.awaitHandshake(infoHashHex => {
       const handler = this.torrents.get(infoHashHex)
       if (handler === undefined) peer.destroy()
       else handler.adoptIncoming(peer)
-    }, () => this.pending.delete(peer))
+    }, () => this.removePending(host, peer))
+  }
+
+  private addPending (host: string, peer: Peer): void {
+    this.pending.add(peer)
+    let ofHost = this.pendingByHost.get(host)
+    if (ofHost === undefined) {
+      ofHost = new Set()
+      this.pendingByHost.set(host, ofHost)
+    }
+    ofHost.add(peer)
+  }
+
+  private removePending (host: string, peer: Peer): void {
+    this.pending.delete(peer)
+    const ofHost = this.pendingByHost.get(host)
+    ofHost?.delete(peer)
+    if (ofHost?.size === 0) this.pendingByHost.delete(host)
   }
 }

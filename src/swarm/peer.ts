@@ -3,6 +3,7 @@
 import { EventEmitter } from 'node:events'
 import { connect, type NetConnectOpts, type Socket } from 'node:net'
 import { SiError, describeError } from '../errors.ts'
+import { normaliseHost } from '../net-address.ts'
 import { PeerWire } from './wire.ts'
 import { MAX_BLOCK_LENGTH } from './wire-reader.ts'
 import { RateMeter } from './rate-meter.ts'
@@ -52,6 +53,12 @@ export class Peer extends EventEmitter<PeerEvents> {
   outstanding = 0
   unchokedSince = 0
   waitingSince = Date.now()
+  /**
+   * ms (Date.now): when this connection was last of use: a block or a request came in, the
+   * peer said it is interested or unchoked us, or the swarm saw one side waiting for the
+   * other (markUseful). The idle rules (SwarmConfig.idleEvictAfterMs) count from here.
+   */
+  lastUsefulAt = Date.now()
   private readonly uploads: QueuedRequest[] = []
   /** requests being read from the store, so that a cancel can still stop their answer */
   private readonly reading = new Set<QueuedRequest>()
@@ -84,7 +91,9 @@ export class Peer extends EventEmitter<PeerEvents> {
     socket.on('error', (err: Error) => this.destroy(err))
     socket.on('close', () => this.destroy())
     socket.on('drain', () => this.pump())
-    this.wire.on('download', n => this.downloadRate.add(n))
+    this.wire.on('download', n => { this.downloadRate.add(n); this.markUseful() })
+    this.wire.on('interested', () => this.markUseful())
+    this.wire.on('unchoke', () => this.markUseful())
     this.wire.on('request', (index, offset, length) => this.onRequest(index, offset, length))
     // A cancelled block is not read from disk at all, nor sent if its read is under way.
     this.wire.on('cancel', (index, offset, length) => this.cancelUpload(index, offset, length))
@@ -96,6 +105,10 @@ export class Peer extends EventEmitter<PeerEvents> {
 
   get key (): string { return `${this.remoteHost}:${this.listenPort ?? `in-${this.socket.remotePort ?? 0}`}` }
   get isClosed (): boolean { return this.closed }
+
+  markUseful (now = Date.now()): void {
+    this.lastUsefulAt = now
+  }
 
   /** Starts answering requests from the given source (only once the torrent is known). */
   serveFrom (readBlock: ReadBlock, validate: (index: number, offset: number, length: number) => string | undefined, uploadLimit?: TokenBucket): void {
@@ -162,6 +175,7 @@ export class Peer extends EventEmitter<PeerEvents> {
       return
     }
     this.uploads.push({ index, offset, length, chokeCount: this.wire.chokeCount, cancelled: false })
+    this.markUseful()
     this.pump()
   }
 
@@ -208,8 +222,4 @@ export class Peer extends EventEmitter<PeerEvents> {
       })
     }
   }
-}
-
-export function normaliseHost (address: string): string {
-  return address.startsWith('::ffff:') ? address.slice(7) : address
 }

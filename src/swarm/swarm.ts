@@ -121,7 +121,8 @@ export class Swarm extends EventEmitter<SwarmEvents> {
       pieceCount: layout.pieceCount,
       listener: this.listener,
       config: this.config,
-      wantsPeers: () => !this.requester.isComplete || connectWhenComplete
+      wantsPeers: () => !this.requester.isComplete || connectWhenComplete,
+      idleTimeoutApplies: () => this.requester.completed > 0 && this.superSeed === undefined
     })
     this.connections.on('attached', peer => this.onAttached(peer))
     this.connections.on('detached', peer => this.onDetached(peer))
@@ -225,7 +226,9 @@ export class Swarm extends EventEmitter<SwarmEvents> {
     this.superSeed?.peerGone(peer.id)
     // Pieces only the departed peer held may now be revealed to those still waiting for them.
     this.revealToWaiting()
-    if (this.connections.size < this.config.lowPeerCount && !this.requester.isComplete) this.tracker?.announceNow()
+    // The image server's seeder leaving may mean the image was removed: the tracker says so.
+    const serverLeft = peer.outgoing && isServerPeerId(peer.id)
+    if ((this.connections.size < this.config.lowPeerCount || serverLeft) && !this.requester.isComplete) this.tracker?.announceNow()
   }
 
   private get superSeeding (): boolean {
@@ -286,6 +289,7 @@ export class Swarm extends EventEmitter<SwarmEvents> {
         peer.waitingSince = now
       }
     }
+    this.connections.sweepIdle(now)
     this.connections.connectMore()
   }
 }

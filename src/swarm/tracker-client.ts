@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events'
 import { performance } from 'node:perf_hooks'
-import { SiError, isSiError } from '../errors.ts'
+import { SiError, TRACKER_ERROR_CODE_KEY, isSiError } from '../errors.ts'
 import { httpRequest } from '../http-client.ts'
 import { bencodeKey, decodeFirstBencodeValue, isBencodeDict, type BencodeDict, type BencodeValue } from '../torrent/bencode.ts'
 import { decodeCompactPeers, type PeerAddress } from '../torrent/compact-peers.ts'
@@ -373,7 +373,12 @@ function decodeReply (body: Uint8Array, url: string): BencodeDict {
   // Anything after the first value means this is not a tracker reply.
   if (!isBencodeDict(value) || first.end !== body.length) throw notOneDictionary()
   const failure = value['failure reason']
-  if (failure !== undefined) throw replyError(url, `refused: ${text(failure) ?? 'no reason given'}`)
+  if (failure !== undefined) {
+    const reason = `refused: ${text(failure) ?? 'no reason given'}`
+    // Our tracker says so when the image was removed: the download can never finish.
+    if (text(value[TRACKER_ERROR_CODE_KEY]) === 'ERR_IMAGE_REMOVED') throw new SiError('ERR_IMAGE_REMOVED', `tracker ${url}: ${reason}`)
+    throw replyError(url, reason)
+  }
   return value
 }
 

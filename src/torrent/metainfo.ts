@@ -299,15 +299,21 @@ export async function createTorrent (opts: CreateTorrentOptions): Promise<Buffer
   }
 }
 
-const REPLACED_KEYS = new Set(['announce', 'announce-list', 'url-list'])
+const REPLACED_KEYS = ['announce', 'announce-list', 'url-list']
 
-/** The same torrent (same info bytes, same info hash) with its trackers and web seeds replaced. */
-export function withTrackers (raw: Uint8Array, opts: { announce?: string[]; urlList?: string[] }): Buffer {
+/**
+ * The same torrent (same info bytes, same info hash) with its trackers and web seeds
+ * replaced, and `extra` top-level keys set (standard clients ignore keys they do not know).
+ */
+export function withTrackers (raw: Uint8Array, opts: { announce?: string[]; urlList?: string[]; extra?: Record<string, BencodeInput> }): Buffer {
   const meta = parseTorrent(raw)
+  const fields = { ...trackerFields(opts.announce, opts.urlList), ...opts.extra }
+  if ('info' in fields) throw new SiError('ERR_INVALID_ARGUMENT', 'withTrackers cannot replace "info"')
+  const replaced = new Set([...REPLACED_KEYS, ...Object.keys(fields)])
   const entries = decodeTorrent(raw).entries
-    .filter(e => !REPLACED_KEYS.has(e.key.toString('latin1')))
+    .filter(e => !replaced.has(e.key.toString('latin1')))
     .map(e => ({ key: e.key, value: raw.subarray(e.valueStart, e.valueEnd) }))
-  for (const [key, value] of Object.entries(trackerFields(opts.announce, opts.urlList))) {
+  for (const [key, value] of Object.entries(fields)) {
     entries.push({ key: Buffer.from(key), value: encodeBencode(value) })
   }
   const out = encodeRawDict(entries)

@@ -1,5 +1,7 @@
 import { SiError } from '../errors.ts'
+import { isThisMachine } from '../net-address.ts'
 import type { AnnounceRequest } from './announce-request.ts'
+import { SampleSet } from './sample-set.ts'
 
 export interface PeerEntry {
   peerId: Uint8Array
@@ -22,15 +24,24 @@ export interface SwarmStats { complete: number; incomplete: number; downloaded: 
 export interface PeerTableLimits {
   peerTtlMs: number
   maxPeersPerSwarm: number
+  maxPeersPerAddress: number
   maxSwarms: number
 }
 
-/** One torrent's peers. Map order is least recently announced first, which makes expiry cheap. */
+/**
+ * One torrent's peers. Map order is least recently announced first, which makes expiry
+ * cheap; the same order per host says which of a host's entries makes room for its next.
+ */
 export class SwarmState {
   readonly infoHash: Uint8Array
   readonly peers = new Map<string, PeerEntry>()
   /** host:port -> peer id hex, so a client restarted with a new peer id replaces its old entry. */
   private readonly byAddress = new Map<string, string>()
+  /** host -> its peers' ids, least recently announced first (the per-address cap). */
+  private readonly byHost = new Map<string, Set<string>>()
+  /** every peer, and the leechers alone (what a seeder is sent), for sampling */
+  private readonly everyone = new SampleSet<PeerEntry>()
+  private readonly leechers = new SampleSet<PeerEntry>()
   seeders = 0
   downloaded = 0
 
@@ -42,14 +53,17 @@ export class SwarmState {
     return { complete: this.seeders, incomplete: this.peers.size - this.seeders, downloaded: this.downloaded }
   }
 
-  upsert (req: AnnounceRequest, host: string, now: number, maxPeers: number): PeerEntry {
+  upsert (req: AnnounceRequest, host: string, now: number, limits: PeerTableLimits): PeerEntry {
     const address = `${host}:${req.port}`
     const previousAtAddress = this.byAddress.get(address)
     if (previousAtAddress !== undefined && previousAtAddress !== req.peerIdHex) this.remove(previousAtAddress)
 
     const existing = this.peers.get(req.peerIdHex)
-    if (existing === undefined && this.peers.size >= maxPeers) {
-      throw new SiError('ERR_TRACKER_REQUEST', `swarm is full (${maxPeers} peers)`)
+    if (existing?.host !== host) this.makeRoomAt(host, limits.maxPeersPerAddress)
+    if (existing === undefined) {
+      if (this.peers.size >= limits.maxPeersPerSwarm) {
+        throw new SiError('ERR_TRACKER_REQUEST', `swarm is full (${limits.maxPeersPerSwarm} peers)`)
+      }
     }
     const entry: PeerEntry = existing ?? {
       peerId: req.peerId,
@@ -63,12 +77,8 @@ export class SwarmState {
       touchedAt: 0,
       countedComplete: false
     }
-    if (existing !== undefined) {
-      if (existing.left === 0) this.seeders--
-      this.byAddress.delete(`${existing.host}:${existing.port}`)
-      // Re-inserting moves the peer to the end: the map stays ordered by last announce.
-      this.peers.delete(req.peerIdHex)
-    }
+    // Re-inserting moves the peer to the end of every order: least recently announced first.
+    if (existing !== undefined) this.remove(req.peerIdHex)
     entry.host = host
     entry.port = req.port
     entry.left = req.left
@@ -80,9 +90,7 @@ export class SwarmState {
       entry.countedComplete = true
       this.downloaded++
     }
-    if (entry.left === 0) this.seeders++
-    this.peers.set(req.peerIdHex, entry)
-    this.byAddress.set(address, req.peerIdHex)
+    this.insert(entry)
     return entry
   }
 
@@ -91,6 +99,11 @@ export class SwarmState {
     if (entry === undefined) return
     this.peers.delete(peerIdHex)
     this.byAddress.delete(`${entry.host}:${entry.port}`)
+    const ofHost = this.byHost.get(entry.host)
+    ofHost?.delete(peerIdHex)
+    if (ofHost?.size === 0) this.byHost.delete(entry.host)
+    this.everyone.delete(entry)
+    this.leechers.delete(entry)
     if (entry.left === 0) this.seeders--
   }
 
@@ -103,29 +116,39 @@ export class SwarmState {
   }
 
   /**
-   * A uniform random sample (reservoir) of other peers. A seeder asking gets only
-   * leechers: a seed has nothing to fetch from another seed.
+   * A uniform random sample of other peers, in time proportional to `count`. A seeder
+   * asking gets only leechers: a seed has nothing to fetch from another seed.
    */
   sample (self: PeerEntry | undefined, count: number, requesterIsSeeder: boolean): PeerEntry[] {
-    const picked: PeerEntry[] = []
-    if (count <= 0) return picked
-    let seen = 0
-    for (const entry of this.peers.values()) {
-      if (entry === self) continue
-      if (requesterIsSeeder && entry.left === 0) continue
-      seen++
-      if (picked.length < count) {
-        picked.push(entry)
-      } else {
-        const slot = Math.floor(Math.random() * seen)
-        if (slot < count) picked[slot] = entry
-      }
+    return (requesterIsSeeder ? this.leechers : this.everyone).sample(count, self)
+  }
+
+  private insert (entry: PeerEntry): void {
+    this.peers.set(entry.peerIdHex, entry)
+    this.byAddress.set(`${entry.host}:${entry.port}`, entry.peerIdHex)
+    let ofHost = this.byHost.get(entry.host)
+    if (ofHost === undefined) {
+      ofHost = new Set()
+      this.byHost.set(entry.host, ofHost)
     }
-    return picked
+    ofHost.add(entry.peerIdHex)
+    this.everyone.add(entry)
+    if (entry.left === 0) this.seeders++
+    else this.leechers.add(entry)
+  }
+
+  /** Drops the host's least recently announced entries until a new one fits under the cap. */
+  private makeRoomAt (host: string, maxPeersPerAddress: number): void {
+    if (isThisMachine(host)) return
+    const ofHost = this.byHost.get(host)
+    while (ofHost !== undefined && ofHost.size >= maxPeersPerAddress) {
+      const oldest = ofHost.values().next().value as string
+      this.remove(oldest)
+    }
   }
 }
 
-/** Every swarm the tracker knows, bounded in swarms and in peers per swarm. */
+/** Every swarm the tracker knows, bounded in swarms, in peers per swarm and in peers per address. */
 export class PeerTable {
   private readonly swarms = new Map<string, SwarmState>()
   private readonly limits: PeerTableLimits
@@ -157,8 +180,13 @@ export class PeerTable {
       swarm = new SwarmState(req.infoHash)
       this.swarms.set(req.infoHashHex, swarm)
     }
-    const self = swarm.upsert(req, host, now, this.limits.maxPeersPerSwarm)
+    const self = swarm.upsert(req, host, now, this.limits)
     return { swarm, self }
+  }
+
+  /** Drops a torrent and its peers (its image is no longer served). */
+  forget (infoHashHex: string): void {
+    this.swarms.delete(infoHashHex)
   }
 
   /** Expires stale peers everywhere; forgets empty swarms that have nothing worth keeping. */

@@ -1,9 +1,20 @@
+import { TRACKER_ERROR_CODE_KEY } from '../errors.ts'
 import { encodeBencode, type BencodeInput } from '../torrent/bencode.ts'
 import type { PeerEntry, SwarmStats } from './peer-table.ts'
 import { encodeCompactPeers } from '../torrent/compact-peers.ts'
 
-export function failureReply (reason: string): Uint8Array {
-  return encodeBencode({ 'failure reason': reason })
+export interface FailureOptions {
+  /** our error code (SiErrorCode), for agents to act on */
+  code?: string
+  /** BEP 31 "retry in": never, for a refusal that will not change (the torrent is gone) */
+  final?: boolean
+}
+
+export function failureReply (reason: string, opts: FailureOptions = {}): Uint8Array {
+  const reply: Record<string, BencodeInput> = { 'failure reason': reason }
+  if (opts.code !== undefined) reply[TRACKER_ERROR_CODE_KEY] = opts.code
+  if (opts.final === true) reply['retry in'] = 'never'
+  return encodeBencode(reply)
 }
 
 export interface AnnounceReplyFields {

@@ -1,6 +1,7 @@
 import type http from 'node:http'
 import { performance } from 'node:perf_hooks'
 import { SiError } from '../errors.ts'
+import { normaliseHost } from '../net-address.ts'
 import { parseAnnounceRequest } from './announce-request.ts'
 import { PeerTable, type PeerEntry, type SwarmStats } from './peer-table.ts'
 import { parseRawQuery } from './query.ts'
@@ -10,13 +11,33 @@ import { trackerConfig, type TrackerConfig } from './config.ts'
 
 export const ANNOUNCE_PATH = '/announce'
 export const SCRAPE_PATH = '/scrape'
-const MAPPED_IPV4 = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i
+
+/** What the tracker knows of an info hash it is asked about. */
+export type TorrentStatus =
+  | { served: true }
+  /** `removed`: the torrent was served and is no more (its image, as "NAME@VERSION") */
+  | { served: false; removed?: string }
+
+/** The torrents a tracker serves: the image server's repository. */
+export interface ServedTorrents {
+  status: (infoHashHex: string) => TorrentStatus
+  /**
+   * Looks again (the repository may have gained a version a moment ago); the tracker calls
+   * it for a hash it does not know, then asks `status` once more. The implementation bounds
+   * how often it really looks, for anyone can send unknown hashes.
+   */
+  refresh: () => Promise<void>
+}
 
 export interface TrackerOptions {
   /** overrides of DEFAULT_TRACKER_CONFIG */
   config?: Partial<TrackerConfig>
-  /** When set, announces for other hashes get a failure reason. */
-  isKnownInfoHash?: (infoHashHex: string) => boolean
+  /**
+   * When set, only these torrents are tracked: an announce for another hash gets a failure
+   * reason, one for a removed torrent says so (ERR_IMAGE_REMOVED), and scrape lists these
+   * only. Unset (tests of the tracker alone), any hash is tracked up to maxSwarms.
+   */
+  torrents?: ServedTorrents
   /**
    * Seeders living in the same process as the tracker (the image server's first seeder).
    * They never announce over HTTP, where they would be seen at a loopback address; each
@@ -37,7 +58,7 @@ export class Tracker {
   private readonly minIntervalSeconds: number
   private readonly maxPeersPerReply: number
   private readonly peerTtlMs: number
-  private readonly isKnownInfoHash: ((infoHashHex: string) => boolean) | undefined
+  private readonly torrents: ServedTorrents | undefined
   private readonly table: PeerTable
   private readonly seedPeers: TrackerOptions['seedPeers']
   private sweepTimer: NodeJS.Timeout | undefined
@@ -54,11 +75,12 @@ export class Tracker {
       throw new SiError('ERR_INVALID_ARGUMENT', `peerTtlSeconds must be a positive number (got ${ttlSeconds})`)
     }
     this.peerTtlMs = ttlSeconds * 1000
-    this.isKnownInfoHash = opts.isKnownInfoHash
+    this.torrents = opts.torrents
     this.seedPeers = opts.seedPeers
     this.table = new PeerTable({
       peerTtlMs: this.peerTtlMs,
       maxPeersPerSwarm: positiveInteger('maxPeersPerSwarm', config.maxPeersPerSwarm),
+      maxPeersPerAddress: positiveInteger('maxPeersPerAddress', config.maxPeersPerAddress),
       maxSwarms: positiveInteger('maxSwarms', config.maxSwarms)
     })
   }
@@ -85,7 +107,16 @@ export class Tracker {
     const path = mark === -1 ? target : target.slice(0, mark)
     const query = mark === -1 ? '' : target.slice(mark + 1)
     if (path !== ANNOUNCE_PATH && path !== SCRAPE_PATH) return false
+    void this.answer(req, res, path, query)
+    return true
+  }
 
+  /** Forgets a torrent's peers at once (its image was removed). */
+  forget (infoHashHex: string): void {
+    this.table.forget(infoHashHex.toLowerCase())
+  }
+
+  private async answer (req: http.IncomingMessage, res: http.ServerResponse, path: string, query: string): Promise<void> {
     let status = 200
     let body: Uint8Array
     try {
@@ -93,12 +124,13 @@ export class Tracker {
         status = 405
         throw new SiError('ERR_TRACKER_REQUEST', `method ${req.method ?? '?'} not allowed, use GET`)
       }
-      body = path === ANNOUNCE_PATH ? this.onAnnounce(req, query) : this.onScrape(query)
+      body = path === ANNOUNCE_PATH ? await this.onAnnounce(req, query) : this.onScrape(query)
     } catch (err) {
-      body = failureReply(err instanceof SiError ? err.message : 'internal tracker error')
+      body = err instanceof SiError
+        ? failureReply(err.message, { code: err.code, final: err.code === 'ERR_IMAGE_REMOVED' })
+        : failureReply('internal tracker error')
     }
     send(req, res, status, body)
-    return true
   }
 
   /** The tracker's view of one swarm, for the fleet view and the leave-the-swarm policy. */
@@ -118,16 +150,14 @@ export class Tracker {
     return { ...swarm.stats(), peers }
   }
 
-  private onAnnounce (req: http.IncomingMessage, query: string): Uint8Array {
+  private async onAnnounce (req: http.IncomingMessage, query: string): Promise<Uint8Array> {
     const announce = parseAnnounceRequest(parseRawQuery(query), {
       defaultNumwant: Math.min(this.config.defaultNumwant, this.maxPeersPerReply),
       maxNumwant: this.maxPeersPerReply
     })
-    if (this.isKnownInfoHash !== undefined && !this.isKnownInfoHash(announce.infoHashHex)) {
-      throw new SiError('ERR_TRACKER_REQUEST', `info_hash ${announce.infoHashHex} is not served by this tracker`)
-    }
     // The address is the socket's: the `ip` parameter would let anyone point a swarm elsewhere.
     const host = peerHost(req.socket.remoteAddress)
+    await this.checkServed(announce.infoHashHex)
     const { swarm, self } = this.table.announce(announce, host, performance.now())
     const localSeeds = this.localSeedsFor(announce.infoHashHex, req)
     const tracked = swarm?.stats() ?? { complete: 0, incomplete: 0, downloaded: 0 }
@@ -144,6 +174,23 @@ export class Tracker {
       compact: announce.compact,
       noPeerId: announce.noPeerId
     })
+  }
+
+  private isServed (infoHashHex: string): boolean {
+    return this.torrents === undefined || this.torrents.status(infoHashHex).served
+  }
+
+  /** Throws the refusal for a torrent not served: unknown (after one more look), or removed. */
+  private async checkServed (infoHashHex: string): Promise<void> {
+    if (this.torrents === undefined) return
+    let status = this.torrents.status(infoHashHex)
+    if (!status.served && status.removed === undefined) {
+      await this.torrents.refresh()
+      status = this.torrents.status(infoHashHex)
+    }
+    if (status.served) return
+    if (status.removed !== undefined) throw new SiError('ERR_IMAGE_REMOVED', `image ${status.removed} was removed from this server`)
+    throw new SiError('ERR_TRACKER_REQUEST', `info_hash ${infoHashHex} is not served by this tracker`)
   }
 
   private localSeedsFor (infoHashHex: string, req: http.IncomingMessage): PeerEntry[] {
@@ -168,14 +215,16 @@ export class Tracker {
     const requested = parseScrapeRequest(parseRawQuery(query))
     const entries: Array<{ infoHash: Uint8Array; stats: SwarmStats }> = []
     if (requested.length === 0) {
-      for (const swarm of this.table.all()) entries.push({ infoHash: swarm.infoHash, stats: swarm.stats() })
+      for (const swarm of this.table.all()) {
+        if (this.isServed(Buffer.from(swarm.infoHash).toString('hex'))) entries.push({ infoHash: swarm.infoHash, stats: swarm.stats() })
+      }
     } else {
       const seen = new Set<string>()
       for (const infoHash of requested) {
         const hex = Buffer.from(infoHash).toString('hex')
         if (seen.has(hex)) continue
         seen.add(hex)
-        if (this.isKnownInfoHash !== undefined && !this.isKnownInfoHash(hex)) continue
+        if (!this.isServed(hex)) continue
         const stats = this.table.get(hex)?.stats() ?? { complete: 0, incomplete: 0, downloaded: 0 }
         entries.push({ infoHash, stats })
       }
@@ -186,8 +235,7 @@ export class Tracker {
 
 function peerHost (remoteAddress: string | undefined): string {
   if (remoteAddress === undefined) throw new SiError('ERR_TRACKER_REQUEST', 'peer address unknown (connection closed)')
-  // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d; their peers need the IPv4 form.
-  return MAPPED_IPV4.exec(remoteAddress)?.[1] ?? remoteAddress
+  return normaliseHost(remoteAddress)
 }
 
 function send (req: http.IncomingMessage, res: http.ServerResponse, status: number, body: Uint8Array): void {
