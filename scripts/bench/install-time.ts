@@ -2,12 +2,15 @@
 // (`si-server image add` against `tar -c` of the same tree), then the agent's whole
 // install (`si-agent deploy`, download and extraction, against GNU tar extracting the
 // same tarball on the same disk), with the agent's CPU time and peak memory. The
-// network is not what is measured here; the file system work is.
+// network is not what is measured here; the file system work is. One run measures
+// several trees (by default a generated root-like tree, a debootstrap minbase and this
+// machine's /usr) and writes the figures as JSON and as a Markdown table.
 //   node --import tsx scripts/bench/install-time.ts [options]
 import { spawn } from 'node:child_process'
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
-import { join, resolve } from 'node:path'
+import { loadavg } from 'node:os'
+import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { option } from '../../src/config/options.ts'
 import { integer, nonEmpty } from '../../src/config/values.ts'
@@ -18,6 +21,13 @@ import { ensureRootlikeTree, DEFAULT_ENTRIES } from './rootlike-tree.ts'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 const DEFAULT_WORK = '/var/tmp/si-install-time'
+const DEFAULT_OUT = join(ROOT, 'bench/results/install-time.json')
+/** The trees --trees names: a generated root-like tree, the tests' cached minbase, /usr. */
+const NAMED_TREES: Record<string, string | undefined> = {
+  rootlike: undefined,
+  minbase: '/var/cache/swarmimager-test/bookworm-minbase',
+  usr: '/usr'
+}
 const DEFAULT_CACHE = '/var/cache/swarmimager-bench'
 const TIME = '/usr/bin/time'
 const STEP_TIMEOUT_MS = 30 * 60_000
@@ -26,19 +36,20 @@ const SERVER_READY_MS = 30_000
 const GNU_TAR_EXTRACT = ['--xattrs', '--xattrs-include=*', '--acls', '-S', '--numeric-owner', '-xpf']
 
 const OPTIONS = {
-  tree: option({ flag: 'tree', arg: 'DIR', help: 'the tree to measure', defaultText: 'a generated root-like tree', parse: nonEmpty('a directory') }),
+  tree: option({ flag: 'tree', arg: 'DIR', help: 'measure this tree only (instead of --trees)', parse: nonEmpty('a directory') }),
+  trees: option({ flag: 'trees', arg: 'LIST', help: 'trees to measure, comma-separated: rootlike (generated), minbase (debootstrap), usr (/usr), or directories', default: 'rootlike,minbase,usr', parse: nonEmpty('a list of trees') }),
   entries: option({ flag: 'entries', arg: 'N', help: 'entries of the generated tree', default: DEFAULT_ENTRIES, parse: integer(100, 10_000_000) }),
   runs: option({ flag: 'runs', arg: 'N', help: 'installs per tool, alternating', default: 2, parse: integer(1, 20) }),
   agentBin: option({ flag: 'agent-bin', arg: 'FILE', help: 'si-agent to measure', default: join(ROOT, 'dist/si-agent'), defaultText: 'dist/si-agent', parse: nonEmpty('a file') }),
   serverBin: option({ flag: 'server-bin', arg: 'FILE', help: 'si-server to measure', default: join(ROOT, 'dist/si-server'), defaultText: 'dist/si-server', parse: nonEmpty('a file') }),
   work: option({ flag: 'work', arg: 'DIR', help: 'scratch space on the disk under test', default: DEFAULT_WORK, parse: nonEmpty('a directory') }),
-  out: option({ flag: 'out', arg: 'FILE', help: 'JSON results', parse: nonEmpty('a file') }),
+  out: option({ flag: 'out', arg: 'FILE', help: 'JSON results (the Markdown table goes beside it, as .md)', default: DEFAULT_OUT, defaultText: 'bench/results/install-time.json', parse: nonEmpty('a file') }),
   label: option({ flag: 'label', arg: 'TEXT', help: 'names this run in the output', default: '', parse: (t: string) => t })
 }
 
 const USAGE = commandHelp(['node --import tsx scripts/bench/install-time.ts [options]'], OPTIONS, {
-  intro: `Packs a tree into an image, installs it with one agent over loopback, and compares both
-with GNU tar on the same tree and tarball. Prints a table and writes JSON.`
+  intro: `Packs each tree into an image, installs it with one agent over loopback, and compares
+both with GNU tar on the same tree and tarball. Prints a table and writes JSON and Markdown.`
 })
 
 interface Timed { seconds: number; cpuSeconds: number; maxRssBytes: number; stdout: string; stderr: string }
@@ -112,31 +123,40 @@ async function extractWithTar (tarball: string, target: string): Promise<Timed> 
   return await timed('tar', [...GNU_TAR_EXTRACT, tarball, '-C', target])
 }
 
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
+/** The middle value; of an even count, the mean of the two middle ones. */
+function median (xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b)
+  const mid = Math.floor(s.length / 2)
+  return s.length % 2 === 1 ? s[mid] : (s[mid - 1] + s[mid]) / 2
+}
 const f1 = (x: number): string => x.toFixed(1)
 const f2 = (x: number): string => x.toFixed(2)
 
-async function main (argv: string[]): Promise<number> {
-  const { values: o, positional, help } = readCommandLine(argv, OPTIONS)
-  if (help) { process.stdout.write(USAGE); return 0 }
-  noExtraPositionals(positional, 0, USAGE)
-  const agentBin = resolve(o.agentBin)
-  const serverBin = resolve(o.serverBin)
-  const { runs, work } = o
-  let tree = o.tree
-  if (tree === undefined) {
-    tree = join(DEFAULT_CACHE, `rootlike-${o.entries}`)
-    process.stderr.write(`install-time: generating (or reusing) ${tree}\n`)
-    const made = ensureRootlikeTree(tree, { entries: o.entries })
-    process.stderr.write(`install-time: ${made.entries} entries, ${f1(made.bytes / 1e6)} MB\n`)
-  }
+interface TreeResult {
+  label: string
+  tree: string
+  entries: number
+  tarBytes: number
+  packSeconds: number
+  gnuPackSeconds: number
+  agent: AgentRun[]
+  gnuTarSeconds: number[]
+  median: { installSeconds: number; downloadSeconds: number; agentCpuSeconds: number; agentPeakRssBytes: number; gnuTarSeconds: number }
+}
+
+/** Packs `tree` both ways, then installs it `runs` times with the agent and with GNU tar, alternating. */
+async function measureTree (tree: string, label: string, o: { runs: number; work: string; agentBin: string; serverBin: string }): Promise<TreeResult> {
+  const { runs, work, agentBin, serverBin } = o
   rmSync(work, { recursive: true, force: true })
   mkdirSync(work, { recursive: true })
   try {
     const repo = join(work, 'repo')
-    process.stderr.write('install-time: packing with si-server image add and with tar -c\n')
-    const pack = await timed(serverBin, ['image', 'add', 'measured', '--from', tree, '--repo', repo])
+    process.stderr.write(`install-time: ${label}: packing with si-server image add and with tar -c\n`)
+    await clearAndSync(join(work, 'nothing'))
+    const pack = await timed(serverBin, ['image', 'add', 'measured', '--from', tree, '--repo', repo, '--compression', 'none'])
+    await clearAndSync(join(work, 'nothing'))
     const gnuPack = await timed('tar', ['--xattrs', '--xattrs-include=*', '--acls', '-S', '--numeric-owner', '-cpf', join(work, 'gnu.tar'), '-C', tree, '.'])
+    rmSync(join(work, 'gnu.tar'), { force: true })
     const ref = pack.stdout.trim()
     const list = JSON.parse((await timed(serverBin, ['image', 'list', '--repo', repo, '--json'])).stdout) as Array<{ tarPath: string; size: number; entries: number }>
     const image = list[0]
@@ -145,15 +165,17 @@ async function main (argv: string[]): Promise<number> {
     const tar: Timed[] = []
     try {
       for (let i = 0; i < runs; i++) {
-        process.stderr.write(`install-time: run ${i + 1} of ${runs}\n`)
+        process.stderr.write(`install-time: ${label}: run ${i + 1} of ${runs}\n`)
         agent.push(await installWithAgent(agentBin, server.url, ref, join(work, 'target-agent')))
+        rmSync(join(work, 'target-agent'), { recursive: true, force: true })
         tar.push(await extractWithTar(image.tarPath, join(work, 'target-tar')))
+        rmSync(join(work, 'target-tar'), { recursive: true, force: true })
       }
     } finally {
       await server.stop()
     }
-    const result = {
-      label: o.label,
+    return {
+      label,
       tree,
       entries: image.entries,
       tarBytes: image.size,
@@ -169,18 +191,74 @@ async function main (argv: string[]): Promise<number> {
         gnuTarSeconds: median(tar.map(t => t.seconds))
       }
     }
-    const m = result.median
-    process.stdout.write([
-      `tree ${tree}: ${image.entries} entries, tar ${f1(image.size / 1e6)} MB${result.label !== '' ? ` (${result.label})` : ''}`,
-      `pack:    si-server image add ${f2(pack.seconds)} s, tar -c ${f2(gnuPack.seconds)} s (ratio ${f2(pack.seconds / gnuPack.seconds)})`,
-      `install: si-agent ${f2(m.installSeconds)} s (download done at ${f2(m.downloadSeconds)} s, ${f2(m.agentCpuSeconds)} CPU-s, peak RSS ${f1(m.agentPeakRssBytes / 1048576)} MiB); GNU tar -x ${f2(m.gnuTarSeconds)} s; ratio to max(download, tar) ${f2(m.installSeconds / Math.max(m.downloadSeconds, m.gnuTarSeconds))}`,
-      ''
-    ].join('\n'))
-    if (o.out !== undefined) writeFileSync(o.out, JSON.stringify(result, null, 2) + '\n')
-    return 0
   } finally {
     rmSync(work, { recursive: true, force: true })
   }
+}
+
+/** The agent against GNU tar per tree, and packing against tar -c. */
+function markdownTable (results: TreeResult[], note: string): string {
+  const rows = results.map(r => {
+    const m = r.median
+    return `| ${r.label} | ${r.entries} | ${f1(r.tarBytes / 1e6)} | ${f2(m.downloadSeconds)} | ${f2(m.installSeconds)} | ${f2(m.gnuTarSeconds)} | ${f2(m.installSeconds / Math.max(m.downloadSeconds, m.gnuTarSeconds))} | ${f1(m.agentCpuSeconds)} | ${f1(m.agentPeakRssBytes / 1048576)} | ${f2(r.packSeconds)} | ${f2(r.gnuPackSeconds)} | ${f2(r.packSeconds / r.gnuPackSeconds)} |`
+  })
+  return [
+    note,
+    '',
+    '| tree | entries | tar MB | download s | install s | GNU tar -x s | install / max(download, tar) | agent CPU-s | agent peak RSS MiB | pack s | tar -c s | pack / tar -c |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|',
+    ...rows,
+    ''
+  ].join('\n')
+}
+
+/** The trees to measure, by name or directory; a named one that is not on this machine is skipped with a word. */
+function treesToMeasure (o: { tree?: string; trees: string; entries: number }): Array<{ label: string; dir: string }> {
+  if (o.tree !== undefined) return [{ label: o.tree, dir: o.tree }]
+  const out: Array<{ label: string; dir: string }> = []
+  for (const name of o.trees.split(',').map(t => t.trim()).filter(t => t !== '')) {
+    if (name === 'rootlike') {
+      const dir = join(DEFAULT_CACHE, `rootlike-${o.entries}`)
+      process.stderr.write(`install-time: generating (or reusing) ${dir}\n`)
+      const made = ensureRootlikeTree(dir, { entries: o.entries })
+      process.stderr.write(`install-time: ${made.entries} entries, ${f1(made.bytes / 1e6)} MB\n`)
+      out.push({ label: `rootlike-${o.entries}`, dir })
+    } else if (name in NAMED_TREES) {
+      const dir = NAMED_TREES[name]!
+      if (existsSync(dir)) out.push({ label: name, dir })
+      else process.stderr.write(`install-time: skipping ${name}: ${dir} does not exist\n`)
+    } else {
+      if (!existsSync(name)) throw new SiError('ERR_BENCH', `tree ${name} does not exist (named trees: ${Object.keys(NAMED_TREES).join(', ')})`)
+      out.push({ label: name, dir: name })
+    }
+  }
+  return out
+}
+
+async function main (argv: string[]): Promise<number> {
+  const { values: o, positional, help } = readCommandLine(argv, OPTIONS)
+  if (help) { process.stdout.write(USAGE); return 0 }
+  noExtraPositionals(positional, 0, USAGE)
+  const settings = { runs: o.runs, work: o.work, agentBin: resolve(o.agentBin), serverBin: resolve(o.serverBin) }
+  const results: TreeResult[] = []
+  for (const { label, dir } of treesToMeasure(o)) {
+    const r = await measureTree(dir, label, settings)
+    results.push(r)
+    const m = r.median
+    process.stdout.write([
+      `tree ${r.tree}: ${r.entries} entries, tar ${f1(r.tarBytes / 1e6)} MB`,
+      `pack:    si-server image add ${f2(r.packSeconds)} s, tar -c ${f2(r.gnuPackSeconds)} s (ratio ${f2(r.packSeconds / r.gnuPackSeconds)})`,
+      `install: si-agent ${f2(m.installSeconds)} s (download done at ${f2(m.downloadSeconds)} s, ${f2(m.agentCpuSeconds)} CPU-s, peak RSS ${f1(m.agentPeakRssBytes / 1048576)} MiB); GNU tar -x ${f2(m.gnuTarSeconds)} s; ratio to max(download, tar) ${f2(m.installSeconds / Math.max(m.downloadSeconds, m.gnuTarSeconds))}`,
+      ''
+    ].join('\n'))
+  }
+  const note = `install-time${o.label !== '' ? ` (${o.label})` : ''}, ${new Date().toISOString()}, ${o.runs} run(s) per tree, medians; load average at the end: ${loadavg().map(l => l.toFixed(2)).join(' ')}`
+  mkdirSync(dirname(o.out), { recursive: true })
+  writeFileSync(o.out, JSON.stringify({ label: o.label, note, trees: results }, null, 2) + '\n')
+  const md = o.out.replace(/\.json$/, '') + '.md'
+  writeFileSync(md, markdownTable(results, note))
+  process.stdout.write(markdownTable(results, note))
+  return 0
 }
 
 main(process.argv.slice(2)).then(code => { process.exitCode = code }, err => {

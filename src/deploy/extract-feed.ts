@@ -1,8 +1,9 @@
 // The main thread's side of the extraction worker: gathers entries and their contents
 // into batches and hands them over, a few batches in flight at most (so memory stays
 // bounded whatever the image), and reports each entry once the worker has written it.
-// A batch goes out when it is full, or at once when the worker has nothing to do: a
-// worker never waits for a batch to fill while the download trickles in. Batch buffers
+// A batch goes out when it is full, or, when the worker has nothing to do, as soon as
+// this thread would wait for input: a worker never waits for a batch to fill while the
+// download trickles in, and a burst of small files is still one message. Batch buffers
 // move to the worker and back without a copy, and are reused: allocating them anew left
 // the worker's garbage (which it rarely collects: it allocates little) to hundreds of MiB.
 // Workers outlive an extraction: an idle one serves the next (starting one costs more
@@ -16,7 +17,7 @@ export const BATCH_BYTES = 1024 * 1024
 /** Entries' operations in one batch. */
 export const BATCH_OPS = 2048
 /** Batches handed over and not yet written: bounds memory to about this many BATCH_BYTES. */
-export const BATCHES_IN_FLIGHT = 4
+export const BATCHES_IN_FLIGHT = 8
 /** A worker asked to stop answers once its current batch is done; never wait longer. */
 const ABORT_WAIT_MS = 10_000
 /** Idle workers kept for the next extractions (more run at once when needed). */
@@ -60,7 +61,6 @@ function releaseWorker (worker: Worker): void {
 }
 
 export class ExtractFeed {
-  private readonly worker: Worker
   private readonly session = nextSession++
   private ops: ExtractOp[] = []
   private names: string[] = []
@@ -75,6 +75,7 @@ export class ExtractFeed {
   private aborted = false
   /** The worker is no longer this feed's (released or terminated). */
   private done = false
+  private idleSend: NodeJS.Immediate | undefined
   /** Woken at every answer of the worker (or its failure). */
   private wake: (() => void) | undefined
   private readonly onMessageBound = (m: FromWorker): void => { if (m.session === this.session) this.onMessage(m) }
@@ -84,15 +85,19 @@ export class ExtractFeed {
     if (!this.finished) this.fail(new SiError('ERR_ARCHIVE', 'extraction worker exited unexpectedly'))
   }
 
-  constructor (setup: WorkerSetup, private readonly onEntry: (name: string) => void) {
-    this.worker = acquireWorker()
-    this.worker.on('message', this.onMessageBound)
-    this.worker.on('error', this.onErrorBound)
-    this.worker.on('exit', this.onExitBound)
-    this.post({ session: this.session, type: 'start', setup })
-  }
+  /** The worker is taken at the first message: an archive refused before its first entry costs none. */
+  private worker: Worker | undefined
+
+  constructor (private readonly setup: WorkerSetup, private readonly onEntry: (name: string) => void) {}
 
   private post (m: ToWorker, transfer?: ArrayBuffer[]): void {
+    if (this.worker === undefined) {
+      this.worker = acquireWorker()
+      this.worker.on('message', this.onMessageBound)
+      this.worker.on('error', this.onErrorBound)
+      this.worker.on('exit', this.onExitBound)
+      this.worker.postMessage({ session: this.session, type: 'start', setup: this.setup } satisfies ToWorker)
+    }
     this.worker.postMessage(m, transfer)
   }
 
@@ -156,7 +161,21 @@ export class ExtractFeed {
     this.throwIfFailed()
     this.ops.push(op)
     if (done !== undefined) this.names.push(done)
-    if (this.ops.length >= BATCH_OPS || this.inFlight.size === 0) await this.flush()
+    if (this.ops.length >= BATCH_OPS) await this.flush()
+    else if (this.inFlight.size === 0) this.sendWhenIdle()
+  }
+
+  /**
+   * The worker has nothing to do: what is gathered goes out as soon as this thread would
+   * wait for input (a setImmediate runs then), not entry by entry, which would make
+   * every small file a message of its own.
+   */
+  private sendWhenIdle (): void {
+    if (this.idleSend !== undefined) return
+    this.idleSend = setImmediate(() => {
+      this.idleSend = undefined
+      if (this.ops.length > 0 && this.inFlight.size < BATCHES_IN_FLIGHT && !this.done) this.send()
+    })
   }
 
   /** An entry that needs no operation: reported with the ones before it. */
@@ -190,7 +209,7 @@ export class ExtractFeed {
   /** Stops this extraction: the worker closes what it had open, drops the rest, and is free again. */
   async stop (): Promise<void> {
     if (this.done) return
-    if (!this.finished) {
+    if (this.worker !== undefined && !this.finished) {
       this.post({ session: this.session, type: 'abort' })
       let timedOut = false
       const deadline = setTimeout(() => { timedOut = true; this.notify() }, ABORT_WAIT_MS)
@@ -205,6 +224,8 @@ export class ExtractFeed {
   private handBack (reusable: boolean): void {
     if (this.done) return
     this.done = true
+    clearImmediate(this.idleSend)
+    if (this.worker === undefined) return
     this.worker.off('message', this.onMessageBound)
     this.worker.off('error', this.onErrorBound)
     this.worker.off('exit', this.onExitBound)

@@ -169,6 +169,9 @@ export async function extractTar (input: Readable | AsyncIterable<Buffer>, targe
     const s = input as Readable
     if (typeof s.destroy === 'function') { s.on?.('error', () => {}); s.destroy() }
   }
+  // Until the reader below listens, an error of the input stream must not go uncaught:
+  // the stream keeps it, and the reader meets it when it starts.
+  ;(input as Partial<Readable>).on?.('error', () => {})
   let root: string
   try {
     root = await realpath(target)
