@@ -7,7 +7,7 @@ import { parseCmdline, splitCmdline } from '../src/install/cmdline.ts'
 import { resolveConfig, reportTarget } from '../src/install/config.ts'
 import { normalizeServer } from '../src/config/values.ts'
 import { DOWNLOAD_OPTIONS } from '../src/deploy/config.ts'
-import { defaultNodeName } from '../src/cli/agent-install.ts'
+import { defaultNodeName } from '../src/formats/node-name.ts'
 
 test('splits a kernel command line like the kernel: quotes group, the last key wins', () => {
   assert.deepEqual(splitCmdline('a=1  b="x y" c\n'), ['a=1', 'b=x y', 'c'])

@@ -11,9 +11,7 @@ import { readBakedKey } from '../deploy/trust.ts'
 import { givenFlags, noExtraPositionals } from '../config/command-line.ts'
 import { commandHelp } from '../config/help.ts'
 import { onTermination } from './signals.ts'
-
-/** Host names that say nothing about which node this is. */
-const ANONYMOUS_HOSTS = new Set(['', '(none)', 'localhost', 'localhost.localdomain'])
+import { defaultNodeName } from '../formats/node-name.ts'
 
 export const INSTALL_HELP = commandHelp(['si-agent install [options]'], INSTALL_OPTIONS, {
   params: true,
@@ -25,12 +23,6 @@ Configuration, a later source overriding an earlier one: the kernel command line
 si.* key or SystemImager's name in brackets), the environment (SI_SERVER, SI_IMAGE, ...:
 SI_ and the key in capitals), then these flags:`
 })
-
-export function defaultNodeName (host: string, macs: string[]): string | undefined {
-  const short = host.trim()
-  if (!ANONYMOUS_HOSTS.has(short)) return short
-  return macs[0] === undefined ? undefined : `mac-${macs[0].replace(/:/g, '')}`
-}
 
 export async function runInstallCommand (argv: string[]): Promise<number> {
   const given = givenFlags(argv, INSTALL_OPTIONS)
