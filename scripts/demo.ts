@@ -13,7 +13,7 @@ import { LiveView } from './demo/live-view.ts'
 import { parseDemoOptions, USAGE, type DemoOptions } from './demo/options.ts'
 import { ChildProcesses, settlesWithin } from './demo/processes.ts'
 import { makeSampleImage } from './demo/sample-image.ts'
-import { addImage, fetchImageSize, fetchStatus, startServer } from './demo/server.ts'
+import { addImage, fetchImageSize, fetchStatus, signingKey, startServer } from './demo/server.ts'
 import { buildSummary, formatSummary } from './demo/summary.ts'
 import { formatMB } from './demo/units.ts'
 import { verifyTargets, type Verification } from './demo/verify-targets.ts'
@@ -98,6 +98,8 @@ async function runDemo (opts: DemoOptions, workDir: string, children: ChildProce
   say(`sample image:   ${formatMB(tree.bytes)} in ${tree.files} files, ${tree.directories} directories, ${tree.symlinks} symlinks, ${tree.hardlinks} hard link`)
   const added = await untilAborted(addImage(children, SERVER_EXE, { name: IMAGE_NAME, from: source, repo }), signal)
   say(`image:          ${added.description.replace(INFO_HASH_CLAUSE, '')}`)
+  const trustedKey = await untilAborted(signingKey(children, SERVER_EXE, repo), signal)
+  say(`signing key:    ${trustedKey} (the agents trust only it)`)
   const server = await untilAborted(startServer(children, SERVER_EXE, { repo, uploadLimit: `${Math.round(opts.uploadLimitBytesPerSecond)}B` }), signal)
   const imageBytes = await fetchImageSize(server.url, added.ref)
   say(`server:         ${server.url}, seeder on port ${server.peerPort}`)
@@ -117,7 +119,7 @@ async function runDemo (opts: DemoOptions, workDir: string, children: ChildProce
   await mkdir(join(workDir, 'logs'))
   const deployStartedAt = Date.now()
   const runs: AgentRun[] = nodes.map(node => startAgent(children, {
-    exe: AGENT_EXE, serverUrl: server.url, imageRef: added.ref, node, workDir, seedMaxSeconds: opts.seedMaxSeconds,
+    exe: AGENT_EXE, serverUrl: server.url, imageRef: added.ref, trustedKey, node, workDir, seedMaxSeconds: opts.seedMaxSeconds,
     onPhase: s => view.onNodeEvent(s)
   }))
   states.push(...runs.map(r => r.state))

@@ -45,6 +45,8 @@ export interface AgentOptions {
   exe: string
   serverUrl: string
   imageRef: string
+  /** the repository's public key: the agent installs nothing else */
+  trustedKey: string
   node: string
   workDir: string
   seedMaxSeconds: number
@@ -63,7 +65,7 @@ export function startAgent (children: ChildProcesses, opts: AgentOptions): Agent
     // Staged inside the demo's work directory rather than in RAM by the usual rule:
     // whatever happens to an agent, removing that one directory leaves nothing behind.
     '--staging', join(opts.workDir, 'staging', opts.node),
-    '--node', opts.node, '--json',
+    '--node', opts.node, '--json', '--trusted-key', opts.trustedKey,
     '--seed-wait', 'swarm', '--seed-max', String(opts.seedMaxSeconds), '--poll', String(SEED_POLL_SECONDS),
     '--stall-seconds', String(STALL_SECONDS)
   ])

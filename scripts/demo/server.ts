@@ -40,6 +40,17 @@ export async function addImage (children: ChildProcesses, exe: string, opts: { n
   return { ref, description }
 }
 
+/** The repository's public signing key (si-server key show), which the agents are told to trust. */
+export async function signingKey (children: ChildProcesses, exe: string, repo: string): Promise<string> {
+  const child = children.spawn('si-server key show', exe, ['key', 'show', '--repo', repo])
+  let stdout = ''
+  child.process.stdout?.setEncoding('utf8').on('data', (t: string) => { stdout += t })
+  const code = await withTimeout(child.exited, ADD_TIMEOUT_MS, 'si-server key show', 'ERR_KEY')
+  const key = stdout.trim()
+  if (code !== 0 || !key.startsWith('ed25519:')) throw new SiError('ERR_KEY', `si-server key show exited with ${code}: ${child.stderrTail().join(' | ')}`)
+  return key
+}
+
 export interface RunningServer {
   url: string
   peerPort: number
