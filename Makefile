@@ -29,19 +29,27 @@ fidelity: build ## Run the fidelity suites: round trips, hostile archives, captu
 # TRUSTED_KEY=$$(si-server key show) bakes the repository's key in (docs/SECURITY.md).
 # The e2e runs need root (network namespace, tap devices, loop devices) and qemu.
 TRUSTED_KEY ?=
-.PHONY: initrd e2e e2e-1vm e2e-3vm
+.PHONY: initrd e2e e2e-1vm e2e-3vm e2e-boot
 initrd: build ## Build dist/initrd.img (and dist/vmlinuz) from initrd/contents.txt
 	$(NODE) --import tsx initrd/build.ts $(if $(TRUSTED_KEY),--trusted-key '$(TRUSTED_KEY)')
 
-e2e: initrd ## Boot qemu VMs (TCG) that install an image: one VM, then three on one LAN
+e2e: initrd ## Boot qemu VMs (TCG) that install an image: one VM, three on one LAN, then three from firmware to booted
 	$(NODE) --import tsx scripts/e2e/run.ts --vms 1
 	$(NODE) --import tsx scripts/e2e/run.ts --vms 3
+	$(NODE) --import tsx scripts/e2e/boot.ts
 
 e2e-1vm: initrd ## One qemu VM installs an image onto a blank disk; the host checks it
 	$(NODE) --import tsx scripts/e2e/run.ts --vms 1
 
 e2e-3vm: initrd ## Three qemu VMs on one emulated LAN install at once, sharing pieces
 	$(NODE) --import tsx scripts/e2e/run.ts --vms 3
+
+# ROM PXE (SeaBIOS, OVMF) -> installer -> Debian bookworm on disk -> its own boot reports
+# "booted". The debootstrap tree is cached in /var/cache/swarmimager-e2e (SI_E2E_CACHE).
+# E2E_BOOT_ARGS passes options, e.g. E2E_BOOT_ARGS="--only uefi".
+E2E_BOOT_ARGS ?=
+e2e-boot: initrd ## Three VMs boot from firmware (BIOS, UEFI, kexec), install Debian, boot it, report booted
+	$(NODE) --import tsx scripts/e2e/boot.ts $(E2E_BOOT_ARGS)
 
 # Benchmarks need root (network namespaces, tc). BENCH_ARGS passes options to
 # scripts/bench/run.ts, e.g. BENCH_ARGS="--sizes 1,4,8 --only scale".
@@ -68,6 +76,12 @@ FUZZ_ARGS ?=
 .PHONY: fuzz
 fuzz: build ## Fuzz every parser for a minute each (table and dist/fuzz-report.json)
 	$(NODE) --import tsx scripts/fuzz/run.ts $(FUZZ_ARGS)
+
+# The operators' console under load: 1 000 simulated nodes (CONSOLE_LOAD_ARGS="--nodes N --seconds S").
+CONSOLE_LOAD_ARGS ?=
+.PHONY: console-load
+console-load: build ## 1 000 simulated nodes report for a minute: server CPU, memory, dashboard update time
+	$(NODE) --import tsx scripts/console-load.ts $(CONSOLE_LOAD_ARGS)
 
 clean: ## Remove dist/
 	rm -rf dist

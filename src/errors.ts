@@ -18,6 +18,7 @@ export type SiErrorCode =
   | 'ERR_PEER_PROTOCOL'
   | 'ERR_PIECE_HASH_MISMATCH'
   | 'ERR_STAGING'
+  | 'ERR_NO_SPACE'
   | 'ERR_UNSAFE_ARCHIVE'
   | 'ERR_ARCHIVE'
   | 'ERR_DOWNLOAD_STALLED'
@@ -44,6 +45,11 @@ export type SiErrorCode =
   | 'ERR_UNTRUSTED'
   | 'ERR_UNAUTHORIZED'
   | 'ERR_KEY'
+  // the fleet view: reports, the history database
+  | 'ERR_INVALID_REPORT'
+  | 'ERR_FLEET_FULL'
+  | 'ERR_RATE_LIMITED'
+  | 'ERR_HISTORY'
 
 /**
  * The key under which our tracker's failure replies carry the error code beside BEP 3's

@@ -8,6 +8,7 @@ import { mkdir, mkdtemp, readFile, readlink, rm, stat, writeFile } from 'node:fs
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { isSiError } from '../src/errors.ts'
+import { INIT_KEYS, resolveConfig } from '../src/install/config.ts'
 import { newcArchive, type Entry } from '../initrd/lib/newc.ts'
 import { parseContents } from '../initrd/lib/contents.ts'
 import { parseModuleIndex, selectModules, indexFiles, loadModuleIndex } from '../initrd/lib/kmod.ts'
@@ -176,8 +177,8 @@ test('make initrd TRUSTED_KEY= bakes the key where the agent finds it without a 
   assert.ok(!existsSync(join(dir, 'bad.img')), 'nothing built')
 })
 
-test('/init and the udhcpc script are valid busybox shell', { skip: !existsSync('/bin/busybox') && 'busybox not installed' }, () => {
-  for (const f of ['initrd/init', 'initrd/udhcpc.script']) {
+test('/init, netconf.sh and the udhcpc script are valid busybox shell', { skip: !existsSync('/bin/busybox') && 'busybox not installed' }, () => {
+  for (const f of ['initrd/init', 'initrd/netconf.sh', 'initrd/udhcpc.script']) {
     const r = spawnSync('/bin/busybox', ['sh', '-n', f], { encoding: 'utf8' })
     assert.equal(r.status, 0, `${f}: ${r.stderr}`)
   }
@@ -190,4 +191,50 @@ test('the kernel installed here has what the default list asks for', { skip: ker
   const sel = selectModules(index, names)
   assert.deepEqual(sel.missing, [])
   assert.ok(sel.paths.some(p => p.endsWith('/crc32c_generic.ko')), 'ext4 softdep crc32c resolved')
+})
+
+/** Runs netconf.sh's net_settings under busybox sh on the given command line words. */
+function netSettings (words: string[]): { ok: boolean; vars: Record<string, string> } {
+  const script = '. initrd/netconf.sh; if net_settings "$@"; then s=0; else s=1; fi; printf "%s\\n" "status=$s" "mode=$NET_MODE" "ip=$NET_IP" "prefix=$NET_PREFIX" "gw=$NET_GW" "dns=$NET_DNS" "error=$NET_ERROR"'
+  const r = spawnSync('/bin/busybox', ['sh', '-c', script, 'sh', ...words], { encoding: 'utf8' })
+  const vars = Object.fromEntries(r.stdout.trim().split('\n').map(l => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]))
+  return { ok: vars.status === '0', vars }
+}
+
+test('static address: si.ip/si.gw/si.dns, SystemImager\'s IPADDR/NETMASK/GATEWAY, si.* winning; DHCP without them', { skip: !existsSync('/bin/busybox') && 'busybox not installed' }, () => {
+  assert.deepEqual(netSettings(['console=ttyS0', 'si.server=http://x']).vars.mode, 'dhcp')
+  const s = netSettings(['si.ip=10.1.2.3/16', 'si.gw=10.1.0.1', 'si.dns=10.1.0.2,10.1.0.3'])
+  assert.ok(s.ok)
+  assert.deepEqual([s.vars.mode, s.vars.ip, s.vars.prefix, s.vars.gw, s.vars.dns], ['static', '10.1.2.3', '16', '10.1.0.1', '10.1.0.2 10.1.0.3'])
+  const alias = netSettings(['IPADDR=192.168.5.20', 'NETMASK=255.255.254.0', 'GATEWAY=192.168.4.1'])
+  assert.deepEqual([alias.vars.mode, alias.vars.ip, alias.vars.prefix, alias.vars.gw], ['static', '192.168.5.20', '23', '192.168.4.1'])
+  const both = netSettings(['IPADDR=192.168.5.20', 'NETMASK=255.255.255.0', 'si.ip=10.0.0.9/8'])
+  assert.deepEqual([both.vars.ip, both.vars.prefix], ['10.0.0.9', '8'])
+})
+
+test('static address mistakes are named: no prefix, bad address, bad mask, gateway without address', { skip: !existsSync('/bin/busybox') && 'busybox not installed' }, () => {
+  const cases: Array<[string[], RegExp]> = [
+    [['si.ip=10.0.0.5'], /si\.ip=10\.0\.0\.5: expected ADDR\/PREFIX/],
+    [['si.ip=10.0.0.256/24'], /10\.0\.0\.256 is not an IPv4 address/],
+    [['si.ip=10.0.0.5/33'], /prefix \/33 is not 0 to 32/],
+    [['IPADDR=10.0.0.5'], /IPADDR=10\.0\.0\.5 needs NETMASK=/],
+    [['IPADDR=10.0.0.5', 'NETMASK=255.0.255.0'], /NETMASK=255\.0\.255\.0: expected a netmask/],
+    [['si.gw=10.0.0.1'], /go with a static address/],
+    [['si.ip=10.0.0.5/24', 'si.dns=10.0.0.1,bad'], /bad is not an IPv4 address/],
+    [['si.ip=10.0.0.5/24', 'si.gw=10.0.0'], /gateway 10\.0\.0 .* is not an IPv4 address/]
+  ]
+  for (const [words, error] of cases) {
+    const r = netSettings(words)
+    assert.equal(r.ok, false, words.join(' '))
+    assert.match(r.vars.error, error, words.join(' '))
+  }
+})
+
+test('the keys /init reads are the ones the agent accepts silently as /init\'s (INIT_KEYS)', async () => {
+  const init = await readFile('initrd/init', 'utf8')
+  const header = init.slice(0, init.indexOf('export PATH'))
+  const read = new Set([...header.matchAll(/\b(si\.[a-z_]+)=/g)].map(m => m[1]))
+  assert.deepEqual([...read].sort(), [...INIT_KEYS].sort())
+  const r = resolveConfig({ cmdline: 'si.server=http://x si.ip=10.0.0.5/24 si.gw=10.0.0.1 si.dns=10.0.0.1 IPADDR=10.0.0.5 NETMASK=255.255.255.0 GATEWAY=10.0.0.1 DEVICE=eth1' })
+  assert.deepEqual(r.warnings, [])
 })

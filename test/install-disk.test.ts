@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { isSiError } from '../src/errors.ts'
 import { ImageServer } from '../src/server/image-server.ts'
+import { INSTALL_ENV_FILE } from '../src/install/install-env.ts'
 import { compareTrees } from '../src/image/verify.ts'
 import { install, type InstallOptions } from '../src/install/install.ts'
 import type { InstallEvent } from '../src/install/install-events.ts'
@@ -25,7 +26,7 @@ const TOOLS = ['losetup', 'sfdisk', 'partx', 'mkfs.ext4', 'mkfs.xfs', 'mkswap', 
 const missing = TOOLS.filter(t => spawnSync('sh', ['-c', `command -v ${t}`]).status !== 0)
 const skip = process.getuid?.() !== 0 ? 'needs root (loop devices, mount)' : missing.length > 0 ? `missing tools: ${missing.join(', ')}` : false
 /** What an installed system may differ in from its image: what the install writes. */
-const INSTALL_WRITES = new Set(['.', 'etc', 'etc/fstab', 'etc/motd', 'lost+found', 'boot/efi'])
+const INSTALL_WRITES = new Set(['.', 'etc', 'etc/fstab', 'etc/motd', 'lost+found', 'boot/efi', 'etc/swarmimager', INSTALL_ENV_FILE])
 
 let dir: string
 let server: ImageServer
@@ -137,6 +138,7 @@ test('installs a plan onto a blank disk: GPT, ext4 + xfs + swap, fstab by UUID, 
       const diffs = (await compareTrees(sourceRoot, mnt, { ignore: ['atime'] })).filter(d => !INSTALL_WRITES.has(d.path))
       assert.deepEqual(diffs, [])
       assert.equal(await readFile(join(mnt, 'etc/motd'), 'utf8'), 'installed node-ok from e2e\n')
+      assert.match(await readFile(join(mnt, INSTALL_ENV_FILE), 'utf8'), /^SI_NODE='node-ok'$/m)
       const fstab = await readFile(join(mnt, 'etc/fstab'), 'utf8')
       for (const [n, fs] of [[1, 'swap'], [2, 'ext4'], [3, 'xfs']] as const) {
         const uuid = sh('blkid', ['-s', 'UUID', '-o', 'value', `${disk}p${n}`]).trim()
@@ -148,7 +150,8 @@ test('installs a plan onto a blank disk: GPT, ext4 + xfs + swap, fstab by UUID, 
     } finally { sh('umount', [join(mnt, SRV_DIR)]) }
   } finally { sh('umount', [mnt]) }
   const report = server.fleet.list().find(n => n.node === 'node-ok')
-  assert.equal(report?.phase, 'installed')
+  assert.equal(report?.phase, 'done')
+  assert.equal(report?.step, 'installed')
 })
 
 test('a disk too small for the layout fails before anything is written', { skip }, async () => {
@@ -225,7 +228,7 @@ test('an invalid kernel command line is shown on the console and reported to the
   assert.match(r.stderr, /si-agent: error: ERR_CONFIG: environment SI_SEED_WAIT="sometimes": expected none, swarm/)
   const report = server.fleet.list().find(n => n.node === 'node-badcfg')
   assert.equal(report?.phase, 'failed')
-  assert.equal(report?.event.code, 'ERR_CONFIG')
+  assert.equal(report?.error?.code, 'ERR_CONFIG')
 })
 
 const OVER_SECRET = 's3cret-for-the-step'

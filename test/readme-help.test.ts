@@ -11,7 +11,7 @@ const EVERY_COMMAND = [
   'si-agent --help', 'si-agent deploy --help', 'si-agent install --help', 'si-agent verify --help',
   'si-server --help', 'si-server serve --help', 'si-server image add --help', 'si-server image list --help',
   'si-server image rm --help', 'si-server image verify --help', 'si-server image capture --help', 'si-server override --help',
-  'si-server key show --help', 'si-server token show --help'
+  'si-server key show --help', 'si-server token show --help', 'si-server monitor --help', 'si-server history --help'
 ]
 
 test('the README shows the --help of every command, exactly as the executables print it', () => {

@@ -106,7 +106,10 @@ test('bad fleet reports are refused', async () => {
   assert.equal((await post('n1', '[1,2]')).status, 400)
   assert.equal((await post('bad%20name', '{}')).status, 400)
   assert.equal((await post('n1', JSON.stringify({ pad: 'x'.repeat(100_000) }))).status, 413)
-  assert.equal((await post('n1', JSON.stringify({ type: 'phase', phase: 'download' }))).status, 204)
+  assert.equal((await post('n1', JSON.stringify({ phase: 'nowhere' }))).status, 400)
+  const accepted = await post('n1', JSON.stringify({ type: 'phase', phase: 'download' }))
+  assert.equal(accepted.status, 200)
+  assert.ok(((await accepted.json()) as { intervalSeconds: number }).intervalSeconds > 0, 'the answer says when to report next')
   await assertAlive()
 })
 

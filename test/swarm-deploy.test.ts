@@ -70,8 +70,9 @@ test(`${NODES} agents deploy one image through the swarm: every target equals th
   // A client-server transport would send NODES x image; the swarm must stay well below.
   assert.ok(serverBytes < 3 * imageSize, `server sent ${serverBytes} bytes for a ${imageSize}-byte image to ${NODES} nodes`)
   assert.ok(peerBytes > 2 * imageSize, `nodes exchanged only ${peerBytes} bytes among themselves`)
-  const fleet = await (await fetch(`${server.url}/api/nodes`)).json() as Array<{ node: string; phase: string }>
+  const fleet = (await (await fetch(`${server.url}/api/nodes`)).json() as { nodes: Array<{ node: string; phase: string; bytesFromPeers?: number }> }).nodes
   assert.equal(fleet.filter(n => n.phase === 'done').length, NODES, 'every node reported done to the server')
+  assert.ok(fleet.reduce((sum, n) => sum + (n.bytesFromPeers ?? 0), 0) > 2 * imageSize, 'the reports say how much came from peers')
   process.stderr.write(`# ${NODES} nodes, ${imageSize} bytes: ${seconds.toFixed(1)} s, server sent ${(serverBytes / imageSize).toFixed(2)} x image, peers exchanged ${(peerBytes / imageSize).toFixed(2)} x image\n`)
 })
 

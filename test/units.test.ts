@@ -110,7 +110,6 @@ test('staging follows SystemImager: RAM when it holds the image plus headroom, e
     assert.equal(disk.dir, join(dir, '.si-staging'))
     const explicit = await chooseStaging({ size: 1000, target: dir, explicit: join(dir, 'mine'), freeMemory: 1e12 })
     assert.deepEqual([explicit.kind, explicit.dir], ['explicit', join(dir, 'mine')])
-    await assert.rejects(chooseStaging({ size: 1e15, target: dir, explicit: join(dir, 'mine') }), /less than .* MiB free/)
   } finally {
     await rm(dir, { recursive: true, force: true })
   }

@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import { PARTITION_TYPES } from '../../src/formats/plan.ts'
 import type { ExpectedPartition } from './check-disk.ts'
 import { SRV_DIR } from './test-image.ts'
+import { INSTALL_ENV_FILE } from '../../src/install/install-env.ts'
 
 export const IMAGE = 'e2e'
 export const DISK_BYTES = 768 * 1024 * 1024
@@ -19,7 +20,7 @@ export const EXPECTED_PARTITIONS: ExpectedPartition[] = [
 ]
 
 /** What the install writes into the image's tree (every other path must match it). */
-export const INSTALL_WRITES = new Set(['.', 'etc', 'etc/fstab', 'etc/hostname', PLAN_MARKER, 'lost+found', 'boot/efi'])
+export const INSTALL_WRITES = new Set(['.', 'etc', 'etc/fstab', 'etc/hostname', PLAN_MARKER, 'lost+found', 'boot/efi', 'etc/swarmimager', INSTALL_ENV_FILE])
 
 export function plan (marker: string): unknown {
   return {
@@ -64,4 +65,29 @@ export async function writePlans (dir: string, vms: Array<{ node?: string; mac: 
     }
   }
   return markers
+}
+
+/** The install-then-boot run's image (scripts/e2e/bootable-image.ts) and its disk. */
+export const BOOT_IMAGE = 'bookworm'
+export const BOOT_DISK_BYTES = 2 * 1024 * 1024 * 1024
+
+/** One disk that boots on either firmware: bios-boot for grub i386-pc, an ESP for UEFI, ext4 root. */
+export function bootPlan (finish: 'reboot' | 'kexec'): unknown {
+  return {
+    description: `e2e install-then-boot (${finish})`,
+    image: BOOT_IMAGE,
+    disks: [{
+      device: 'auto',
+      partitions: [
+        { name: 'bios', size: '1MiB', type: 'bios-boot' },
+        { name: 'esp', size: '64MiB', fs: 'vfat', mount: '/boot/efi', label: 'ESP' },
+        { name: 'root', size: 'rest', fs: 'ext4', mount: '/', label: 'root' }
+      ]
+    }],
+    bootloader: 'grub',
+    postInstall: [
+      { name: 'hostname', run: 'echo "$SI_NODE" > /etc/hostname' }
+    ],
+    finish
+  }
 }

@@ -2,9 +2,12 @@
 // awaited with a bound, and every one still running at the end is killed.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createWriteStream } from 'node:fs'
-import { SiError } from '../../src/errors.ts'
+import { resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { SiError, describeError } from '../../src/errors.ts'
 
 const KILL_GRACE_MS = 3_000
+const COMMAND_TIMEOUT_MS = 120_000
 
 export interface Running {
   name: string
@@ -54,13 +57,33 @@ export async function stopAll (): Promise<void> {
   await Promise.all([...running].map(stop))
 }
 
-/** A short command that must succeed; its stdout. */
-export function must (argv: string[], input?: string): string {
-  const r = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8', input, timeout: 120_000 })
+/** A command that must succeed within `timeoutMs`; its stdout. */
+export function must (argv: string[], input?: string, timeoutMs = COMMAND_TIMEOUT_MS): string {
+  const r = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8', input, timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024 })
   if (r.status !== 0) throw new SiError('ERR_COMMAND_FAILED', `${argv.join(' ')}: ${r.error?.message ?? r.stderr.trim()}`)
   return r.stdout
 }
 
 export function has (command: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' }).status === 0
+}
+
+/** Ctrl-C or a TERM stops every child; the returned function takes the handlers off. */
+export function stopOnSignals (): () => void {
+  const onSignal = (): void => { void stopAll() }
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
+  return () => {
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+  }
+}
+
+/** Runs `main` when `moduleUrl` is the script node was given (tests import the module instead). */
+export function runIfMain (moduleUrl: string, label: string, main: (argv: string[]) => Promise<number>): void {
+  if (process.argv[1] === undefined || moduleUrl !== pathToFileURL(resolve(process.argv[1])).href) return
+  main(process.argv.slice(2)).then(code => { process.exitCode = code }, err => {
+    process.stderr.write(`${label}: error: ${describeError(err)}\n`)
+    process.exitCode = 1
+  })
 }

@@ -6,10 +6,10 @@
 //
 // usage: node --import tsx scripts/e2e/run.ts --vms N [--data-mib M] [--upload-limit RATE]
 //        [--timeout SECONDS] [--keep]                   (root; qemu-system-x86_64)
-import { mkdtemp, readFile, rm, stat, symlink, mkdir, open, writeFile } from 'node:fs/promises'
+import { mkdtemp, rm, stat, symlink, mkdir, open } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve, dirname } from 'node:path'
-import { fileURLToPath, pathToFileURL } from 'node:url'
+import { fileURLToPath } from 'node:url'
 import { option, switchOption } from '../../src/config/options.ts'
 import { decimal, integer, rate } from '../../src/config/values.ts'
 import { noExtraPositionals, readCommandLine } from '../../src/config/command-line.ts'
@@ -17,65 +17,33 @@ import { commandHelp } from '../../src/config/help.ts'
 import { describeError } from '../../src/errors.ts'
 import { BUDGET_BYTES } from '../../initrd/build.ts'
 import { buildTestRoot } from './test-image.ts'
-import { createLan, destroyLan, vmMac, SERVER_IP, type Lan } from './lan.ts'
-import { must, has, start, stopAll, stop, type Running } from './proc.ts'
+import { createLan, destroyLan, endRun, vmMac, SERVER_IP, SUBNET_PREFIX, type Lan } from './lan.ts'
+import { wget, waitForServer, SERVER_PORT, SERVER_URL } from './lan-http.ts'
+import { Checks, writeReport, type VmReport } from './report.ts'
+import { must, has, runIfMain, start, stop, stopOnSignals, type Running } from './proc.ts'
 import { bootVm, awaitVm, blankDisk, consoleTimes, type VmSpec, type VmOutcome } from './vm.ts'
 import { writePlans, IMAGE, DISK_BYTES, EXPECTED_PARTITIONS, INSTALL_WRITES, PLAN_MARKER } from './plans.ts'
 import { checkDisk } from './check-disk.ts'
+import type { NodeSummary } from '../../src/server/fleet.ts'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 const DIST = join(ROOT, 'dist')
-const SERVER_PORT = 8470
-const SERVER_URL = `http://${SERVER_IP}:${SERVER_PORT}`
 const PIECE_LENGTH = 256 * 1024
-const SERVER_READY_MS = 15_000
-const HTTP_TIMEOUT_MS = 15_000
 const TOO_SMALL_DISK_BYTES = 64 * 1024 * 1024
 const MiB = 1024 * 1024
+/** The one-VM run's static address (IPADDR=), outside the DHCP range. */
+export const STATIC_IP = `${SUBNET_PREFIX}.50`
 const REQUIRED_TOOLS = ['qemu-system-x86_64', 'ip', 'busybox', 'losetup', 'sfdisk', 'blkid', 'mount', 'e2fsck', 'xfs_repair', 'fsck.vfat', 'partx']
-
-interface Check { name: string; ok: boolean; detail: string }
-
-class Checks {
-  readonly list: Check[] = []
-  add (name: string, ok: boolean, detail = ''): void {
-    this.list.push({ name, ok, detail })
-    process.stdout.write(`${ok ? 'PASS' : 'FAIL'}  ${name}${detail !== '' ? `: ${detail}` : ''}\n`)
-  }
-}
 
 interface VmPlan { spec: VmSpec; node: string; marker?: string }
 
 function log (msg: string): void { process.stdout.write(`e2e: ${msg}\n`) }
 
-/** GET from inside the LAN (busybox-static's wget crashes here): Node's fetch in the namespace. */
-const FETCH_SCRIPT = `(async () => {
-  const [url, out] = process.argv.slice(1)
-  const res = await fetch(url, { signal: AbortSignal.timeout(${HTTP_TIMEOUT_MS}) })
-  if (!res.ok) { console.error(url + ' answered ' + res.status); process.exit(1) }
-  const body = Buffer.from(await res.arrayBuffer())
-  if (out === '-') process.stdout.write(body); else require('node:fs').writeFileSync(out, body)
-})().catch(e => { console.error(String(e.cause ?? e)); process.exit(1) })`
-
-async function wget (lan: Lan, path: string, out = '-'): Promise<string> {
-  return must([...lan.exec, process.execPath, '-e', FETCH_SCRIPT, `${SERVER_URL}${path}`, out])
-}
-
-async function waitForServer (lan: Lan, server: Running): Promise<void> {
-  const deadline = Date.now() + SERVER_READY_MS
-  for (;;) {
-    try { await wget(lan, '/api/status'); return } catch (err) {
-      if (server.child.exitCode !== null || Date.now() > deadline) throw new Error(`si-server did not come up: ${describeError(err)}`)
-    }
-    await new Promise(resolve => setTimeout(resolve, 300))
-  }
-}
-
 export function appendFor (node: string | undefined, opts: { vms: number; timeoutSeconds: number; aliases: boolean }): string {
   const common = ['console=ttyS0', 'panic=-1', 'si.on_error=poweroff', `si.timeout=${opts.timeoutSeconds}`, 'si.stall=120']
   if (opts.aliases) {
-    // SystemImager's names, as migrating administrators will write them.
-    return [...common, `IMAGESERVER=${SERVER_IP}`, `IMAGENAME=${IMAGE}`, 'BITTORRENT_SEED_WAIT=n', 'BITTORRENT_POLLING_TIME=1', `MONITOR_SERVER=${SERVER_IP}`, `MONITOR_PORT=${SERVER_PORT}`, ...(node !== undefined ? [`si.node=${node}`] : [])].join(' ')
+    // SystemImager's names, as migrating administrators will write them, a static address included.
+    return [...common, `IPADDR=${STATIC_IP}`, 'NETMASK=255.255.255.0', `GATEWAY=${SERVER_IP}`, `IMAGESERVER=${SERVER_IP}`, `IMAGENAME=${IMAGE}`, 'BITTORRENT_SEED_WAIT=n', 'BITTORRENT_POLLING_TIME=1', `MONITOR_SERVER=${SERVER_IP}`, `MONITOR_PORT=${SERVER_PORT}`, ...(node !== undefined ? [`si.node=${node}`] : [])].join(' ')
   }
   // Swarm-aware seeding keeps finished VMs uploading to the slower ones.
   return [...common, `si.server=${SERVER_URL}`, 'si.seed_wait=swarm', 'si.seed_max=240', 'si.poll=1', ...(node !== undefined ? [`si.node=${node}`] : [])].join(' ')
@@ -131,9 +99,7 @@ async function main (argv: string[]): Promise<number> {
   log(`work directory ${workdir}`)
   let lan: Lan | undefined
   let server: Running | undefined
-  const onSignal = (): void => { void stopAll() }
-  process.once('SIGINT', onSignal)
-  process.once('SIGTERM', onSignal)
+  const offSignals = stopOnSignals()
   try {
     const source = join(workdir, 'source')
     await buildTestRoot(source, { dataBytes })
@@ -167,7 +133,7 @@ async function main (argv: string[]): Promise<number> {
       plans.push({
         node: def.node ?? `mac-${def.mac.replace(/:/g, '')}`,
         marker: markers.get(i),
-        spec: { name: `vm${i + 1}`, kernel, initrd, disk, diskBytes: DISK_BYTES, tap: lan.taps[i], mac: def.mac, append: appendFor(def.node, { vms, timeoutSeconds, aliases: vms === 1 }), console: join(workdir, `vm${i + 1}.console`), exec: lan.exec }
+        spec: { name: `vm${i + 1}`, firmware: 'bios', boot: { pxe: 'direct', kernel, initrd, append: appendFor(def.node, { vms, timeoutSeconds, aliases: vms === 1 }) }, reboot: 'exit', disk, diskBytes: DISK_BYTES, tap: lan.taps[i], mac: def.mac, console: join(workdir, `vm${i + 1}.console`), exec: lan.exec }
       })
     }
     log(`booting ${vms} VM(s) under TCG${uploadLimit !== undefined ? `, server upload limited to ${uploadLimit}` : ''}`)
@@ -180,67 +146,63 @@ async function main (argv: string[]): Promise<number> {
     if (bad) {
       badDisk = join(workdir, 'small.raw')
       await blankDisk(badDisk, TOO_SMALL_DISK_BYTES)
-      const spec: VmSpec = { name: 'vm-small', kernel, initrd, disk: badDisk, diskBytes: TOO_SMALL_DISK_BYTES, tap: lan.taps[vms], mac: vmMac(vms), append: appendFor('vm-small', { vms, timeoutSeconds, aliases: false }).replace('si.seed_wait=swarm', 'si.seed_wait=none'), console: join(workdir, 'vm-small.console'), exec: lan.exec }
+      const append = appendFor('vm-small', { vms, timeoutSeconds, aliases: false }).replace('si.seed_wait=swarm', 'si.seed_wait=none')
+      const spec: VmSpec = { name: 'vm-small', firmware: 'bios', boot: { pxe: 'direct', kernel, initrd, append }, reboot: 'exit', disk: badDisk, diskBytes: TOO_SMALL_DISK_BYTES, tap: lan.taps[vms], mac: vmMac(vms), console: join(workdir, 'vm-small.console'), exec: lan.exec }
       log('booting a VM whose disk is too small for the plan')
       const t0 = Date.now()
       badOutcome = await awaitVm(spec, bootVm(spec, join(workdir, 'vm-small.qemu.log')), t0, timeoutSeconds * 1000)
     }
 
-    const fleet = JSON.parse(await wget(lan, '/api/nodes')) as Array<{ node: string; phase: string; event: Record<string, unknown> }>
+    const fleet = (JSON.parse(await wget(lan, '/api/nodes')) as { nodes: NodeSummary[] }).nodes
     await stop(server)
     server = undefined
     await destroyLan(lan)
     lan = undefined
 
     const rows: string[] = []
+    const vmReports: VmReport[] = []
     for (const [i, p] of plans.entries()) {
       const o = outcomes[i]
       const times = consoleTimes(o.console)
       const report = fleet.find(n => n.node === p.node)
-      const ev = report?.event ?? {}
-      checks.add(`${p.spec.name} installed and powered off`, !o.timedOut && o.code === 0 && report?.phase === 'installed',
-        o.timedOut ? `timed out after ${timeoutSeconds} s` : `qemu exit ${o.code}, server sees ${report?.phase ?? 'nothing'}${report?.phase === 'failed' ? `: ${String(ev.code)} ${String(ev.message)}` : ''}`)
+      checks.add(`${p.spec.name} installed and powered off`, !o.timedOut && o.code === 0 && report?.step === 'installed',
+        o.timedOut ? `timed out after ${timeoutSeconds} s` : `qemu exit ${o.code}, server sees ${report?.phase ?? 'nothing'}${report?.phase === 'failed' ? `: ${String(report.error?.code)} ${String(report.error?.message)}` : ''}`)
       const check = await checkDisk({ disk: p.spec.disk, expected: EXPECTED_PARTITIONS, sourceRoot: source, allowed: INSTALL_WRITES, read: ['etc/fstab', PLAN_MARKER, 'etc/hostname'], workdir })
       checks.add(`${p.spec.name} disk: GPT, vfat+swap+ext4+xfs, fstab by UUID, files identical to the image`, check.ok, check.problems.join('; '))
       const marker = check.files[PLAN_MARKER] ?? ''
+      if (p.spec.boot.pxe === 'direct' && p.spec.boot.append.includes('IPADDR=')) {
+        checks.add(`${p.spec.name} used its static address (IPADDR/NETMASK/GATEWAY), no DHCP`, o.console.includes(`network: eth0 ${STATIC_IP}/24 (static) router ${SERVER_IP}`) && !o.console.includes('si-init: DHCP on'), /si-init: network: .*/.exec(o.console)?.[0] ?? 'no network line')
+      }
       checks.add(`${p.spec.name} followed the ${p.marker ?? '?'} plan`, marker.startsWith(`plan=${p.marker ?? '?'} node=${p.node} `) && check.files['etc/hostname'] === `${p.node}\n`, marker.trim())
-      const downloaded = Number(ev.downloaded ?? 0)
-      const fromServer = Number(ev.downloadedFromServer ?? 0)
-      rows.push([p.spec.name, p.node, times.initSeconds, times.agentStartSeconds, times.firstRequestSeconds, times.installedSeconds, o.wallSeconds, downloaded, fromServer, downloaded - fromServer, Number(ev.uploaded ?? 0)]
+      vmReports.push({ node: p.node, firmware: p.spec.firmware, pxe: p.spec.boot.pxe, bootedInstalled: false, secondsToInstalled: report?.step === 'installed' ? o.wallSeconds : null, secondsToBooted: null })
+      const fromServer = report?.bytesFromServer ?? 0
+      const fromPeers = report?.bytesFromPeers ?? 0
+      rows.push([p.spec.name, p.node, times.initSeconds, times.agentStartSeconds, times.firstRequestSeconds, times.installedSeconds, o.wallSeconds, fromServer + fromPeers, fromServer, fromPeers, report?.uploaded ?? 0]
         .map(v => typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(1)) : String(v ?? '-')).join('\t'))
-      if (o.code !== 0 || report?.phase !== 'installed') process.stdout.write(`---- ${p.spec.name} console (last lines) ----\n${o.console.split('\n').slice(-40).join('\n')}\n`)
+      if (o.code !== 0 || report?.step !== 'installed') process.stdout.write(`---- ${p.spec.name} console (last lines) ----\n${o.console.split('\n').slice(-40).join('\n')}\n`)
     }
     if (vms > 1) {
-      const fromPeers = plans.map(p => { const ev = fleet.find(n => n.node === p.node)?.event ?? {}; return Number(ev.downloaded ?? 0) - Number(ev.downloadedFromServer ?? 0) })
+      const fromPeers = plans.map(p => fleet.find(n => n.node === p.node)?.bytesFromPeers ?? 0)
       checks.add('VMs exchanged pieces with each other', fromPeers.reduce((a, b) => a + b, 0) > 0, `bytes from peers per VM: ${fromPeers.join(', ')}`)
     }
     if (badOutcome !== undefined && badDisk !== undefined) {
       const report = fleet.find(n => n.node === 'vm-small')
       checks.add('a disk too small fails clearly, reported, disk untouched, VM powered off',
-        !badOutcome.timedOut && badOutcome.code === 0 && report?.phase === 'failed' && report.event.code === 'ERR_DISK_TOO_SMALL' && /too small/.test(badOutcome.console) && await isAllZero(badDisk),
-        `server: ${report?.phase ?? 'nothing'} ${String(report?.event.code ?? '')}; console: ${/si-agent: error: .*/.exec(badOutcome.console)?.[0] ?? 'no error line'}`)
+        !badOutcome.timedOut && badOutcome.code === 0 && report?.phase === 'failed' && report.error?.code === 'ERR_DISK_TOO_SMALL' && /too small/.test(badOutcome.console) && await isAllZero(badDisk),
+        `server: ${report?.phase ?? 'nothing'} ${String(report?.error?.code ?? '')}; console: ${/si-agent: error: .*/.exec(badOutcome.console)?.[0] ?? 'no error line'}`)
     }
 
     process.stdout.write(`\n${label}: seconds since kernel start (TCG), bytes\n`)
     process.stdout.write(['vm', 'node', 'init', 'agent', '1st-request', 'installed', 'wall', 'downloaded', 'from-server', 'from-peers', 'uploaded'].join('\t') + '\n' + rows.join('\n') + '\n')
-    await writeFile(join(DIST, `${label}-report.json`), JSON.stringify({ checks: checks.list, fleet, initrdBytes, uploadLimit }, null, 2))
-    const failed = checks.list.filter(c => !c.ok).length
+    await writeReport(join(DIST, `${label}-report.json`), checks, vmReports, { fleet, initrdBytes, uploadLimit })
+    const failed = checks.failed
     process.stdout.write(`\n${label}: ${checks.list.length - failed} passed, ${failed} failed\n`)
     return failed === 0 ? 0 : 1
   } finally {
-    process.off('SIGINT', onSignal)
-    process.off('SIGTERM', onSignal)
-    await stopAll()
-    if (lan !== undefined) await destroyLan(lan).catch(err => log(`cleanup: ${describeError(err)}`))
-    if (o.keep) log(`kept ${workdir}`)
-    else await rm(workdir, { recursive: true, force: true })
+    offSignals()
+    await endRun({ lan, workdir, keep: o.keep, log })
   }
 }
 
 // Imported by the tests (to type-check and test its parts), run by make.
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
-  main(process.argv.slice(2)).then(code => { process.exitCode = code }, err => {
-    process.stderr.write(`e2e: error: ${describeError(err)}\n`)
-    process.exitCode = 1
-  })
-}
+runIfMain(import.meta.url, 'e2e', main)

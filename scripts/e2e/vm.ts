@@ -1,21 +1,35 @@
-// One qemu VM under TCG (KVM hangs on these machines): Debian's kernel with our
-// initramfs, one blank virtio disk, one virtio NIC on a tap of the emulated LAN, the
-// serial console in a file. It powers itself off when done (-no-reboot turns a reboot
-// into an exit too).
+// One qemu VM under TCG (KVM hangs on these machines): one blank virtio disk, one
+// virtio NIC on a tap of the emulated LAN, the serial console in a file. It boots either
+// Debian's kernel with our initramfs directly (-kernel/-initrd), or from its firmware
+// (SeaBIOS or OVMF's UEFI) like a real node: the disk first, so a blank disk falls
+// through to the NIC's iPXE ROM (Debian's ipxe-qemu) and an installed one boots itself.
+// It powers itself off when done; with `reboot: 'exit'`, -no-reboot turns a reboot into
+// an exit too.
 import { open, readFile } from 'node:fs/promises'
 import { start, waitExit, type Running } from './proc.ts'
 
 export const VM_MEMORY_MIB = 768
+/** OVMF as one image (Debian's ovmf): no persistent variables, which --removable grub does without. */
+export const OVMF_FIRMWARE = '/usr/share/qemu/OVMF.fd'
+
+export type Firmware = 'bios' | 'uefi'
+
+export type VmBoot =
+  | { pxe: 'direct'; kernel: string; initrd: string; append: string }
+  /** the NIC's iPXE ROM: DHCP, then what the DHCP server names (TFTP, HTTP) */
+  | { pxe: 'rom' }
 
 export interface VmSpec {
   name: string
-  kernel: string
-  initrd: string
+  firmware: Firmware
+  boot: VmBoot
+  /** what a reboot does: end qemu, or reset the machine (firmware, then the disk) */
+  reboot: 'exit' | 'reset'
+  memoryMib?: number
   disk: string
   diskBytes: number
   tap: string
   mac: string
-  append: string
   console: string
   /** argv prefix that runs qemu inside the LAN's namespace */
   exec: string[]
@@ -30,20 +44,21 @@ export async function blankDisk (path: string, bytes: number): Promise<void> {
 }
 
 export function qemuArgs (vm: VmSpec): string[] {
+  const boot = vm.boot
   return [
     'qemu-system-x86_64',
     '-accel', 'tcg',
-    '-m', String(VM_MEMORY_MIB),
+    '-m', String(vm.memoryMib ?? VM_MEMORY_MIB),
     '-smp', '1',
     '-nodefaults', '-no-user-config', '-display', 'none', '-monitor', 'none',
-    '-no-reboot',
+    ...(vm.reboot === 'exit' ? ['-no-reboot'] : []),
+    ...(vm.firmware === 'uefi' ? ['-bios', OVMF_FIRMWARE] : []),
     '-serial', `file:${vm.console}`,
-    '-kernel', vm.kernel,
-    '-initrd', vm.initrd,
-    '-append', vm.append,
-    '-drive', `file=${vm.disk},format=raw,if=virtio,cache=unsafe`,
+    ...(boot.pxe === 'direct' ? ['-kernel', boot.kernel, '-initrd', boot.initrd, '-append', boot.append] : []),
+    '-drive', `file=${vm.disk},format=raw,if=none,id=d0,cache=unsafe`,
+    '-device', `virtio-blk-pci,drive=d0${boot.pxe === 'rom' ? ',bootindex=1' : ''}`,
     '-netdev', `tap,id=n0,ifname=${vm.tap},script=no,downscript=no`,
-    '-device', `virtio-net-pci,netdev=n0,mac=${vm.mac}`
+    '-device', `virtio-net-pci,netdev=n0,mac=${vm.mac}${boot.pxe === 'rom' ? ',bootindex=2' : ''}`
   ]
 }
 

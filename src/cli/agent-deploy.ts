@@ -49,7 +49,7 @@ export async function runDeployCommand (argv: string[]): Promise<number> {
   const emit = (event: DeployEvent): void => { for (const s of sinks) s(event) }
   const warn = (message: string): void => emit({ type: 'warning', message })
   const reporter = o.server !== undefined && o.report
-    ? new ServerReporter(o.server, node, credentialForReports(o.server, { node, macs: [], token: o.token }, warn, { signal: termination.signal }))
+    ? new ServerReporter({ server: o.server, node, credential: credentialForReports(o.server, { node, macs: [], token: o.token }, warn, { signal: termination.signal }) })
     : undefined
   if (reporter !== undefined) sinks.push(reporter.sink())
 

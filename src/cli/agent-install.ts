@@ -77,6 +77,8 @@ export async function runInstallCommand (argv: string[]): Promise<number> {
       finishFile: config.finishFile,
       initLog: config.initLog,
       dryRun: config.dryRun,
+      kernelCmdline: cmdline,
+      reportCredential: output.credential,
       emit: output.emit,
       signal: termination.signal
     })

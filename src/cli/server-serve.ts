@@ -30,7 +30,7 @@ export async function runServeCommand (argv: string[]): Promise<number> {
   server.on('warning', err => process.stderr.write(`si-server: warning: ${describeError(err)}\n`))
   await server.start()
   const images = await server.repo.list()
-  process.stderr.write(`si-server: serving ${images.length} image version(s) from ${server.repo.root} on http://${o.listen.host}:${server.httpPort}, seeding on port ${server.seeder.port}\n`)
+  process.stderr.write(`si-server: serving ${images.length} image version(s) from ${server.repo.root} on http://${o.listen.host}:${server.httpPort}, seeding on port ${server.seeder.port}; dashboard at http://${o.listen.host}:${server.httpPort}/\n`)
   process.stderr.write(`si-server: signing with si.trusted_key=${server.signer?.publicKey ?? ''}\n`)
   if (!o.requireToken) process.stderr.write('si-server: warning: plans and report credentials go to any node that asks (--require-token makes nodes prove themselves with si.token)\n')
   await new Promise<void>(resolve => {

@@ -6,11 +6,15 @@ import { DEFAULT_REPO } from '../server/config.ts'
 import { imageAdd, imageCapture, imageList, imageRemove, imageVerify, overrideCommand } from './server-image.ts'
 import { runServeCommand } from './server-serve.ts'
 import { keyCommand, tokenCommand } from './server-keys.ts'
+import { runMonitorCommand } from './server-monitor.ts'
+import { runHistoryCommand } from './server-history.ts'
 
 export const SERVER_HELP = `usage: si-server <command> [options]
 
 commands:
-  serve                 run the HTTP API, tracker and first seeder
+  serve                 run the HTTP API, tracker, first seeder and the fleet dashboard (/)
+  monitor               watch the fleet install, live, in a terminal (--server URL)
+  history               list past deployments: per node start, end, outcome, bytes
   image add NAME        pack a directory into a new version of image NAME
   image list            list images and versions
   image rm NAME[@N]     remove an image (all versions) or one version
@@ -20,7 +24,7 @@ commands:
   key show              the repository's public signing key, for si.trusted_key=
   token show            a token for si.token=: the deployment's, a group's (--group) or a node's (--node)
 
-Every command takes --repo DIR (default ${DEFAULT_REPO}, or $SI_REPO) and --help.
+Every command but monitor takes --repo DIR (default ${DEFAULT_REPO}, or $SI_REPO) and --help.
 `
 
 const IMAGE_COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
@@ -42,6 +46,8 @@ async function main (argv: string[]): Promise<number> {
   if (command === '--version') { process.stdout.write(`si-server ${VERSION}\n`); return 0 }
   if (isHelp(command)) { process.stdout.write(SERVER_HELP); return command === undefined ? 2 : 0 }
   if (command === 'serve') return await runServeCommand(argv.slice(1))
+  if (command === 'monitor') return await runMonitorCommand(argv.slice(1))
+  if (command === 'history') return await runHistoryCommand(argv.slice(1))
   if (command === 'override') return await overrideCommand(argv.slice(1))
   if (command === 'key') return await keyCommand(argv.slice(1))
   if (command === 'token') return await tokenCommand(argv.slice(1))

@@ -22,6 +22,7 @@ export interface DeployRequest {
 
 export async function deployImage (req: DeployRequest): Promise<DeployResult> {
   const { metainfo, target, settings: s, extract, emit, signal } = req
+  emit({ type: 'image', name: metainfo.name, infoHash: metainfo.infoHashHex, length: metainfo.length })
   const streamStall = s.stallSeconds ?? DEFAULT_STREAM_STALL_SECONDS
   const viaHttp = (): Promise<DeployResult> => deployHttp({ metainfo, target, extract, emit, signal, stallSeconds: streamStall })
   const viaSwarm = (stallSeconds: number): Promise<DeployResult> => deploySwarm({

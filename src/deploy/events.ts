@@ -23,10 +23,23 @@ export type DeployEvent =
   | { type: 'phase'; phase: Phase; detail?: string }
   | ({ type: 'progress'; phase: Phase } & ProgressFigures)
   | { type: 'warning'; message: string }
+  /** the torrent being fetched, once known: the fleet view names the image by its info hash */
+  | { type: 'image'; name: string; infoHash: string; length: number }
   | ({ type: 'done'; phase: 'done'; seconds: number; downloadSeconds: number; peakRssBytes: number; leaveReason: string } & ProgressFigures)
-  | { type: 'error'; phase: 'failed'; code: string; message: string }
+  /** step and log: an install says where it failed and sends its console's tail */
+  | { type: 'error'; phase: 'failed'; code: string; message: string; step?: string; log?: string }
 
 export type EventSink = (event: DeployEvent) => void
+
+/**
+ * Any event an agent command emits: a download's, or the steps around it (install's
+ * phases, its final verdict, a failure with its step and console log). The reporter and
+ * the renderers read them by `type`; install-events.ts narrows them for the install.
+ */
+export type AgentEvent =
+  | DeployEvent
+  | { type: 'phase'; phase: string; detail?: string }
+  | ({ type: 'installed'; phase: 'installed'; image: string; seconds: number } & Partial<ProgressFigures>)
 
 /** How a download went, whatever its transport. */
 export interface DeployResult {

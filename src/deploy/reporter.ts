@@ -1,55 +1,224 @@
-// Sends the agent's events to the image server's fleet view. Best effort: a server that
-// does not answer must never slow down or fail an install, so each report is bounded
-// and the newest progress replaces any still unsent. Each report is signed with the
-// node's credential (the server refuses others); events wait for the credential to come.
-import type { DeployEvent, EventSink } from './events.ts'
+// Tells the image server how this node is doing: a snapshot of its state (identity,
+// hardware, image, phase, progress, rates, bytes from the server and from peers, the
+// last error and the console's tail on failure), posted at each step and, while only
+// figures change, at the interval the server asks for in its reply: the server
+// lengthens it as the fleet grows, so a thousand nodes cost it little.
+//
+// Best effort: a server that does not answer never slows down or fails an install.
+// Each post is bounded, step changes wait in a short queue, figures are coalesced.
+// Each post is signed with the node's credential (the server refuses others); posts
+// wait for the credential to come.
+import { randomBytes } from 'node:crypto'
+import type { AgentEvent, ProgressFigures } from './events.ts'
 import { httpRequest } from '../http-client.ts'
 import { REPORT_AUTH_HEADER, reportAuth } from '../formats/node-auth.ts'
+import { REPORT_LIMITS, clip, fleetPhaseOf, parseReportAnswer, tailBytes, type NodeReport } from '../formats/node-report.ts'
+import { hardwareSummary, nodeIdentity } from './node-facts.ts'
 
 export const REPORT_TIMEOUT_MS = 3_000
+/** Until the server says otherwise. */
+export const DEFAULT_REPORT_INTERVAL_SECONDS = 2
+/** What the agent accepts from a server's answer. */
+const INTERVAL_BOUNDS_SECONDS = { min: 0.5, max: 120 }
+/** The final reports of a run wait at most this long for a server that does not answer. */
+export const FLUSH_TIMEOUT_MS = 6_000
+/** Step changes kept while the server is slow: a node has about twenty; the oldest go first. */
+const MAX_QUEUED_STEPS = 32
 /** The server answers a report with a short acknowledgement; anything longer is not read. */
 const MAX_REPORT_ANSWER_BYTES = 64 * 1024
 
+export interface ReporterOptions {
+  /** the image server (or monitor) base URL */
+  server: string
+  node: string
+  /**
+   * Under `si-agent install` a download's `done` is not the end: the install goes on
+   * (overrides, boot loader) and its own `installed` event ends the run.
+   */
+  install?: boolean
+  intervalSeconds?: number
+  /** the node's credential (credential-client.ts); undefined when it could not be had */
+  credential?: Promise<string | undefined>
+  /** identity and hardware, collected once (default: this machine's) */
+  facts?: () => Pick<NodeReport, 'identity' | 'hardware'>
+}
+
 export class ServerReporter {
   private readonly url: string
+  private readonly opts: ReporterOptions
+  private state: NodeReport
+  private readonly steps: string[] = []
+  private journal = ''
+  private dirty = false
+  private intervalMs: number
+  private lastSent = 0
   private sending: Promise<void> | undefined
-  private queued: DeployEvent | undefined
-  private readonly important: DeployEvent[] = []
+  private timer: NodeJS.Timeout | undefined
 
-  /** `credential`: the node's (credential-client.ts); undefined when it could not be had. */
-  constructor (server: string, private readonly node: string, private readonly credential: Promise<string | undefined> = Promise.resolve(undefined)) {
-    this.url = `${server.replace(/\/+$/, '')}/api/nodes/${encodeURIComponent(node)}/events`
+  constructor (opts: ReporterOptions) {
+    this.opts = opts
+    this.url = `${opts.server.replace(/\/+$/, '')}/api/nodes/${encodeURIComponent(opts.node)}/events`
+    this.intervalMs = (opts.intervalSeconds ?? DEFAULT_REPORT_INTERVAL_SECONDS) * 1000
+    const facts = (opts.facts ?? (() => ({ identity: nodeIdentity(), hardware: hardwareSummary() })))()
+    this.state = { phase: 'booting', run: randomBytes(8).toString('hex'), ...facts }
   }
 
-  sink (): EventSink {
-    return event => {
-      if (event.type === 'progress') this.queued = event
-      else this.important.push(event)
-      if (this.sending === undefined) this.sending = this.drain().finally(() => { this.sending = undefined })
+  get interval (): number { return this.intervalMs / 1000 }
+
+  sink (): (event: AgentEvent) => void {
+    return event => { this.apply(event) }
+  }
+
+  apply (event: AgentEvent): void {
+    switch (event.type) {
+      case 'phase': {
+        this.log(`${event.phase}${event.detail !== undefined ? `: ${event.detail}` : ''}`)
+        this.enterStep(event.phase, event.detail)
+        return
+      }
+      case 'image':
+        // An install fetches its overrides after the image: the run is the image's.
+        if (this.state.infoHash === undefined) this.update({ image: clip(event.name), infoHash: event.infoHash })
+        return
+      case 'progress': {
+        this.update(figures(event))
+        // Every piece is in while extraction goes on: the node is extracting.
+        if (this.state.phase === 'downloading' && event.progress >= 1) this.enterStep('extract', undefined, 'extracting')
+        return
+      }
+      case 'warning':
+        this.log(`warning: ${event.message}`)
+        this.update({ warning: clip(event.message) })
+        return
+      case 'done':
+        this.log(`done: ${event.leaveReason}`)
+        this.update(figures(event))
+        if (this.opts.install === true) this.enterStep('downloaded', `left the swarm: ${event.leaveReason}`, 'finalizing')
+        else this.enterStep('done', `left the swarm: ${event.leaveReason}`)
+        return
+      case 'installed':
+        this.update({ progress: 1 })
+        this.enterStep('installed', `${event.image} in ${event.seconds.toFixed(1)} s`, 'done')
+        return
+      case 'error': {
+        this.log(`error: ${event.code}: ${event.message}`)
+        const step = event.step ?? this.state.step
+        this.update({
+          error: { code: event.code, message: clip(event.message, REPORT_LIMITS.errorChars), ...(step !== undefined ? { step } : {}) },
+          log: tailBytes(event.log ?? this.journal, REPORT_LIMITS.logBytes)
+        })
+        this.enterStep('failed', clip(`${event.code}: ${event.message}`), 'failed')
+      }
     }
   }
 
-  /** Waits (bounded) for the last events to go out, so the final state is on the server. */
+  /** Sends what is left (bounded): the server then shows the run's end. */
   async flush (): Promise<void> {
-    await this.sending
+    clearTimeout(this.timer)
+    this.timer = undefined
+    this.lastSent = 0 // figures too, whatever the interval
+    this.kick()
+    let bound: NodeJS.Timeout | undefined
+    await Promise.race([this.sending, new Promise(resolve => { bound = setTimeout(resolve, FLUSH_TIMEOUT_MS) })])
+    clearTimeout(bound)
+  }
+
+  private log (line: string): void {
+    this.journal = tailBytes(`${this.journal}${new Date().toISOString().slice(11, 19)} ${line}\n`, REPORT_LIMITS.logBytes)
+  }
+
+  private update (fields: Partial<NodeReport>): void {
+    this.state = { ...this.state, ...fields }
+    this.dirty = true
+    this.schedule()
+  }
+
+  /** A new step is sent at once, each one, so the server's timeline has them all. */
+  private enterStep (step: string, detail: string | undefined, phase = fleetPhaseOf(step)): void {
+    const next: NodeReport = { ...this.state, step, phase: phase ?? this.state.phase }
+    if (detail !== undefined) next.detail = clip(detail)
+    else delete next.detail
+    this.state = next
+    if (this.steps.length >= MAX_QUEUED_STEPS) this.steps.shift()
+    this.steps.push(serialize(next))
+    this.dirty = false
+    this.kick()
+  }
+
+  private schedule (): void {
+    if (this.timer !== undefined || this.sending !== undefined) return
+    const wait = Math.max(0, this.lastSent + this.intervalMs - Date.now())
+    this.timer = setTimeout(() => { this.timer = undefined; this.kick() }, wait)
+    this.timer.unref()
+  }
+
+  private kick (): void {
+    if (this.sending !== undefined) return
+    clearTimeout(this.timer)
+    this.timer = undefined
+    this.sending = this.drain().finally(() => {
+      this.sending = undefined
+      if (this.dirty || this.steps.length > 0) this.schedule()
+    })
   }
 
   private async drain (): Promise<void> {
     for (;;) {
-      const event = this.important.shift() ?? this.queued
-      if (event === undefined) return
-      if (event === this.queued) this.queued = undefined
-      try {
-        const credential = await this.credential
-        const body = JSON.stringify(event)
-        await httpRequest(this.url, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json', ...(credential !== undefined ? { [REPORT_AUTH_HEADER]: reportAuth(credential, this.node, body) } : {}) },
-          body,
-          timeoutMs: REPORT_TIMEOUT_MS,
-          maxBytes: MAX_REPORT_ANSWER_BYTES
-        })
-      } catch { /* best effort */ }
+      const step = this.steps.shift()
+      let body = step
+      if (body === undefined && this.dirty && Date.now() - this.lastSent >= this.intervalMs) {
+        body = serialize(this.state)
+        this.dirty = false
+      }
+      if (body === undefined) return
+      this.lastSent = Date.now()
+      const refused = await this.post(body)
+      if (refused) {
+        // Told to slow down: a step waits at the head of the queue, figures are resent anyway.
+        if (step !== undefined) this.steps.unshift(step); else this.dirty = true
+        return
+      }
     }
+  }
+
+  /** True when the server asked to be left alone for a while (429): the report was not taken. */
+  private async post (body: string): Promise<boolean> {
+    try {
+      const credential = await this.opts.credential
+      const reply = await httpRequest(this.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...(credential !== undefined ? { [REPORT_AUTH_HEADER]: reportAuth(credential, this.opts.node, body) } : {}) },
+        body,
+        timeoutMs: REPORT_TIMEOUT_MS,
+        maxBytes: MAX_REPORT_ANSWER_BYTES
+      })
+      const retryAfter = Number(reply.headers['retry-after'])
+      const asked = reply.status === 429 && retryAfter > 0 ? retryAfter : parseReportAnswer(reply.body.toString('utf8'))?.intervalSeconds
+      if (asked !== undefined) this.intervalMs = 1000 * Math.min(INTERVAL_BOUNDS_SECONDS.max, Math.max(INTERVAL_BOUNDS_SECONDS.min, asked))
+      return reply.status === 429
+    } catch { return false /* best effort: the next report says it all again */ }
+  }
+}
+
+/** The report as posted, its log shortened if escaping made it longer than the server takes. */
+export function serialize (report: NodeReport): string {
+  let body = JSON.stringify(report)
+  let log = report.log
+  while (Buffer.byteLength(body) > REPORT_LIMITS.bodyBytes && log !== undefined && log !== '') {
+    log = tailBytes(log, Math.floor(Buffer.byteLength(log) / 2))
+    body = JSON.stringify({ ...report, log })
+  }
+  return body
+}
+
+function figures (f: ProgressFigures): Partial<NodeReport> {
+  return {
+    progress: Math.min(1, Math.max(0, f.progress)),
+    downloadRate: f.downloadRate,
+    uploadRate: f.uploadRate,
+    bytesFromServer: f.downloadedFromServer,
+    bytesFromPeers: Math.max(0, f.downloaded - f.downloadedFromServer),
+    uploaded: f.uploaded,
+    peers: f.peers
   }
 }

@@ -8,6 +8,7 @@ import { SiError, isSiError, describeError } from '../errors.ts'
 import { pieceSize, type Metainfo } from '../torrent/metainfo.ts'
 import { RateMeter } from '../swarm/rate-meter.ts'
 import { extractTar, type ExtractOptions } from './extract.ts'
+import { checkSpace, targetNeed } from './space.ts'
 import { ensureTargetDir } from './target-dir.ts'
 import type { DeployEvent, DeployResult, EventSink, ProgressFigures } from './events.ts'
 
@@ -135,6 +136,8 @@ export async function deployFromStream (opts: StreamDeployOptions, open: (signal
   }
 
   await ensureTargetDir(opts.target)
+  const target = await targetNeed(meta, opts.target, opts.extract?.overlay === true)
+  if (target !== undefined) await checkSpace([target])
   const source = await open(signal)
   opts.emit({ type: 'phase', phase: 'download', detail: `${meta.name}: ${meta.length} bytes over ${opts.transport} from ${source.label}` })
   const stallMs = opts.stallSeconds * 1000

@@ -1,9 +1,12 @@
 // The agent's job, start to end: torrent -> swarm -> verified pieces -> extraction ->
 // target -> seeding by policy -> report. Extraction reads the payload in order as pieces
 // are verified, so it overlaps the download instead of waiting for it.
-import { randomBytes } from 'node:crypto'
+//
+// Before a byte is fetched, the staging area and the target are checked for room. A run
+// that dies keeps its staging file and resume data: the next run of the same image
+// starts from the pieces they hold, and extracts again over what the dead run left
+// (the target's .si-incomplete marker says it did not finish).
 import { rm } from 'node:fs/promises'
-import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { SiError, describeError, isSiError } from '../errors.ts'
 import type { Metainfo } from '../torrent/metainfo.ts'
@@ -14,7 +17,8 @@ import { TokenBucket } from '../swarm/token-bucket.ts'
 import { scrape, type PeerAddress } from '../swarm/tracker-client.ts'
 import { extractTar, type ExtractOptions } from './extract.ts'
 import type { Times } from '../image/times.ts'
-import { chooseStaging } from './staging.ts'
+import { checkSpace, targetNeed, type SpaceNeed } from './space.ts'
+import { chooseStaging, claimStagingFile, removeDeadStaging, stagingDirs } from './staging.ts'
 import { ensureTargetDir } from './target-dir.ts'
 import { waitToLeave, type SeedWait } from './seed-policy.ts'
 import type { DeployResult, EventSink, Phase, ProgressFigures } from './events.ts'
@@ -55,10 +59,25 @@ export async function deploySwarm (opts: SwarmDeployOptions): Promise<DeployResu
 
   await ensureTargetDir(opts.target)
   const staging = await chooseStaging({ size: meta.length, explicit: opts.staging, target: opts.target })
-  opts.emit({ type: 'phase', phase: 'staging', detail: `${staging.dir} (${staging.kind}: ${staging.reason})` })
-  // Unique per run: several agents may share a machine (tests, benchmarks) and a tmpfs.
-  const stagingFile = join(staging.dir, `si-${meta.infoHashHex.slice(0, 16)}-${process.pid}-${randomBytes(4).toString('hex')}.tar`)
-  const store = await PieceStore.createStaging(stagingFile, meta)
+  for (const gone of await removeDeadStaging(stagingDirs(opts.target, opts.staging), meta.infoHashHex, staging.dir)) {
+    opts.emit({ type: 'warning', message: `removed ${gone}, left by a run that is gone` })
+  }
+  const stagingFile = await claimStagingFile(staging.dir, meta.infoHashHex)
+  let store: PieceStore
+  let finished = false
+  try {
+    await checkSpace(await spaceNeeds(opts, staging.dir, stagingFile.allocatedBytes))
+    const opened = await (stagingFile.resumable
+      ? PieceStore.openResumable(stagingFile.path, meta, meta.infoHashHex)
+      : PieceStore.createStaging(stagingFile.path, meta).then(s => ({ store: s, resumed: { pieces: 0, rehashed: 0 } })))
+    store = opened.store
+    const { pieces, rehashed } = opened.resumed
+    const resumed = pieces > 0 || rehashed > 0 ? `; resuming with ${pieces} of ${meta.pieceCount} pieces from an earlier run${rehashed > 0 ? ` (${rehashed} hashed again)` : ''}` : ''
+    opts.emit({ type: 'phase', phase: 'staging', detail: `${staging.dir} (${staging.kind}: ${staging.reason})${resumed}` })
+  } catch (err) {
+    await stagingFile.release(false)
+    throw err
+  }
   const listener = new PeerListener()
   let swarm: Swarm | undefined
   let ticker: NodeJS.Timeout | undefined
@@ -131,6 +150,7 @@ export async function deploySwarm (opts: SwarmDeployOptions): Promise<DeployResu
     const final = figures()
     const seconds = (Date.now() - started) / 1000
     opts.emit({ type: 'done', phase: 'done', seconds, downloadSeconds, peakRssBytes: peakRss, leaveReason, ...final })
+    finished = true
     return { seconds, downloadSeconds, figures: final, leaveReason, ...(extractResult.rootTimes !== undefined ? { rootTimes: extractResult.rootTimes } : {}) }
   } finally {
     clearInterval(ticker)
@@ -138,9 +158,16 @@ export async function deploySwarm (opts: SwarmDeployOptions): Promise<DeployResu
     await swarm?.stop()
     await listener.stop()
     await store.close()
-    await rm(stagingFile, { force: true })
-    if (staging.kind === 'disk') await rm(staging.dir, { recursive: true, force: true })
+    // A failed run leaves its pieces to the next (removed then if it deploys another image).
+    await stagingFile.release(!finished)
+    if (staging.kind === 'disk' && finished) await rm(staging.dir, { recursive: true, force: true })
   }
+}
+
+/** The payload in staging (less what an earlier run already wrote there), and the target's share. */
+async function spaceNeeds (opts: SwarmDeployOptions, stagingDir: string, allocated: number): Promise<SpaceNeed[]> {
+  const target = await targetNeed(opts.metainfo, opts.target, opts.extract?.overlay === true)
+  return [{ what: 'staging', dir: stagingDir, bytes: Math.max(0, opts.metainfo.length - allocated) }, ...(target !== undefined ? [target] : [])]
 }
 
 function waitForComplete (swarm: Swarm, signal: AbortSignal, stallMs: number): Promise<void> {

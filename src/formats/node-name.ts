@@ -6,3 +6,6 @@ export const NODE_NAME_RULE = 'a node name of letters, digits, . _ : - (at most 
 export function isNodeName (text: string): boolean {
   return NODE_NAME_PATTERN.test(text)
 }
+
+/** Node names in natural order (node2 before node10), with one collator: creating one per comparison made sorting a thousand nodes take a third of a second. */
+export const compareNodeNames: (a: string, b: string) => number = new Intl.Collator('en', { numeric: true }).compare

@@ -5,8 +5,8 @@
 // GNU tar (`--xattrs --acls`) reads the result. Entries come in byte-sorted order so the
 // same tree always gives the same archive (and so the same torrent), whatever the locale.
 import { once } from 'node:events'
-import { constants as fsc, createWriteStream, type BigIntStats } from 'node:fs'
-import { lstat, open, readdir, readFile, readlink, realpath, unlink, type FileHandle } from 'node:fs/promises'
+import { closeSync, constants as fsc, createWriteStream, fstatSync, lstatSync, openSync, readdirSync, readlinkSync, readSync, type BigIntStats } from 'node:fs'
+import { lstat, open, readFile, realpath, unlink, type FileHandle } from 'node:fs/promises'
 import type { Writable } from 'node:stream'
 import { SiError } from '../errors.ts'
 import { XATTR_ACL_ACCESS, XATTR_ACL_DEFAULT, aclXattrToText } from './acl.ts'
@@ -19,10 +19,12 @@ import { readTreeXattrs, type Xattrs } from './xattrs.ts'
 const READ_CHUNK_BYTES = 1024 * 1024
 /** Files up to this size are read whole while earlier entries are still being written. */
 const SMALL_FILE_BYTES = 64 * 1024
-/** Entries of a directory examined ahead of their turn (bounds memory to about 1 MiB a level). */
-const LOOKAHEAD_ENTRIES = 16
 /** Smallest file worth looking for holes in: one page. */
 const HOLE_BLOCK = 4096
+/** The block size the unpacked size is counted in (ext4's, xfs's default). */
+const DISK_BLOCK = 4096
+/** Symlink targets up to this long live in the inode (ext4's "fast" symlinks). */
+const INLINE_SYMLINK_BYTES = 59
 const ZERO_BLOCK = Buffer.alloc(BLOCK)
 const END_OF_ARCHIVE = Buffer.alloc(2 * BLOCK)
 const SLASH = Buffer.from('/')
@@ -43,6 +45,12 @@ export interface PackResult {
   /** Bytes of tar written. */
   bytes: number
   entries: number
+  /**
+   * Space the tree needs on disk, estimated from its content alone (so the same tree
+   * gives the same figure, and the same torrent, wherever it lives): file data in whole
+   * blocks, a block per directory and per symlink too long to live in its inode.
+   */
+  unpackedBytes: number
   /** Paths (relative) that tar cannot carry, such as sockets. */
   skipped: string[]
 }
@@ -126,16 +134,34 @@ async function assertNoMore (fh: FileHandle, size: number, rel: string): Promise
   if (bytesRead !== 0) throw new SiError('ERR_SOURCE_CHANGED', `${rel} grew while packing (more than ${size} bytes)`)
 }
 
-async function readSmallFile (rel: string, abs: Buffer, st: BigIntStats): Promise<Buffer> {
+/**
+ * A small file, whole, with synchronous calls: most of a root file system is small
+ * files, and each asynchronous call is a thread-pool round trip that costs more than the
+ * syscall (the packer runs in `si-server image add`, where blocking is harmless).
+ * Same checks as openSame and readExactly.
+ */
+function readSmallFile (rel: string, abs: Buffer, st: BigIntStats): Buffer {
   const size = Number(st.size)
-  const fh = await openSame(rel, abs, st)
+  let fd: number
   try {
+    fd = openSync(abs, OPEN_SOURCE_FLAGS | NOATIME)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM' || NOATIME === 0) throw err
+    fd = openSync(abs, OPEN_SOURCE_FLAGS)
+  }
+  try {
+    const now = fstatSync(fd, { bigint: true })
+    if (now.ino !== st.ino || now.dev !== st.dev || !now.isFile()) throw new SiError('ERR_SOURCE_CHANGED', `${rel} was replaced while packing`)
     const buf = Buffer.allocUnsafe(size)
-    await readExactly(fh, buf, 0, rel, size)
-    await assertNoMore(fh, size, rel)
+    for (let done = 0; done < size;) {
+      const n = readSync(fd, buf, done, size - done, done)
+      if (n === 0) throw new SiError('ERR_SOURCE_CHANGED', `${rel} shrank while packing (${done} of ${size} bytes read)`)
+      done += n
+    }
+    if (readSync(fd, Buffer.alloc(1), 0, 1, size) !== 0) throw new SiError('ERR_SOURCE_CHANGED', `${rel} grew while packing (more than ${size} bytes)`)
     return buf
   } finally {
-    await fh.close()
+    closeSync(fd)
   }
 }
 
@@ -144,11 +170,12 @@ function hasHoles (st: BigIntStats): boolean {
   return st.isFile() && st.size >= BigInt(HOLE_BLOCK) && st.blocks * 512n < st.size
 }
 
-async function lookAhead (rel: string, abs: Buffer, keeper: AtimeKeeper): Promise<Lookahead> {
-  const st = await lstat(abs, { bigint: true })
+/** Synchronous, like readSmallFile: an entry's metadata costs its syscalls only. */
+function lookAhead (rel: string, abs: Buffer, keeper: AtimeKeeper): Lookahead {
+  const st = lstatSync(abs, { bigint: true })
   keeper.note(abs, st)
-  if (st.isSymbolicLink()) return { st, target: await readlink(abs, { encoding: 'buffer' }) }
-  if (st.isFile() && st.size <= BigInt(SMALL_FILE_BYTES) && !hasHoles(st)) return { st, content: await readSmallFile(rel, abs, st) }
+  if (st.isSymbolicLink()) return { st, target: readlinkSync(abs, { encoding: 'buffer' }) }
+  if (st.isFile() && st.size <= BigInt(SMALL_FILE_BYTES) && !hasHoles(st)) return { st, content: readSmallFile(rel, abs, st) }
   return { st }
 }
 
@@ -160,6 +187,7 @@ class Packer {
   readonly skipped: string[] = []
   entries = 0
   bytes = 0
+  unpackedBytes = 0
   private readonly firstPathOfInode = new Map<string, Buffer>()
   private readonly rootBytes: Buffer
 
@@ -225,30 +253,18 @@ class Packer {
     const st = await lstat(this.rootBytes, { bigint: true })
     await this.write(encodeHeader({ ...this.baseEntry(Buffer.alloc(0), st), type: 'directory' }))
     this.entries++
+    this.unpackedBytes += DISK_BLOCK
     await this.addChildren(Buffer.alloc(0))
     await this.write(END_OF_ARCHIVE)
   }
 
   private async addChildren (rel: Buffer): Promise<void> {
-    const names = await readdir(this.abs(rel), { encoding: 'buffer' })
+    const names = readdirSync(this.abs(rel), { encoding: 'buffer' })
     names.sort(Buffer.compare)
-    // Entries must go out in order, but each file costs several thread-pool round trips;
-    // looking at the next few while this one is written keeps the pool busy.
-    const ahead: Array<Promise<Lookahead> | undefined> = []
-    const lookAt = (i: number): void => {
-      if (i >= names.length) return
-      const child = childPath(rel, names[i])
-      const p = lookAhead(printableBytes(child), this.abs(child), this.keeper)
-      p.catch(() => {}) // reported when its turn comes, or moot if packing already failed
-      ahead[i] = p
-    }
-    for (let i = 0; i < LOOKAHEAD_ENTRIES; i++) lookAt(i)
-    for (let i = 0; i < names.length; i++) {
+    for (const name of names) {
       throwIfAborted(this.opts.signal)
-      const found = await ahead[i]!
-      ahead[i] = undefined
-      lookAt(i + LOOKAHEAD_ENTRIES)
-      await this.addEntry(childPath(rel, names[i]), found)
+      const child = childPath(rel, name)
+      await this.addEntry(child, lookAhead(printableBytes(child), this.abs(child), this.keeper))
     }
   }
 
@@ -262,6 +278,7 @@ class Packer {
     if (st.isDirectory()) {
       await this.write(encodeHeader({ ...e, type: 'directory' }))
       this.entries++
+      this.unpackedBytes += DISK_BLOCK
       await this.addChildren(rel)
       return
     }
@@ -279,6 +296,7 @@ class Packer {
 
     if (target !== undefined) {
       await this.write(encodeHeader({ ...e, type: 'symlink', linkpath: target }))
+      if (target.length > INLINE_SYMLINK_BYTES) this.countData(target.length)
     } else if (st.isFIFO()) {
       await this.write(encodeHeader({ ...e, type: 'fifo' }))
     } else if (st.isCharacterDevice()) {
@@ -287,6 +305,7 @@ class Packer {
       await this.write(encodeHeader({ ...e, type: 'block-device' }))
     } else if (content !== undefined) {
       await this.write(encodeHeader({ ...e, size: content.length }))
+      this.countData(content.length)
       await this.write(content)
       await this.write(ZERO_BLOCK.subarray(0, padding(content.length)))
     } else if (st.isFile()) {
@@ -296,6 +315,11 @@ class Packer {
       return
     }
     this.entries++
+  }
+
+  /** Data bytes of a file, or a symlink's target, as whole disk blocks. */
+  private countData (bytes: number): void {
+    this.unpackedBytes += Math.ceil(bytes / DISK_BLOCK) * DISK_BLOCK
   }
 
   private async addFile (name: string, rel: Buffer, e: TarEntry, st: BigIntStats): Promise<void> {
@@ -321,6 +345,7 @@ class Packer {
           done += buf.length
         }
         stored += length
+        this.countData(length)
       }
       await assertNoMore(fh, size, name)
       await this.write(ZERO_BLOCK.subarray(0, padding(stored)))
@@ -331,10 +356,10 @@ class Packer {
 }
 
 /** Every directory's times before anything lists it (getfattr lists them all first). */
-async function noteDirectories (abs: Buffer, keeper: AtimeKeeper): Promise<void> {
-  keeper.note(abs, await lstat(abs, { bigint: true }))
-  for (const d of await readdir(abs, { withFileTypes: true, encoding: 'buffer' })) {
-    if (d.isDirectory()) await noteDirectories(Buffer.concat([abs, SLASH, d.name as unknown as Buffer]), keeper)
+function noteDirectories (abs: Buffer, keeper: AtimeKeeper): void {
+  keeper.note(abs, lstatSync(abs, { bigint: true }))
+  for (const d of readdirSync(abs, { withFileTypes: true, encoding: 'buffer' })) {
+    if (d.isDirectory()) noteDirectories(Buffer.concat([abs, SLASH, d.name as unknown as Buffer]), keeper)
   }
 }
 
@@ -353,7 +378,7 @@ export async function packDirectory (srcDir: string, out: Writable | string, opt
   const root = await sourceDir(srcDir)
   throwIfAborted(opts.signal)
   const keeper = new AtimeKeeper()
-  await noteDirectories(Buffer.from(root), keeper)
+  noteDirectories(Buffer.from(root), keeper)
   const [users, groups, xattrs] = await Promise.all([
     readOwnerNames(root, 'passwd'),
     readOwnerNames(root, 'group'),
@@ -381,5 +406,5 @@ export async function packDirectory (srcDir: string, out: Writable | string, opt
   } finally {
     await keeper.restore()
   }
-  return { bytes: packer.bytes, entries: packer.entries, skipped: packer.skipped }
+  return { bytes: packer.bytes, entries: packer.entries, unpackedBytes: packer.unpackedBytes, skipped: packer.skipped }
 }

@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto'
 import { mkdir, open, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { SiError } from '../errors.ts'
+import { isRunning } from '../formats/work-owner.ts'
 import { formatImageRef, isImageName, isVersionName, parseImageRef } from '../formats/image-ref.ts'
 import { createTorrent, parseTorrent } from '../torrent/metainfo.ts'
 import { packDirectory } from './pack.ts'
@@ -52,6 +53,8 @@ export interface ImageVersion {
   createdAt: string
   source: string
   entries: number
+  /** Disk space the extracted image needs (absent in versions made before it was recorded). */
+  unpackedBytes?: number
   compression: Compression
 }
 
@@ -83,6 +86,32 @@ async function fsyncPath (path: string): Promise<void> {
 function isMissing (err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException)?.code
   return code === 'ENOENT' || code === 'ENOTDIR'
+}
+
+/** Work directories: PREFIX VERSION-PID-RANDOM (before the pid was recorded: VERSION-RANDOM). */
+const WORK_NAME = /^(?:\.incoming-|\.trash-)\d+-(?:(\d+)-)?[0-9a-f]+$/
+
+/**
+ * Removes the work directories of adds and removes whose process is gone (killed,
+ * crashed): left alone they would hold a whole payload each, for good. Ones without a
+ * pid come from a version of this program that no longer runs.
+ */
+export async function removeDeadWork (imageDir: string): Promise<string[]> {
+  let names: string[]
+  try {
+    names = await readdir(imageDir)
+  } catch (err) {
+    if (isMissing(err)) return []
+    throw err
+  }
+  const removed: string[] = []
+  for (const name of names) {
+    const m = WORK_NAME.exec(name)
+    if (m === null || (m[1] !== undefined && isRunning(Number(m[1])))) continue
+    await rm(join(imageDir, name), { recursive: true, force: true })
+    removed.push(name)
+  }
+  return removed
 }
 
 export class ImageRepository {
@@ -120,6 +149,7 @@ export class ImageRepository {
       createdAt: meta.createdAt,
       source: meta.source,
       entries: meta.entries,
+      ...(meta.unpackedBytes !== undefined ? { unpackedBytes: meta.unpackedBytes } : {}),
       compression
     }
   }
@@ -193,8 +223,10 @@ export class ImageRepository {
 
     const imageDir = this.imageDir(ref.name)
     await mkdir(imageDir, { recursive: true })
+    await removeDeadWork(imageDir)
     const version = await this.reserve(ref.name)
-    const work = join(imageDir, `${INCOMING_PREFIX}${version}-${randomBytes(6).toString('hex')}`)
+    // The pid says whose it is: what a killed add left is removed by the next one.
+    const work = join(imageDir, `${INCOMING_PREFIX}${version}-${process.pid}-${randomBytes(6).toString('hex')}`)
     try {
       await mkdir(work)
       const compression = opts.compression ?? DEFAULT_COMPRESSION
@@ -213,6 +245,8 @@ export class ImageRepository {
         // The file name standard clients save under: unique per version.
         name: `${ref.name}-${version}.tar${compressionSuffix(compression)}`,
         pieceLength: opts.pieceLength,
+        // The agent checks its disk against these before fetching a byte.
+        unpacked: { bytes: packed.unpackedBytes, entries: packed.entries },
         signal: opts.signal,
         onProgress: (done, total) => opts.onProgress?.('hash', done, total)
       })
@@ -226,6 +260,7 @@ export class ImageRepository {
         createdAt: new Date().toISOString(),
         source: opts.from,
         entries: packed.entries,
+        unpackedBytes: packed.unpackedBytes,
         compression,
         payloadFile,
         ...(packed.skipped.length > 0 ? { skipped: packed.skipped } : {})
@@ -291,7 +326,7 @@ export class ImageRepository {
     const imageDir = this.imageDir(name)
     for (const v of doomed) {
       // Out of sight first, then deleted: a crash mid-delete leaves trash, not a broken version.
-      const trash = join(imageDir, `${TRASH_PREFIX}${v.version}-${randomBytes(6).toString('hex')}`)
+      const trash = join(imageDir, `${TRASH_PREFIX}${v.version}-${process.pid}-${randomBytes(6).toString('hex')}`)
       await rename(v.dir, trash)
       await rm(trash, { recursive: true, force: true })
     }

@@ -121,6 +121,9 @@ export class TimeFixer {
     this.count++
   }
 
+  /** Paths whose fix is still to be applied. */
+  get pending (): number { return this.wanted.size }
+
   /** The entry at `path` was replaced: its pending fix no longer applies. */
   forget (path: string): void {
     for (const k of this.byPath.get(path) ?? []) this.groups.get(k)?.delete(path)

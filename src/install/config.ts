@@ -13,8 +13,8 @@ import { parseCmdline } from './cmdline.ts'
 
 export const DEFAULT_TARGET = '/mnt/si-target'
 export const DEFAULT_CMDLINE_FILE = '/proc/cmdline'
-/** Keys /init reads itself: accepted here without a warning. */
-const INIT_KEYS = ['si.on_error', 'si.netdev', 'si.dhcp_timeout', 'si.timeout', 'si.break']
+/** Keys /init reads itself (initrd/init's header lists them): accepted here without a warning. */
+export const INIT_KEYS = ['si.on_error', 'si.netdev', 'si.ip', 'si.gw', 'si.dns', 'si.dhcp_timeout', 'si.timeout', 'si.break']
 
 function nodeName (text: string): string {
   if (!isNodeName(text)) throw new OptionValueError(NODE_NAME_RULE)

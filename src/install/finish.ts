@@ -5,6 +5,7 @@ import { readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { runCommand } from './command.ts'
 import { hasFile } from './chroot.ts'
+import { splitCmdline } from './cmdline.ts'
 import type { FinishAction } from '../formats/plan.ts'
 import type { Formatted } from './filesystems.ts'
 
@@ -26,13 +27,22 @@ export async function findKernel (root: string): Promise<{ kernel: string; initr
 
 export interface FinishDecision { action: FinishAction; note?: string }
 
-/** For kexec, loads the kernel now; falls back to reboot (with a note) when it cannot. */
-export async function prepareFinish (action: FinishAction, root: string, parts: Formatted[], cmdline: string | undefined, signal?: AbortSignal): Promise<FinishDecision> {
+/** The installer's console= words: the installed system's console is the same hardware. */
+export function consoleArgs (installerCmdline: string): string[] {
+  return splitCmdline(installerCmdline).filter(w => w.startsWith('console='))
+}
+
+/**
+ * For kexec, loads the kernel now; falls back to reboot (with a note) when it cannot.
+ * Without the plan's kexecCmdline, the kernel gets the root file system by UUID and the
+ * installer's consoles.
+ */
+export async function prepareFinish (action: FinishAction, root: string, parts: Formatted[], cmdline: string | undefined, installerCmdline: string, signal?: AbortSignal): Promise<FinishDecision> {
   if (action !== 'kexec') return { action }
   const found = await findKernel(root)
   if (found === undefined) return { action: 'reboot', note: 'kexec: the image has no kernel in / or /boot; rebooting instead' }
   const rootFs = parts.find(p => p.spec.mount === '/')
-  const append = cmdline ?? `root=UUID=${rootFs?.uuid ?? ''} ro`
+  const append = cmdline ?? [`root=UUID=${rootFs?.uuid ?? ''}`, 'ro', ...consoleArgs(installerCmdline)].join(' ')
   try {
     await runCommand('kexec', ['-l', found.kernel, ...(found.initrd !== undefined ? [`--initrd=${found.initrd}`] : []), `--append=${append}`], { signal, timeoutMs: KEXEC_TIMEOUT_MS })
     return { action: 'kexec', note: `kexec loaded ${found.kernel.slice(root.length)} with "${append}"` }

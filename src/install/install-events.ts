@@ -6,6 +6,7 @@ import { terminalSink, jsonSink } from '../deploy/progress.ts'
 import { ServerReporter } from '../deploy/reporter.ts'
 import { credentialForReports, type NodeIdentity } from '../deploy/credential-client.ts'
 import type { RetryOptions } from '../deploy/http-get.ts'
+import type { Firmware } from './bootloader.ts'
 
 export type InstallPhase = 'config' | 'network' | 'plan' | 'disks' | 'partition' | 'format' | 'mount' | 'overrides' | 'fstab' | 'bootloader' | 'post-install' | 'unmount' | 'finish'
 
@@ -20,6 +21,8 @@ export type InstallEvent =
     seconds: number
     /** since the node's kernel started: boot-to-installed */
     uptimeSeconds?: number
+    /** what the node booted the installer with, which decided the boot loader */
+    firmware: Firmware
     finish: string
   } & Partial<ProgressFigures>)
   | { type: 'error'; phase: 'failed'; code: string; message: string; step: string; log?: string }
@@ -27,9 +30,8 @@ export type InstallEvent =
 export type InstallSink = (event: InstallEvent) => void
 
 /**
- * The download's sinks render and send by `type`, never by `phase`, and the server
- * stores any JSON object: install events pass through them unchanged. This is the one
- * place where that is asserted to the type checker.
+ * The download's renderers go by `type`, never by `phase`: install events pass through
+ * them unchanged. This is the one place where that is asserted to the type checker.
  */
 function widen (sink: EventSink): InstallSink {
   return sink as unknown as InstallSink
@@ -39,6 +41,8 @@ export interface InstallOutput {
   emit: InstallSink
   /** waits (bounded) until the server has the last event */
   flush: () => Promise<void>
+  /** the node's report credential (undefined: none, or no reports): the installed system reports with it too */
+  credential: () => Promise<string | undefined>
 }
 
 export interface InstallOutputOptions {
@@ -61,8 +65,8 @@ export function installOutput (opts: InstallOutputOptions): InstallOutput {
   const credential = opts.monitor !== undefined
     ? credentialForReports(opts.monitor, { node: opts.node, macs: opts.macs ?? [], token: opts.token }, message => console({ type: 'warning', message }), opts.credentialRetry)
     : undefined
-  const reporter = opts.monitor !== undefined ? new ServerReporter(opts.monitor, opts.node, credential) : undefined
-  const report = reporter !== undefined ? widen(reporter.sink()) : undefined
+  const reporter = opts.monitor !== undefined ? new ServerReporter({ server: opts.monitor, node: opts.node, install: true, credential }) : undefined
+  const report = reporter?.sink()
   const errStream = opts.err ?? process.stderr
   return {
     emit: event => {
@@ -72,6 +76,7 @@ export function installOutput (opts: InstallOutputOptions): InstallOutput {
       }
       report?.(event)
     },
-    flush: async () => { await reporter?.flush() }
+    flush: async () => { await reporter?.flush() },
+    credential: async () => await credential
   }
 }

@@ -1,6 +1,6 @@
 // A node's whole install, in order: plan -> torrents -> disk checks -> partition ->
-// format -> mount -> download and extract (deploy) -> overrides -> fstab -> boot loader
-// -> post-install -> unmount -> finish. Everything that can be checked is checked before
+// format -> mount -> download and extract (deploy) -> overrides -> fstab -> install.env
+// -> boot loader -> post-install -> unmount -> finish. Everything that can be checked is checked before
 // the first write to a disk; after it, any failure is reported as a failure with the
 // step and the log, never as done.
 import { readFile, writeFile, mkdir } from 'node:fs/promises'
@@ -19,9 +19,10 @@ import { placePartitions, mib, type DiskLayout } from './disk-layout.ts'
 import { writePartitionTable } from './partition.ts'
 import { format, mountAll, unmountAll, type Formatted } from './filesystems.ts'
 import { renderFstab } from './fstab.ts'
-import { planGrub, installGrub } from './bootloader.ts'
+import { detectFirmware, planGrub, installGrub } from './bootloader.ts'
 import { runPostInstall } from './post-install.ts'
 import { prepareFinish, recordFinish } from './finish.ts'
+import { writeInstallEnv } from './install-env.ts'
 import { tail } from './command.ts'
 import type { InstallEvent, InstallPhase, InstallSink } from './install-events.ts'
 
@@ -48,6 +49,10 @@ export interface InstallOptions {
   uptime?: () => Promise<number | undefined>
   /** plan request retries while the server is unreachable (default: plan-client's) */
   planRetry?: { attempts: number; retryMs: number }
+  /** the installer's own kernel command line (its consoles carry over to a kexec) */
+  kernelCmdline?: string
+  /** the node's report credential, left to the installed system for its first-boot report */
+  reportCredential?: () => Promise<string | undefined>
 }
 
 export interface InstallResult {
@@ -136,10 +141,19 @@ export async function install (opts: InstallOptions): Promise<InstallResult> {
 
     phase('fstab')
     await writeFstab(opts.target, formatted)
+    const firmware = await detectFirmware((opts.paths ?? SYSTEM_PATHS).sys)
+    await writeInstallEnv(opts.target, {
+      SI_NODE: opts.node,
+      SI_IMAGE: image,
+      SI_SERVER: opts.config.server,
+      SI_MONITOR: opts.config.monitor,
+      SI_FIRMWARE: firmware,
+      SI_INSTALLED_AT: new Date().toISOString()
+    }, await opts.reportCredential?.())
     phase('bootloader')
     const rootDisk = layouts.find(l => l.partitions.some(p => p.spec.mount === '/'))?.device ?? layouts[0].device
-    const grub = await planGrub(opts.target, plan.bootloader, formatted, rootDisk)
-    emit({ type: 'phase', phase: 'bootloader', detail: grub.kind === 'none' ? `none: ${grub.reason}` : `grub (${grub.kind}): ${grub.commands.map(c => c.join(' ')).join('; ')}` })
+    const grub = await planGrub(opts.target, plan.bootloader, formatted, rootDisk, firmware)
+    emit({ type: 'phase', phase: 'bootloader', detail: `${firmware} firmware: ${grub.kind === 'none' ? `none: ${grub.reason}` : `grub (${grub.kind}): ${grub.commands.map(c => c.join(' ')).join('; ')}`}` })
     await installGrub(opts.target, grub, opts.signal)
 
     phase('post-install', `${plan.postInstall.length} step(s)`)
@@ -151,7 +165,7 @@ export async function install (opts: InstallOptions): Promise<InstallResult> {
     })
 
     phase('finish', finishAction)
-    const decision = await prepareFinish(finishAction, opts.target, formatted, plan.kexecCmdline, opts.signal)
+    const decision = await prepareFinish(finishAction, opts.target, formatted, plan.kexecCmdline, opts.kernelCmdline ?? '', opts.signal)
     if (decision.note !== undefined) emit({ type: 'warning', message: decision.note })
 
     phase('unmount')
@@ -169,6 +183,7 @@ export async function install (opts: InstallOptions): Promise<InstallResult> {
       plan: fetched.source,
       seconds,
       uptimeSeconds: await uptime(),
+      firmware,
       finish: decision.action,
       downloaded: f.downloaded,
       downloadedFromServer: f.downloadedFromServer,

@@ -15,8 +15,8 @@ import { SIGNATURE_HEADER, type Signer, type SignedPurpose } from '../formats/si
 import { withTrackers } from '../torrent/metainfo.ts'
 import type { Tracker } from '../tracker/tracker.ts'
 import { parseRange } from './range.ts'
-import { isNodeName } from '../formats/node-name.ts'
-import { Fleet, MAX_EVENT_BYTES } from './fleet.ts'
+import { receiveReport, routeConsole } from './fleet-api.ts'
+import type { OperatorsConsole } from './operators-console.ts'
 import type { PlanStore } from './plans.ts'
 import { serveBootFile, type BootFilesOptions } from './boot-files.ts'
 import { answerCredential, answerPlan, type Answer } from './node-api.ts'
@@ -29,7 +29,8 @@ const PAYLOAD_CONTENT_TYPES: Record<Compression, string> = { none: 'application/
 export interface HttpApiOptions {
   repo: ImageRepository
   tracker: Tracker
-  fleet: Fleet
+  /** the fleet's reports and views: dashboard, metrics, history */
+  console: OperatorsConsole
   /** base URL written into torrents; default: the Host the client used */
   publicUrl?: string
   /** extra figures for /api/status */
@@ -69,16 +70,25 @@ async function handle (opts: HttpApiOptions, req: http.IncomingMessage, res: htt
   if (rawUrl.length > MAX_URL_LENGTH) return sendJson(res, 414, { error: `URL longer than ${MAX_URL_LENGTH} bytes` })
   // Origin form only: "//host/path" would be read as a URL naming another host.
   if (!rawUrl.startsWith('/') || rawUrl.startsWith('//')) return sendJson(res, 400, { error: `request target ${JSON.stringify(rawUrl.slice(0, 80))} is not a path starting with a single /` })
-  if (opts.tracker.handle(req, res)) return
+  if (opts.tracker.handle(req, res)) {
+    opts.console.metrics.countTrackerRequest(rawUrl.startsWith('/scrape') ? 'scrape' : 'announce')
+    return
+  }
   const url = new URL(`http://localhost${rawUrl}`)
   const parts = url.pathname.split('/').filter(p => p !== '').map(safeDecode)
   const method = req.method ?? 'GET'
 
+  if (await routeConsole(opts.console, req, res, url, parts)) return
   if (parts[0] === 'api') {
+    if (parts.length === 1 && isRead(method)) {
+      return sendJson(res, 200, { service: 'si-server', endpoints: ['/ (dashboard)', '/metrics', '/api/images', '/api/status', '/api/nodes[?phase=&image=&group=&search=&sort=&order=&offset=&limit=&since=]', '/api/nodes/NAME', '/api/fleet[?since=MS]', '/api/history[?image=&since=&limit=]', '/api/plan?node=NAME&mac=MAC&nonce=N', '/api/nodes/NAME/credential?nonce=N', '/boot/NAME', '/images/NAME[/VERSION]/image.torrent', '/images/NAME/VERSION/image.tar[.gz|.zst]', '/announce', '/scrape'] })
+    }
     if (parts[1] === 'images' && parts.length === 2 && isRead(method)) return sendJson(res, 200, (await opts.repo.list()).map(describeVersion), { signer: opts.signer, purpose: 'image-list' })
     if (parts[1] === 'status' && parts.length === 2 && isRead(method)) return sendJson(res, 200, opts.status())
-    if (parts[1] === 'nodes' && parts.length === 2 && isRead(method)) return sendJson(res, 200, opts.fleet.list())
-    if (parts[1] === 'nodes' && parts.length === 4 && parts[3] === 'events' && method === 'POST') return receiveReport(opts, parts[2], req, res)
+    if (parts[1] === 'nodes' && parts.length === 4 && parts[3] === 'events' && method === 'POST') {
+      const auth = headerValue(req, REPORT_AUTH_HEADER)
+      return receiveReport(opts.console, parts[2], req, res, (node, body) => opts.credentials.reportIsAuthentic(node, body, auth))
+    }
     const nodeApi = { plans: opts.plans, credentials: opts.credentials, requireToken: opts.requireToken === true }
     const proof = headerValue(req, PROOF_HEADER)
     if (parts[1] === 'nodes' && parts.length === 4 && parts[3] === 'credential' && isRead(method)) {
@@ -97,9 +107,6 @@ async function handle (opts: HttpApiOptions, req: http.IncomingMessage, res: htt
     const ref = parts.length === 4 ? `${parts[1]}@${parts[2]}` : parts.length === 3 ? parts[1] : undefined
     if (ref !== undefined && file === 'image.torrent' && isRead(method)) return sendTorrent(opts, req, res, ref, url.searchParams)
     if (parts.length === 4 && PAYLOAD_FILES.includes(file) && isRead(method)) return sendPayload(opts, req, res, ref as string, file)
-  }
-  if (parts.length === 0 && isRead(method)) {
-    return sendJson(res, 200, { service: 'si-server', endpoints: ['/api/images', '/api/status', '/api/nodes', '/api/plan?node=NAME&mac=MAC&nonce=N', '/api/nodes/NAME/credential?nonce=N', '/boot/NAME', '/images/NAME[/VERSION]/image.torrent', '/images/NAME/VERSION/image.tar[.gz|.zst]', '/announce', '/scrape'] })
   }
   sendJson(res, isKnownPath(parts) ? 405 : 404, { error: `no route for ${method} ${url.pathname}` })
 }
@@ -208,39 +215,6 @@ async function resolveServed (opts: HttpApiOptions, ref: string): Promise<ImageV
     throw err
   }
 }
-
-/** A report counts only when signed with the node's credential: nobody else can mark it done or failed. */
-function receiveReport (opts: HttpApiOptions, node: string, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-  return new Promise(resolve => {
-    if (!isNodeName(node)) { sendJson(res, 400, { error: `invalid node name ${JSON.stringify(node)}` }); resolve(); return }
-    const chunks: Buffer[] = []
-    let size = 0
-    req.on('data', (c: Buffer) => {
-      size += c.length
-      if (size > MAX_EVENT_BYTES) {
-        sendJson(res, 413, { error: `event larger than ${MAX_EVENT_BYTES} bytes` })
-        req.destroy()
-        return
-      }
-      chunks.push(c)
-    })
-    req.on('error', () => resolve())
-    req.on('end', () => {
-      if (size <= MAX_EVENT_BYTES) {
-        const body = Buffer.concat(chunks)
-        let event: unknown
-        try { event = JSON.parse(body.toString('utf8')) } catch { event = undefined }
-        if (!opts.credentials.reportIsAuthentic(node, body, headerValue(req, REPORT_AUTH_HEADER))) {
-          sendJson(res, 401, { error: `report refused: not signed with node ${node}'s credential (header ${REPORT_AUTH_HEADER}; GET /api/nodes/${node}/credential)`, code: 'ERR_UNAUTHORIZED' })
-        } else if (typeof event !== 'object' || event === null || Array.isArray(event)) sendJson(res, 400, { error: 'event must be a JSON object' })
-        else if (opts.fleet.record(node, event as Record<string, unknown>) === undefined) sendJson(res, 503, { error: 'too many nodes' })
-        else sendJson(res, 204, undefined)
-      }
-      resolve()
-    })
-  })
-}
-
 function baseUrl (opts: HttpApiOptions, req: http.IncomingMessage): string {
   if (opts.publicUrl !== undefined) return opts.publicUrl.replace(/\/+$/, '')
   const host = req.headers.host

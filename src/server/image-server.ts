@@ -8,7 +8,9 @@ import { SiError } from '../errors.ts'
 import { ImageRepository } from '../image/repository.ts'
 import { Tracker } from '../tracker/tracker.ts'
 import { createHttpApi } from './http-api.ts'
-import { Fleet } from './fleet.ts'
+import type { Fleet } from './fleet.ts'
+import { OperatorsConsole } from './operators-console.ts'
+import type { FleetConfig } from './console-config.ts'
 import { Seeder } from './seeder.ts'
 import { PlanStore } from './plans.ts'
 import { BOOT_DIR, PLANS_DIR } from './config.ts'
@@ -39,6 +41,8 @@ export interface ImageServerOptions {
   bootKernelArgs?: string
   /** plans and credentials only for nodes that prove themselves (si.token) */
   requireToken?: boolean
+  /** the fleet view's bounds and report pacing (tests, load tests) */
+  fleet?: Partial<FleetConfig>
 }
 
 export interface ImageServerEvents {
@@ -48,8 +52,8 @@ export interface ImageServerEvents {
 
 export class ImageServer extends EventEmitter<ImageServerEvents> {
   readonly repo: ImageRepository
-  readonly fleet = new Fleet()
   readonly catalogue: ImageCatalogue
+  readonly console: OperatorsConsole
   readonly tracker: Tracker
   readonly seeder: Seeder
   private readonly inUse: InUseRecorder
@@ -67,6 +71,13 @@ export class ImageServer extends EventEmitter<ImageServerEvents> {
     this.repo = new ImageRepository(opts.repoDir)
     this.catalogue = new ImageCatalogue(this.repo)
     this.seeder = new Seeder(this.repo, { uploadBytesPerSecond: opts.uploadBytesPerSecond })
+    this.console = new OperatorsConsole({
+      repo: this.repo,
+      plansDir: opts.plansDir ?? join(opts.repoDir, PLANS_DIR),
+      serverBytes: () => ({ httpPayload: this.payloadBytesSent, seederByImage: this.seeder.uploaded().byImage }),
+      config: opts.fleet,
+      onWarning: message => this.emit('warning', new SiError('ERR_HISTORY', message))
+    })
     this.tracker = new Tracker({
       config: { intervalSeconds: opts.announceIntervalSeconds },
       torrents: this.catalogue,
@@ -99,13 +110,14 @@ export class ImageServer extends EventEmitter<ImageServerEvents> {
       await this.seeder.sync(this.catalogue.versions())
     }
     this.tracker.start()
+    this.console.start()
     const server = createHttpApi({
       signer,
       credentials,
       requireToken: this.opts.requireToken,
       repo: this.repo,
       tracker: this.tracker,
-      fleet: this.fleet,
+      console: this.console,
       publicUrl: this.opts.publicUrl,
       status: () => this.status(),
       onPayloadBytes: bytes => { this.payloadBytesSent += bytes },
@@ -133,8 +145,11 @@ export class ImageServer extends EventEmitter<ImageServerEvents> {
     }
     this.tracker.stop()
     await this.catalogue.stop()
+    this.console.stop()
     await this.seeder.stop()
   }
+
+  get fleet (): Fleet { return this.console.fleet }
 
   status (): Record<string, unknown> {
     const uploaded = this.seeder.uploaded()
@@ -145,7 +160,7 @@ export class ImageServer extends EventEmitter<ImageServerEvents> {
       seederUploadedByImage: uploaded.byImage,
       payloadBytesSent: this.payloadBytesSent,
       serverBytesSent: uploaded.total + this.payloadBytesSent,
-      nodes: this.fleet.list().length
+      nodes: this.fleet.size
     }
   }
 

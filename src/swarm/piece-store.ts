@@ -1,9 +1,17 @@
 // Holds the payload's bytes: blocks are assembled in memory, and a piece reaches the file
 // only after its SHA-1 matched, so nothing unverified is ever on disk, served to a peer or
 // handed to extraction.
+//
+// A resumable staging file keeps its resume data next to it (as libtorrent does): the
+// info hash, the layout and the bitfield of pieces written, saved a moment after each
+// change and at close. A run killed halfway is followed by one that starts from those
+// pieces. They are trusted within the same boot (the file's pages were written before
+// the bitfield that names them, and a killed process loses neither); after a reboot, or
+// when the data is in doubt, each one is hashed again.
 import { EventEmitter } from 'node:events'
 import { createHash } from 'node:crypto'
-import { open, type FileHandle } from 'node:fs/promises'
+import { constants as fsc } from 'node:fs'
+import { open, readFile, rename, writeFile, type FileHandle } from 'node:fs/promises'
 import { SiError } from '../errors.ts'
 import { swarmConfig, type PieceStoreConfig } from './config.ts'
 
@@ -12,6 +20,27 @@ export interface PieceLayout {
   pieceLength: number
   pieceCount: number
   pieceHashes: Buffer[]
+}
+
+/** The resume data's file: the staging file's name plus this. */
+export const RESUME_SUFFIX = '.resume'
+/** Resume data is saved this long after a piece is verified (and at close). */
+const RESUME_SAVE_MS = 1000
+const RESUME_FORMAT = 1
+/** Changes at every boot: pieces written in another boot are hashed again. */
+const BOOT_ID_FILE = '/proc/sys/kernel/random/boot_id'
+
+interface ResumeData { format: number; infoHash: string; length: number; pieceLength: number; bootId: string; bitfield: string }
+
+async function bootId (): Promise<string> {
+  return await readFile(BOOT_ID_FILE, 'utf8').then(t => t.trim(), () => '')
+}
+
+export interface ResumeResult {
+  /** Pieces taken over from an earlier run. */
+  pieces: number
+  /** Pieces the resume data named that were hashed again (0 when trusted). */
+  rehashed: number
 }
 
 export interface PieceStoreEvents {
@@ -28,6 +57,10 @@ export class PieceStore extends EventEmitter<PieceStoreEvents> {
   private readonly readCache = new Map<number, Promise<Buffer>>()
   private closed = false
   private readonly config: Readonly<PieceStoreConfig>
+  /** Where resume data goes, for a resumable staging file. */
+  private resume: { path: string; infoHashHex: string; bootId: string } | undefined
+  private resumeTimer: NodeJS.Timeout | undefined
+  private resumeSaving: Promise<void> = Promise.resolve()
 
   private constructor (path: string, file: FileHandle, layout: PieceLayout, complete: boolean, config: Partial<PieceStoreConfig> | undefined) {
     super()
@@ -60,6 +93,92 @@ export class PieceStore extends EventEmitter<PieceStoreEvents> {
       throw new SiError('ERR_STAGING', `cannot size staging file ${path} to ${layout.length} bytes: ${(err as Error).message}`, { cause: err })
     }
     return new PieceStore(path, file, layout, false, config)
+  }
+
+  /**
+   * A staging file that may hold pieces from an earlier run of the same torrent (found
+   * through the resume data beside it); created when missing. The caller makes sure no
+   * other live run uses the path.
+   */
+  static async openResumable (path: string, layout: PieceLayout, infoHashHex: string, config?: Partial<PieceStoreConfig>): Promise<{ store: PieceStore; resumed: ResumeResult }> {
+    const file = await openOrFail(path, fsc.O_RDWR | fsc.O_CREAT | fsc.O_NOFOLLOW)
+    let store
+    try {
+      const { size } = await file.stat()
+      if (size !== layout.length) await file.truncate(layout.length)
+      store = new PieceStore(path, file, layout, false, config)
+    } catch (err) {
+      await file.close()
+      throw new SiError('ERR_STAGING', `cannot size staging file ${path} to ${layout.length} bytes: ${(err as Error).message}`, { cause: err })
+    }
+    const boot = await bootId()
+    store.resume = { path: path + RESUME_SUFFIX, infoHashHex, bootId: boot }
+    try {
+      return { store, resumed: await store.loadResume(boot) }
+    } catch (err) {
+      await store.close()
+      throw err
+    }
+  }
+
+  /** Takes over the pieces the resume data names: trusted in the same boot, else hashed again. */
+  private async loadResume (boot: string): Promise<ResumeResult> {
+    const r = this.resume!
+    let data: ResumeData
+    try {
+      data = JSON.parse(await readFile(r.path, 'utf8')) as ResumeData
+    } catch { return { pieces: 0, rehashed: 0 } }
+    const { pieceLength, pieceCount, length } = this.layout
+    if (data.format !== RESUME_FORMAT || data.infoHash !== r.infoHashHex || data.length !== length || data.pieceLength !== pieceLength || typeof data.bitfield !== 'string') {
+      return { pieces: 0, rehashed: 0 }
+    }
+    const bits = Buffer.from(data.bitfield, 'base64')
+    if (bits.length !== Math.ceil(pieceCount / 8)) return { pieces: 0, rehashed: 0 }
+    const trusted = boot !== '' && data.bootId === boot
+    let pieces = 0
+    let rehashed = 0
+    for (let i = 0; i < pieceCount; i++) {
+      if ((bits[i >> 3] & (0x80 >> (i & 7))) === 0) continue
+      if (!trusted) {
+        rehashed++
+        const buf = Buffer.allocUnsafe(this.pieceSize(i))
+        const { bytesRead } = await this.file.read(buf, 0, buf.length, i * pieceLength)
+        if (bytesRead !== buf.length || !createHash('sha1').update(buf).digest().equals(this.layout.pieceHashes[i])) continue
+      }
+      this.have[i] = 1
+      pieces++
+    }
+    return { pieces, rehashed }
+  }
+
+  /** Soon after a change: many pieces a second must not mean many writes. */
+  private scheduleResumeSave (): void {
+    if (this.resume === undefined || this.resumeTimer !== undefined) return
+    this.resumeTimer = setTimeout(() => {
+      this.resumeTimer = undefined
+      void this.saveResume()
+    }, RESUME_SAVE_MS)
+  }
+
+  /** Written aside and renamed: a kill mid-write leaves the previous resume data whole. */
+  private saveResume (): Promise<void> {
+    const r = this.resume
+    if (r === undefined) return this.resumeSaving
+    const data: ResumeData = {
+      format: RESUME_FORMAT,
+      infoHash: r.infoHashHex,
+      length: this.layout.length,
+      pieceLength: this.layout.pieceLength,
+      bootId: r.bootId,
+      bitfield: Buffer.from(this.bitfield()).toString('base64')
+    }
+    const tmp = `${r.path}.${process.pid}.tmp`
+    // One save at a time, in order: the last one written is the newest.
+    this.resumeSaving = this.resumeSaving.then(async () => {
+      await writeFile(tmp, JSON.stringify(data))
+      await rename(tmp, r.path)
+    }).catch(() => { /* resume data is an optimisation: a failed save costs a re-download */ })
+    return this.resumeSaving
   }
 
   has (index: number): boolean { return this.have[index] === 1 }
@@ -104,6 +223,7 @@ export class PieceStore extends EventEmitter<PieceStoreEvents> {
     if (this.closed || this.have[index] === 1) return { verified: true, data: buf }
     this.have[index] = 1
     this.cachePiece(index, Promise.resolve(buf))
+    this.scheduleResumeSave()
     this.emit('verified', index)
     return { verified: true, data: buf }
   }
@@ -153,6 +273,9 @@ export class PieceStore extends EventEmitter<PieceStoreEvents> {
     this.assembling.clear()
     this.readCache.clear()
     this.emit('closed')
+    clearTimeout(this.resumeTimer)
+    this.resumeTimer = undefined
+    await this.saveResume()
     await this.file.close()
   }
 
@@ -182,7 +305,7 @@ export class PieceStore extends EventEmitter<PieceStoreEvents> {
   }
 }
 
-async function openOrFail (path: string, flags: string): Promise<FileHandle> {
+async function openOrFail (path: string, flags: string | number): Promise<FileHandle> {
   try {
     return await open(path, flags)
   } catch (err) {

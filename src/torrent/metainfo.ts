@@ -40,8 +40,19 @@ export interface Metainfo {
   urlList: string[]
   createdBy?: string
   comment?: string
+  /** What the payload takes once extracted, when the torrent says (see UNPACKED_KEY). */
+  unpacked?: UnpackedSize
   raw: Buffer
 }
+
+/** Disk space and inodes an image takes once extracted: checked before downloading. */
+export interface UnpackedSize { bytes: number; entries: number }
+
+/**
+ * A top-level key, outside `info`: the info hash does not change, standard clients
+ * ignore it, and the server's rewriting of trackers keeps it.
+ */
+export const UNPACKED_KEY = 'swarmimager unpacked'
 
 export interface CreateTorrentOptions {
   file: string
@@ -51,6 +62,7 @@ export interface CreateTorrentOptions {
   urlList?: string[]
   comment?: string
   createdBy?: string
+  unpacked?: UnpackedSize
   onProgress?: (hashedBytes: number, total: number) => void
   signal?: AbortSignal
 }
@@ -100,6 +112,16 @@ function urlListOf (v: BencodeValue | undefined, field: string): string[] {
     if (s === undefined) invalid(`"${field}" entry ${i} is not a UTF-8 string`)
     return s
   })
+}
+
+function unpackedOf (top: BencodeDict): UnpackedSize | undefined {
+  const v = top[UNPACKED_KEY]
+  if (v === undefined) return undefined
+  if (!isBencodeDict(v)) invalid(`"${UNPACKED_KEY}" is not a dictionary`)
+  const { bytes, entries } = v
+  const count = (n: unknown): n is number => typeof n === 'number' && Number.isSafeInteger(n) && n >= 0
+  if (!count(bytes) || !count(entries)) invalid(`"${UNPACKED_KEY}" needs non-negative integers "bytes" and "entries"`)
+  return { bytes, entries }
 }
 
 function announceOf (top: BencodeDict): string[] {
@@ -165,6 +187,7 @@ export function parseTorrent (buf: Uint8Array): Metainfo {
   const infoEntry = entries.find(e => e.key.toString('latin1') === 'info')
   if (infoEntry === undefined) invalid('"info" is missing')
   const infoHash = createHash('sha1').update(buf.subarray(infoEntry.valueStart, infoEntry.valueEnd)).digest()
+  const unpacked = unpackedOf(top)
 
   return {
     infoHash,
@@ -178,6 +201,7 @@ export function parseTorrent (buf: Uint8Array): Metainfo {
     urlList: urlListOf(top['url-list'], 'url-list').filter(u => u.length > 0),
     createdBy: optionalText(top, 'created by'),
     comment: optionalText(top, 'comment'),
+    ...(unpacked !== undefined ? { unpacked } : {}),
     raw: Buffer.from(buf)
   }
 }
@@ -268,6 +292,7 @@ export async function createTorrent (opts: CreateTorrentOptions): Promise<Buffer
       info
     }
     if (opts.comment !== undefined) torrent.comment = opts.comment
+    if (opts.unpacked !== undefined) torrent[UNPACKED_KEY] = { bytes: opts.unpacked.bytes, entries: opts.unpacked.entries }
     return encodeBencode(torrent)
   } finally {
     await fh.close()

@@ -1,8 +1,9 @@
 // Real processes for end-to-end tests: the built executables, started and always stopped.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createServer } from 'node:net'
-import { resolve } from 'node:path'
+import { join, resolve } from 'node:path'
 import { existsSync } from 'node:fs'
+import { makeTree } from './trees.ts'
 
 export const DIST = resolve(import.meta.dirname, '../../dist')
 export const SI_AGENT = resolve(DIST, 'si-agent')
@@ -91,4 +92,14 @@ export async function startServer (repo: string, extra: string[] = []): Promise<
 /** JSON event lines printed by `si-agent deploy --json`. */
 export function jsonEvents (stdout: string): Array<Record<string, unknown>> {
   return stdout.split('\n').filter(l => l.startsWith('{')).map(l => JSON.parse(l) as Record<string, unknown>)
+}
+
+/** A generated tree of `megabytes` under DIR/source, added as image `name` (uncompressed) to the repository DIR/repo. */
+export async function addGeneratedImage (dir: string, name: string, megabytes: number): Promise<{ source: string; repo: string }> {
+  const source = join(dir, 'source')
+  const repo = join(dir, 'repo')
+  await makeTree(source, megabytes)
+  const added = await run(SI_SERVER, ['image', 'add', name, '--from', source, '--repo', repo, '--compression', 'none'])
+  if (added.code !== 0) throw new Error(`image add failed: ${added.stderr}`)
+  return { source, repo }
 }
