@@ -63,11 +63,12 @@ bench: build typecheck ## Emulated cluster benchmark (root): bench/results/*.jso
 bench-smoke: build typecheck ## N=4 benchmark that checks the harness itself (root)
 	$(NODE) --import tsx scripts/bench/run.ts --plan smoke --out $(BENCH_SMOKE_OUT)
 
-# Faults a deployment survives on an emulated cluster (root): server killed, agents killed,
-# a link down, loss. RELIABILITY_ARGS passes options, e.g. RELIABILITY_ARGS="--cases loss".
+# Faults and attacks a deployment survives on an emulated cluster (root): server killed,
+# agents killed, a link down, loss, a compromised node's attacks, an image removed in use.
+# RELIABILITY_ARGS passes options, e.g. RELIABILITY_ARGS="--cases loss,liar".
 RELIABILITY_ARGS ?=
 .PHONY: reliability
-reliability: build typecheck ## Fault cases on a 16-node emulated cluster: table, bench/reliability/REPORT.md
+reliability: build typecheck ## Faults and attacks on a 16-node emulated cluster: table, bench/reliability/REPORT.md
 	$(NODE) --import tsx scripts/reliability/run.ts $(RELIABILITY_ARGS)
 
 # Parsers of network and disk input under mutation fuzzing (scripts/fuzz/); FUZZ_ARGS

@@ -96,8 +96,18 @@ test('swarm-aware leaves after the tracker twice reports no leecher, and never w
   const reason = await waitToLeave({ kind: 'swarm' }, { uploadRate: () => 0, leechers: async () => answers.shift() }, { pollSeconds: 0.01, maxSeconds: 5 })
   assert.equal(reason, 'tracker reports no leecher left')
   assert.equal(answers.length, 0)
-  const bounded = await waitToLeave({ kind: 'swarm' }, { uploadRate: () => 0, leechers: async () => 5 }, { pollSeconds: 0.05, maxSeconds: 0.2 })
+  const bounded = await waitToLeave({ kind: 'swarm' }, { uploadRate: () => 1000, leechers: async () => 5 }, { pollSeconds: 0.05, maxSeconds: 0.2 })
   assert.match(bounded, /maximum of 0.2 s/)
+})
+
+test('swarm-aware leaves when nobody fetches from it for the idle bound, whatever leechers the tracker counts', async () => {
+  // Leechers that never fetch (a host announcing peer ids it never uses) must not hold the node until --seed-max.
+  let rate = 5000
+  setTimeout(() => { rate = 0 }, 100)
+  const started = Date.now()
+  const reason = await waitToLeave({ kind: 'swarm' }, { uploadRate: () => rate, leechers: async () => 4 }, { pollSeconds: 0.02, maxSeconds: 5, idleSeconds: 0.3 })
+  assert.match(reason, /no peer fetched from this node for 0.3 s though the tracker counts 4 leecher/)
+  assert.ok(Date.now() - started >= 350, 'the idle time counts from the last upload, not from the start')
 })
 
 test('staging follows SystemImager: RAM when it holds the image plus headroom, else the target disk, and an explicit choice wins', async () => {

@@ -1,8 +1,8 @@
 // `make reliability`: the faults a deployment on a real LAN meets (a server crash, agents
-// killed, a link down, loss), each injected into a full swarm deployment on an emulated
-// cluster, and a table of what came of it: nodes that ended with the verified image, and
-// any node that reported done with data that differs from the image (there must be none).
-// Run as root.
+// killed, a link down, loss) and the attacks of a compromised node (attack.ts), each
+// injected into a full swarm deployment on an emulated cluster, and a table of what came
+// of it: nodes that ended with the verified image, and any node that reported done with
+// data that differs from the image (there must be none). Run as root.
 import { copyFile, mkdir, rm, writeFile } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
 import { join, resolve } from 'node:path'
@@ -38,9 +38,10 @@ const OPTIONS = {
 }
 
 const USAGE = commandHelp(['node --import tsx scripts/reliability/run.ts [options]   (as root; make reliability runs it)'], OPTIONS, {
-  intro: `Deploys an image to an emulated cluster once per fault case (server killed, agents killed,
-a link down, loss) and prints a table: nodes that ended with the verified image, and nodes
-that reported done with data differing from the image.`
+  intro: `Deploys an image to an emulated cluster once per case (server killed, agents killed, a link
+down, loss; a compromised node lying, flooding the tracker, holding listener slots, flooding
+the fleet view; the image removed in use) and prints a table: nodes that ended with the
+verified image, and nodes that reported done with data differing from the image.`
 })
 
 function log (line: string): void {
@@ -49,10 +50,11 @@ function log (line: string): void {
 
 interface CaseResult { id: string; title: string; fault: string; passed: boolean; verified: number; nodes: number; differing: number; T: number | null; tStar: number; failures: string[]; notes: string[] }
 
-function summariseTrial (c: ReliabilityCase, trial: TrialResult, imageBytes: number): CaseResult {
+function summariseTrial (c: ReliabilityCase, trial: TrialResult, imageBytes: number, caseNotes: string[]): CaseResult {
   const differing = trial.nodeResults.filter(n => n.error?.startsWith('target differs') === true).length
-  const failures = trial.nodeResults.filter(n => !n.ok).map(n => `${n.name}: ${n.error ?? `exit ${String(n.exit)}`}`)
-  const notes = trial.notes.filter(n => !n.startsWith('waited'))
+  const verdict = c.judge?.(trial)
+  const failures = verdict !== undefined ? [] : trial.nodeResults.filter(n => !n.ok).map(n => `${n.name}: ${n.error ?? `exit ${String(n.exit)}`}`)
+  const notes = [...(verdict?.notes ?? []), ...caseNotes, ...trial.notes.filter(n => !n.startsWith('waited'))]
   const received = (relaunched: boolean): string => {
     const ratios = trial.nodeResults.filter(n => n.downloaded !== undefined && (n.relaunches !== undefined) === relaunched).map(n => n.downloaded! / imageBytes)
     return ratios.length === 0 ? '—' : `${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)} × F`
@@ -61,7 +63,8 @@ function summariseTrial (c: ReliabilityCase, trial: TrialResult, imageBytes: num
   if (trial.nodeResults.some(n => n.relaunches !== undefined)) notes.push(`restarted agents received ${received(true)} after their restart`)
   notes.push(`server sent ${(trial.serverBytes / imageBytes).toFixed(2)} × F`)
   const verified = trial.nodeResults.filter(n => n.ok).length
-  return { id: c.id, title: c.title, fault: c.fault, passed: verified === trial.nodes && differing === 0, verified, nodes: trial.nodes, differing, T: trial.T, tStar: trial.tStar, failures, notes }
+  const passed = verdict?.passed ?? (verified === trial.nodes && differing === 0)
+  return { id: c.id, title: c.title, fault: c.fault, passed, verified, nodes: trial.nodes, differing, T: trial.T, tStar: trial.tStar, failures, notes }
 }
 
 export function formatTable (results: CaseResult[]): string {
@@ -116,13 +119,15 @@ export async function main (argv: string[]): Promise<number> {
       log(`${c.id}: ${c.fault}`)
       const cluster = await Cluster.create({ tag: `r${index}`, server: link, nodes: Array.from({ length: o.nodes }, () => link), tcpCongestion: congestion.name })
       current = cluster
+      const caseNotes: string[] = []
+      const caseContext = { cluster, imageBytes: image.size, imageRef: image.ref, payload: image.tarPath, repo, serverBin: bins['si-server'], log, note: (line: string) => { caseNotes.push(line) } }
       try {
         const trial = await runTrial({
           cluster, image, imageTree: tree, transport: btTransport('swarm'), agentBin: bins['si-agent'], serverBin: bins['si-server'], repo,
           workDir: join(scratch, 'trial'), staggerSeconds: 0, log,
-          during: c.during === undefined ? undefined : async control => { await c.during!(control, { cluster, imageBytes: image.size, log }) }
+          during: c.during === undefined ? undefined : async control => { await c.during!(control, caseContext) }
         })
-        const result = summariseTrial(c, trial, image.size)
+        const result = summariseTrial(c, trial, image.size, caseNotes)
         results.push(result)
         log(`${c.id}: ${result.passed ? 'pass' : 'FAIL'}: ${result.verified}/${result.nodes} verified, ${result.differing} differing, T=${result.T ?? '—'} s${result.failures.length > 0 ? `; ${result.failures.slice(0, 2).join('; ')}` : ''}`)
       } finally {

@@ -59,7 +59,7 @@ export const DOWNLOAD_OPTIONS = {
   }),
   seedWait: option({
     flag: 'seed-wait', arg: 'POLICY', param: 'si.seed_wait', aliases: ['BITTORRENT_SEED_WAIT'], env: 'SI_SEED_WAIT',
-    help: 'when to leave the swarm once done: none, upload-min[=KIB_PER_S] (when upload falls under it) or swarm (when the tracker reports no leecher left)',
+    help: 'when to leave the swarm once done: none, upload-min[=KIB_PER_S] (when upload falls under it) or swarm (when the tracker reports no leecher left, or nobody fetched from us for 60 s)',
     default: { kind: 'upload-min', kibPerSecond: DEFAULT_UPLOAD_MIN_KIB } as SeedWait,
     defaultText: `upload-min=${DEFAULT_UPLOAD_MIN_KIB}`,
     parse: parseSeedWait

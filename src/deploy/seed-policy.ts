@@ -7,6 +7,13 @@ import { abortableSleep } from './abortable-sleep.ts'
 const UPLOAD_MIN_KIB = 50
 /** Consecutive "no leecher left" answers before a swarm-aware node leaves. */
 export const SWARM_EMPTY_CONFIRMATIONS = 2
+/**
+ * A swarm-aware seed nobody has fetched from for this long leaves whatever the tracker
+ * counts: the leechers it names are then served by other seeds, cannot reach this one, or
+ * are not real (a host announcing peer ids it never uses would otherwise hold every node
+ * until --seed-max). A leecher connected to a seed fetches from it well within a minute.
+ */
+export const SWARM_IDLE_LEAVE_SECONDS = 60
 
 export type SeedWait =
   | { kind: 'none' }
@@ -32,11 +39,13 @@ export interface SeedProbe {
 }
 
 /** Resolves with the reason for leaving once the policy says so (or the bound is reached). */
-export async function waitToLeave (policy: SeedWait, probe: SeedProbe, opts: { pollSeconds: number; maxSeconds: number; signal?: AbortSignal }): Promise<string> {
+export async function waitToLeave (policy: SeedWait, probe: SeedProbe, opts: { pollSeconds: number; maxSeconds: number; idleSeconds?: number; signal?: AbortSignal }): Promise<string> {
   if (policy.kind === 'none') return 'seed-wait none'
   const pollMs = opts.pollSeconds * 1000
   const deadline = Date.now() + opts.maxSeconds * 1000
+  const idleMs = (opts.idleSeconds ?? SWARM_IDLE_LEAVE_SECONDS) * 1000
   let emptyAnswers = 0
+  let lastUpload = Date.now()
   while (Date.now() < deadline) {
     await abortableSleep(Math.min(pollMs, Math.max(0, deadline - Date.now())), opts.signal, 'seeding')
     if (policy.kind === 'upload-min') {
@@ -46,6 +55,8 @@ export async function waitToLeave (policy: SeedWait, probe: SeedProbe, opts: { p
       const leechers = await probe.leechers()
       emptyAnswers = leechers === 0 ? emptyAnswers + 1 : 0
       if (emptyAnswers >= SWARM_EMPTY_CONFIRMATIONS) return 'tracker reports no leecher left'
+      if (probe.uploadRate() > 0) lastUpload = Date.now()
+      else if (Date.now() - lastUpload >= idleMs) return `no peer fetched from this node for ${idleMs / 1000} s though the tracker counts ${leechers ?? 'unknown'} leecher(s): others serve them, or they are not real`
     }
   }
   return `seeded for the maximum of ${opts.maxSeconds} s`

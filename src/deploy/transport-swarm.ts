@@ -210,6 +210,6 @@ function describeSeedWait (policy: SeedWait): string {
   switch (policy.kind) {
     case 'none': return 'leaving the swarm now (--seed-wait none)'
     case 'upload-min': return `seeding until upload falls under ${policy.kibPerSecond} KiB/s`
-    case 'swarm': return 'seeding until the tracker reports no leecher left'
+    case 'swarm': return 'seeding until the tracker reports no leecher left, or nobody fetches from this node for a minute'
   }
 }
