@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { PARTITION_TYPES } from '../../src/formats/plan.ts'
 import type { ExpectedPartition } from './check-disk.ts'
 import { SRV_DIR } from './test-image.ts'
-import { INSTALL_ENV_FILE } from '../../src/install/install-env.ts'
+import { INSTALL_ENV_FILE, REPORT_KEY_FILE } from '../../src/install/install-env.ts'
 
 export const IMAGE = 'e2e'
 export const DISK_BYTES = 768 * 1024 * 1024
@@ -20,7 +20,7 @@ export const EXPECTED_PARTITIONS: ExpectedPartition[] = [
 ]
 
 /** What the install writes into the image's tree (every other path must match it). */
-export const INSTALL_WRITES = new Set(['.', 'etc', 'etc/fstab', 'etc/hostname', PLAN_MARKER, 'lost+found', 'boot/efi', 'etc/swarmimager', INSTALL_ENV_FILE])
+export const INSTALL_WRITES = new Set(['.', 'etc', 'etc/fstab', 'etc/hostname', PLAN_MARKER, 'lost+found', 'boot/efi', 'etc/swarmimager', INSTALL_ENV_FILE, REPORT_KEY_FILE])
 
 export function plan (marker: string): unknown {
   return {
