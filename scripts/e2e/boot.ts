@@ -77,19 +77,41 @@ const USAGE = commandHelp(['node --import tsx scripts/e2e/boot.ts [options]   (a
 
 function since (w: Watch, at = Date.now()): number { return Math.round((at - w.startedAt) / 100) / 10 }
 
+/** A node as /api/nodes lists it (src/server/fleet.ts NodeSummary), the fields read here. */
+interface FleetRow { node: string; phase: string; step?: string; detail?: string; error?: { code: string; message: string }; bytesFromServer?: number; bytesFromPeers?: number }
+
+/** What the agent's installed report and the first-boot report say in their detail. */
+function factsOf (r: FleetRow): Record<string, unknown> {
+  const d = r.detail ?? ''
+  const number = (re: RegExp): number | undefined => { const m = re.exec(d); return m === null ? undefined : Number(m[1]) }
+  const fromServer = r.bytesFromServer ?? 0
+  return {
+    firmware: /firmware (\w+)/.exec(d)?.[1],
+    finish: /finish (\w+)/.exec(d)?.[1],
+    kernel: /kernel (\S+?),/.exec(d)?.[1],
+    uptimeSeconds: number(/([\d.]+) s after kernel start/) ?? number(/up ([\d.]+) s/),
+    downloaded: fromServer + (r.bytesFromPeers ?? 0),
+    downloadedFromServer: fromServer,
+    code: r.error?.code,
+    message: r.error?.message
+  }
+}
+
 async function poll (lan: Lan, watches: Watch[]): Promise<void> {
-  let fleet: Array<{ node: string; phase: string; event: Record<string, unknown> }>
-  try { fleet = JSON.parse(await wget(lan, '/api/nodes')) } catch (err) { log(`poll: ${describeError(err)}`); return }
+  let fleet: FleetRow[]
+  try { fleet = (JSON.parse(await wget(lan, '/api/nodes')) as { nodes: FleetRow[] }).nodes } catch (err) { log(`poll: ${describeError(err)}`); return }
   for (const w of watches) {
     const r = fleet.find(n => n.node === w.vm.name)
     if (r === undefined) continue
-    if (!w.phases.has(r.phase)) {
-      w.phases.set(r.phase, since(w))
-      log(`${w.vm.name}: ${r.phase} at ${since(w)} s`)
+    // The installer's end is its step (phase done); the installed system's report is phase booted.
+    const phase = r.step === 'installed' ? 'installed' : r.phase
+    if (!w.phases.has(phase)) {
+      w.phases.set(phase, since(w))
+      log(`${w.vm.name}: ${phase} at ${since(w)} s`)
     }
-    if (r.phase === 'installed' && w.installed === undefined) w.installed = r.event
-    if (r.phase === 'booted' && w.booted === undefined) w.booted = r.event
-    if (r.phase === 'failed' && w.failed === undefined) w.failed = r.event
+    if (phase === 'installed' && w.installed === undefined) w.installed = factsOf(r)
+    if (phase === 'booted' && w.booted === undefined) w.booted = factsOf(r)
+    if (phase === 'failed' && w.failed === undefined) w.failed = factsOf(r)
   }
 }
 

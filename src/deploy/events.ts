@@ -39,7 +39,7 @@ export type EventSink = (event: DeployEvent) => void
 export type AgentEvent =
   | DeployEvent
   | { type: 'phase'; phase: string; detail?: string }
-  | ({ type: 'installed'; phase: 'installed'; image: string; seconds: number } & Partial<ProgressFigures>)
+  | ({ type: 'installed'; phase: 'installed'; image: string; seconds: number; firmware?: string; finish?: string; uptimeSeconds?: number } & Partial<ProgressFigures>)
 
 /** How a download went, whatever its transport. */
 export interface DeployResult {

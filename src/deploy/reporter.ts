@@ -98,7 +98,7 @@ export class ServerReporter {
         return
       case 'installed':
         this.update({ progress: 1 })
-        this.enterStep('installed', `${event.image} in ${event.seconds.toFixed(1)} s`, 'done')
+        this.enterStep('installed', `${event.image} in ${event.seconds.toFixed(1)} s, firmware ${event.firmware ?? '?'}, finish ${event.finish ?? '?'}${event.uptimeSeconds !== undefined ? `, ${event.uptimeSeconds.toFixed(1)} s after kernel start` : ''}`, 'done')
         return
       case 'error': {
         this.log(`error: ${event.code}: ${event.message}`)
