@@ -103,8 +103,9 @@ async function poll (lan: Lan, watches: Watch[]): Promise<void> {
   for (const w of watches) {
     const r = fleet.find(n => n.node === w.vm.name)
     if (r === undefined) continue
-    // The installer's end is its step (phase done); the installed system's report is phase booted.
-    const phase = r.step === 'installed' ? 'installed' : r.phase
+    // The installer's end is its step (phase done); the installed system's report is phase
+    // booted (the node's last step stays 'installed' beside it).
+    const phase = r.phase !== 'booted' && r.phase !== 'failed' && r.step === 'installed' ? 'installed' : r.phase
     if (!w.phases.has(phase)) {
       w.phases.set(phase, since(w))
       log(`${w.vm.name}: ${phase} at ${since(w)} s`)
