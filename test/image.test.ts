@@ -1,14 +1,15 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { createReadStream } from 'node:fs'
-import { appendFile, chmod, link, mkdir, mkdtemp, readdir, readFile, rename, rm, symlink, truncate, unlink, utimes, writeFile } from 'node:fs/promises'
+import { appendFileSync, createReadStream, truncateSync } from 'node:fs'
+import { chmod, link, mkdir, mkdtemp, readdir, readFile, rename, rm, symlink, unlink, utimes, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
 import { isSiError, type SiErrorCode } from '../src/errors.ts'
 import { packDirectory } from '../src/image/pack.ts'
+import { walkTree, type TarSink } from '../src/image/pack-walk.ts'
 import { ImageRepository, PAYLOAD_FILES } from '../src/image/repository.ts'
 import { ImageServer } from '../src/server/image-server.ts'
 import { parseImageRef } from '../src/formats/image-ref.ts'
@@ -174,17 +175,24 @@ test('packing fails clearly on a missing source and a file changing size, and le
 
   const big = join(src, 'big')
   await writeFile(big, randomBytes(8 * 1024 * 1024))
-  let shrunk = false
-  await assert.rejects(packDirectory(src, new PassThrough().resume(), {
-    onProgress: bytes => { if (!shrunk && bytes > 1024 * 1024) { shrunk = true; void truncate(big, 1000) } }
-  }), isCode('ERR_SOURCE_CHANGED', /big shrank/))
-
+  // The walk itself, with a sink that changes the file once 1 MiB of the archive is out:
+  // through the worker, when that happens depends on how far ahead it reads.
+  await assert.rejects(walkTree(src, sinkAfter(1024 * 1024, () => truncateSync(big, 1000))), isCode('ERR_SOURCE_CHANGED', /big shrank/))
   await writeFile(big, randomBytes(8 * 1024 * 1024))
-  let grown = false
-  await assert.rejects(packDirectory(src, new PassThrough().resume(), {
-    onProgress: bytes => { if (!grown && bytes > 1024 * 1024) { grown = true; void appendFile(big, 'more') } }
-  }), isCode('ERR_SOURCE_CHANGED', /big grew/))
+  await assert.rejects(walkTree(src, sinkAfter(1024 * 1024, () => appendFileSync(big, 'more'))), isCode('ERR_SOURCE_CHANGED', /big grew/))
 })
+
+/** A sink that keeps nothing and calls `change` once `bytes` bytes went into it. */
+function sinkAfter (bytes: number, change: () => void): TarSink {
+  const batch = Buffer.alloc(64 * 1024)
+  let total = 0
+  let changed = false
+  const commit = (n: number): void => {
+    total += n
+    if (!changed && total > bytes) { changed = true; change() }
+  }
+  return { write: b => commit(b.length), room: () => batch, commit }
+}
 
 test('packing honours an abort signal midway', async t => {
   const src = await tempDir(t, 'si-src-')

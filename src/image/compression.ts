@@ -54,7 +54,8 @@ export interface CompressOptions {
   level?: number
 }
 
-function compressor (c: 'gzip' | 'zstd', opts: CompressOptions): Transform {
+/** A stream that compresses what is written to it as `c`. */
+export function compressor (c: 'gzip' | 'zstd', opts: CompressOptions = {}): Transform {
   if (c === 'gzip') return createGzip({ level: opts.level ?? GZIP_LEVEL, chunkSize: ZLIB_CHUNK_BYTES })
   return createZstdCompress({
     chunkSize: ZLIB_CHUNK_BYTES,

@@ -7,9 +7,10 @@ import { join } from 'node:path'
 import { SiError } from '../errors.ts'
 import { isRunning } from '../formats/work-owner.ts'
 import { formatImageRef, isImageName, isVersionName, parseImageRef } from '../formats/image-ref.ts'
-import { createTorrent, parseTorrent } from '../torrent/metainfo.ts'
+import { checkPieceLength, encodeTorrent, parseTorrent } from '../torrent/metainfo.ts'
 import { packDirectory } from './pack.ts'
-import { COMPRESSIONS, DEFAULT_COMPRESSION, compressToFile, compressionSuffix, type Compression } from './compression.ts'
+import { PayloadHashes, writePayload } from './pack-payload.ts'
+import { COMPRESSIONS, DEFAULT_COMPRESSION, compressionSuffix, type Compression } from './compression.ts'
 
 export const IMAGES_DIR = 'images'
 /** Overrides (trees laid over an image after extraction) are versioned like images, here. */
@@ -220,6 +221,9 @@ export class ImageRepository {
       throw new SiError('ERR_SOURCE_NOT_FOUND', `source ${opts.from} does not exist`, { cause: err })
     }
     if (!source.isDirectory()) throw new SiError('ERR_SOURCE_NOT_FOUND', `source ${opts.from} is not a directory`)
+    const chosenLength = opts.pieceLength
+    // Before packing: an invalid length would be found out only after the whole tree.
+    if (chosenLength !== undefined) checkPieceLength(chosenLength)
 
     const imageDir = this.imageDir(ref.name)
     await mkdir(imageDir, { recursive: true })
@@ -232,24 +236,22 @@ export class ImageRepository {
       const compression = opts.compression ?? DEFAULT_COMPRESSION
       const payloadFile = payloadFileName(compression)
       const tarPath = join(work, payloadFile)
-      const payload = compressToFile(compression, tarPath)
-      const [packed] = await Promise.all([
-        packDirectory(opts.from, payload.input, { signal: opts.signal, onProgress: bytes => opts.onProgress?.('pack', bytes) })
+      const hashes = new PayloadHashes(chosenLength)
+      const payload = writePayload(tarPath, compression, hashes)
+      const [packed, size] = await Promise.all([
+        packDirectory(opts.from, payload.input, { signal: opts.signal, onProgress: bytes => opts.onProgress?.('pack', bytes), outputReleasesChunks: true })
           .catch(err => { payload.input.destroy(); throw err }),
-        // A compressor that dies must not leave the packer waiting for it to drain.
+        // A compressor or a file that fails must not leave the packer waiting for it to drain.
         payload.done.catch(err => { payload.input.destroy(); throw err })
       ])
-      await fsyncPath(tarPath)
-      const torrent = await createTorrent({
-        file: tarPath,
+      const { pieceLength, pieces } = await hashes.finish(tarPath, opts.signal)
+      opts.onProgress?.('hash', size, size)
+      const torrent = encodeTorrent({
         // The file name standard clients save under: unique per version.
         name: `${ref.name}-${version}.tar${compressionSuffix(compression)}`,
-        pieceLength: opts.pieceLength,
         // The agent checks its disk against these before fetching a byte.
-        unpacked: { bytes: packed.unpackedBytes, entries: packed.entries },
-        signal: opts.signal,
-        onProgress: (done, total) => opts.onProgress?.('hash', done, total)
-      })
+        unpacked: { bytes: packed.unpackedBytes, entries: packed.entries }
+      }, size, pieceLength, pieces)
       const meta = parseTorrent(torrent)
       const stored: StoredMeta = {
         name: ref.name,

@@ -4,6 +4,7 @@
 import { createHash } from 'node:crypto'
 import { open } from 'node:fs/promises'
 import { SiError } from '../errors.ts'
+import { PieceHasher, SHA1_LENGTH, hashFile } from './piece-hasher.ts'
 import { decodeBencodeWithEntries, encodeBencode, encodeRawDict, isBencodeDict, type BencodeDict, type BencodeInput, type BencodeValue, type RawDictEntry } from './bencode.ts'
 
 export const KIB = 1024
@@ -20,11 +21,10 @@ export const MEDIUM_IMAGE_MAX_BYTES = 8 * GIB
 export const MEDIUM_IMAGE_PIECE_LENGTH = 2 * MIB
 export const LARGE_IMAGE_PIECE_LENGTH = 4 * MIB
 
-export const SHA1_LENGTH = 20
+export { SHA1_LENGTH }
 /** Lengths must stay exact as JavaScript numbers. */
 export const MAX_TORRENT_LENGTH = Number.MAX_SAFE_INTEGER
 const MAX_NAME_BYTES = 255
-const READ_CHUNK_BYTES = 1 * MIB
 export const DEFAULT_CREATED_BY = 'swarmimager'
 
 export interface Metainfo {
@@ -54,15 +54,9 @@ export interface UnpackedSize { bytes: number; entries: number }
  */
 export const UNPACKED_KEY = 'swarmimager unpacked'
 
-export interface CreateTorrentOptions {
+export interface CreateTorrentOptions extends TorrentFields {
   file: string
-  name: string
   pieceLength?: number
-  announce?: string[]
-  urlList?: string[]
-  comment?: string
-  createdBy?: string
-  unpacked?: UnpackedSize
   onProgress?: (hashedBytes: number, total: number) => void
   signal?: AbortSignal
 }
@@ -239,10 +233,54 @@ function throwIfAborted (signal: AbortSignal | undefined): void {
   if (signal?.aborted === true) throw new SiError('ERR_ABORTED', 'torrent creation aborted')
 }
 
+/** What a torrent says besides its pieces' hashes. */
+export interface TorrentFields {
+  name: string
+  announce?: string[]
+  urlList?: string[]
+  comment?: string
+  createdBy?: string
+  unpacked?: UnpackedSize
+}
+
+function checkName (name: string): void {
+  const nameProblem = unsafeNameReason(name)
+  if (nameProblem !== undefined) throw new SiError('ERR_INVALID_ARGUMENT', `torrent name "${name}" ${nameProblem}`)
+}
+
+export function checkPieceLength (pieceLength: number): void {
+  if (!validPieceLength(pieceLength)) {
+    throw new SiError('ERR_INVALID_ARGUMENT', `piece length ${pieceLength} is not a power of two between ${MIN_PIECE_LENGTH} and ${MAX_PIECE_LENGTH}`)
+  }
+}
+
+/**
+ * The bencoded torrent of a payload of `length` bytes whose pieces of `pieceLength` hash
+ * to `pieces` (their SHA-1 digests, one after the other).
+ */
+export function encodeTorrent (fields: TorrentFields, length: number, pieceLength: number, pieces: Buffer): Buffer {
+  checkName(fields.name)
+  checkPieceLength(pieceLength)
+  if (!Number.isSafeInteger(length) || length <= 0) throw new SiError('ERR_INVALID_ARGUMENT', `payload length ${length}: a torrent needs at least one byte`)
+  if (pieces.length !== Math.ceil(length / pieceLength) * SHA1_LENGTH) {
+    throw new SiError('ERR_INVALID_ARGUMENT', `${pieces.length / SHA1_LENGTH} piece hashes for ${length} bytes in pieces of ${pieceLength}`)
+  }
+  // Not private: BEP 27 would forbid PEX, which keeps a deployment going without the
+  // tracker (so would LSD and DHT, not built yet).
+  const info = { length, name: fields.name, 'piece length': pieceLength, pieces }
+  const torrent: Record<string, BencodeInput> = {
+    ...trackerFields(fields.announce, fields.urlList),
+    'created by': fields.createdBy ?? DEFAULT_CREATED_BY,
+    info
+  }
+  if (fields.comment !== undefined) torrent.comment = fields.comment
+  if (fields.unpacked !== undefined) torrent[UNPACKED_KEY] = { bytes: fields.unpacked.bytes, entries: fields.unpacked.entries }
+  return encodeBencode(torrent)
+}
+
 /** Streams `file` once, hashing each piece; returns the bencoded torrent. */
 export async function createTorrent (opts: CreateTorrentOptions): Promise<Buffer> {
-  const nameProblem = unsafeNameReason(opts.name)
-  if (nameProblem !== undefined) throw new SiError('ERR_INVALID_ARGUMENT', `torrent name "${opts.name}" ${nameProblem}`)
+  checkName(opts.name)
   throwIfAborted(opts.signal)
 
   let fh
@@ -257,43 +295,13 @@ export async function createTorrent (opts: CreateTorrentOptions): Promise<Buffer
     const total = st.size
     if (total <= 0) throw new SiError('ERR_INVALID_ARGUMENT', `${opts.file} is empty; a torrent needs at least one byte`)
     const pieceLength = opts.pieceLength ?? pieceLengthFor(total)
-    if (!validPieceLength(pieceLength)) {
-      throw new SiError('ERR_INVALID_ARGUMENT', `piece length ${pieceLength} is not a power of two between ${MIN_PIECE_LENGTH} and ${MAX_PIECE_LENGTH}`)
-    }
+    checkPieceLength(pieceLength)
 
-    const pieceCount = Math.ceil(total / pieceLength)
-    const pieces = Buffer.alloc(pieceCount * SHA1_LENGTH)
-    const chunk = Buffer.allocUnsafe(Math.min(READ_CHUNK_BYTES, pieceLength))
-    let hashed = 0
-    for (let piece = 0; piece < pieceCount; piece++) {
-      const size = Math.min(pieceLength, total - hashed)
-      const hash = createHash('sha1')
-      let done = 0
-      while (done < size) {
-        throwIfAborted(opts.signal)
-        const { bytesRead } = await fh.read(chunk, 0, Math.min(chunk.length, size - done), hashed + done)
-        if (bytesRead === 0) throw new SiError('ERR_SOURCE_CHANGED', `${opts.file} shrank while being hashed`)
-        hash.update(chunk.subarray(0, bytesRead))
-        done += bytesRead
-      }
-      hash.digest().copy(pieces, piece * SHA1_LENGTH)
-      hashed += size
-      opts.onProgress?.(hashed, total)
-    }
-    const { bytesRead: extra } = await fh.read(chunk, 0, 1, total)
+    const hasher = new PieceHasher(pieceLength)
+    await hashFile(fh, total, hasher, opts.file, { signal: opts.signal, onPiece: bytes => opts.onProgress?.(bytes, total) })
+    const { bytesRead: extra } = await fh.read(Buffer.alloc(1), 0, 1, total)
     if (extra !== 0) throw new SiError('ERR_SOURCE_CHANGED', `${opts.file} grew while being hashed`)
-
-    // Not private: BEP 27 would forbid PEX, which keeps a deployment going without the
-    // tracker (so would LSD and DHT, not built yet).
-    const info = { length: total, name: opts.name, 'piece length': pieceLength, pieces }
-    const torrent: Record<string, BencodeInput> = {
-      ...trackerFields(opts.announce, opts.urlList),
-      'created by': opts.createdBy ?? DEFAULT_CREATED_BY,
-      info
-    }
-    if (opts.comment !== undefined) torrent.comment = opts.comment
-    if (opts.unpacked !== undefined) torrent[UNPACKED_KEY] = { bytes: opts.unpacked.bytes, entries: opts.unpacked.entries }
-    return encodeBencode(torrent)
+    return encodeTorrent(opts, total, pieceLength, hasher.pieces())
   } finally {
     await fh.close()
   }
