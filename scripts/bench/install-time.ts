@@ -1,5 +1,6 @@
 // What one node's install costs on a root-like image, over loopback: packing
-// (`si-server image add` against `tar -c` of the same tree), then the agent's whole
+// (`si-server image add` against `tar -c` of the same tree, and with the default zstd
+// compression against `tar -c | zstd -3`), then the agent's whole
 // install (`si-agent deploy`, download and extraction, against GNU tar extracting the
 // same tarball on the same disk), with the agent's CPU time and peak memory. The
 // network is not what is measured here; the file system work is. One run measures
@@ -34,6 +35,10 @@ const STEP_TIMEOUT_MS = 30 * 60_000
 const SERVER_READY_MS = 30_000
 /** GNU tar with every attribute our agent restores, as the issue's comparison names it. */
 const GNU_TAR_EXTRACT = ['--xattrs', '--xattrs-include=*', '--acls', '-S', '--numeric-owner', '-xpf']
+/** The same attributes when packing. */
+const GNU_TAR_CREATE = ['--xattrs', '--xattrs-include=*', '--acls', '-S', '--numeric-owner', '-cpf']
+/** Our default compression's level (src/image/compression.ts), as the zstd command takes it. */
+const ZSTD_LEVEL_FLAG = '-3'
 
 const OPTIONS = {
   tree: option({ flag: 'tree', arg: 'DIR', help: 'measure this tree only (instead of --trees)', parse: nonEmpty('a directory') }),
@@ -137,8 +142,13 @@ interface TreeResult {
   tree: string
   entries: number
   tarBytes: number
+  /** `image add --compression none` against `tar -c`. */
   packSeconds: number
   gnuPackSeconds: number
+  /** `image add` with its default compression (zstd) against `tar -c | zstd -3`. */
+  packZstdSeconds: number
+  gnuPackZstdSeconds: number
+  zstdBytes: number
   agent: AgentRun[]
   gnuTarSeconds: number[]
   median: { installSeconds: number; downloadSeconds: number; agentCpuSeconds: number; agentPeakRssBytes: number; gnuTarSeconds: number }
@@ -151,15 +161,23 @@ async function measureTree (tree: string, label: string, o: { runs: number; work
   mkdirSync(work, { recursive: true })
   try {
     const repo = join(work, 'repo')
-    process.stderr.write(`install-time: ${label}: packing with si-server image add and with tar -c\n`)
-    await clearAndSync(join(work, 'nothing'))
+    process.stderr.write(`install-time: ${label}: packing with si-server image add and with tar -c (and both with zstd)\n`)
+    // Whoever reads the tree first would pay for reading it from the disk: nobody does.
+    await timed('bash', ['-c', 'tar -cf - -C "$1" . | cat > /dev/null', 'bash', tree])
+    const gnuTar = join(work, 'gnu.tar')
+    await clearAndSync(gnuTar)
+    const gnuPack = await timed('tar', [...GNU_TAR_CREATE, gnuTar, '-C', tree, '.'])
+    await clearAndSync(gnuTar)
     const pack = await timed(serverBin, ['image', 'add', 'measured', '--from', tree, '--repo', repo, '--compression', 'none'])
-    await clearAndSync(join(work, 'nothing'))
-    const gnuPack = await timed('tar', ['--xattrs', '--xattrs-include=*', '--acls', '-S', '--numeric-owner', '-cpf', join(work, 'gnu.tar'), '-C', tree, '.'])
-    rmSync(join(work, 'gnu.tar'), { force: true })
+    await clearAndSync(`${gnuTar}.zst`)
+    // bash runs the command after the output file as given, word for word, into zstd.
+    const gnuPackZstd = await timed('bash', ['-o', 'pipefail', '-c', `out="$1"; shift; "$@" | zstd ${ZSTD_LEVEL_FLAG} -q -f -o "$out"`, 'bash', `${gnuTar}.zst`, 'tar', ...GNU_TAR_CREATE, '-', '-C', tree, '.'])
+    await clearAndSync(`${gnuTar}.zst`)
+    const packZstd = await timed(serverBin, ['image', 'add', 'measured-zstd', '--from', tree, '--repo', repo])
     const ref = pack.stdout.trim()
-    const list = JSON.parse((await timed(serverBin, ['image', 'list', '--repo', repo, '--json'])).stdout) as Array<{ tarPath: string; size: number; entries: number }>
-    const image = list[0]
+    const list = JSON.parse((await timed(serverBin, ['image', 'list', '--repo', repo, '--json'])).stdout) as Array<{ name: string; tarPath: string; size: number; entries: number }>
+    const image = list.find(v => v.name === 'measured')!
+    const zstdImage = list.find(v => v.name === 'measured-zstd')!
     const server = await startServer(serverBin, repo)
     const agent: AgentRun[] = []
     const tar: Timed[] = []
@@ -181,6 +199,9 @@ async function measureTree (tree: string, label: string, o: { runs: number; work
       tarBytes: image.size,
       packSeconds: pack.seconds,
       gnuPackSeconds: gnuPack.seconds,
+      packZstdSeconds: packZstd.seconds,
+      gnuPackZstdSeconds: gnuPackZstd.seconds,
+      zstdBytes: zstdImage.size,
       agent,
       gnuTarSeconds: tar.map(t => t.seconds),
       median: {
@@ -196,17 +217,17 @@ async function measureTree (tree: string, label: string, o: { runs: number; work
   }
 }
 
-/** The agent against GNU tar per tree, and packing against tar -c. */
+/** The agent against GNU tar per tree, and packing against tar -c (and tar -c | zstd -3). */
 function markdownTable (results: TreeResult[], note: string): string {
   const rows = results.map(r => {
     const m = r.median
-    return `| ${r.label} | ${r.entries} | ${f1(r.tarBytes / 1e6)} | ${f2(m.downloadSeconds)} | ${f2(m.installSeconds)} | ${f2(m.gnuTarSeconds)} | ${f2(m.installSeconds / Math.max(m.downloadSeconds, m.gnuTarSeconds))} | ${f1(m.agentCpuSeconds)} | ${f1(m.agentPeakRssBytes / 1048576)} | ${f2(r.packSeconds)} | ${f2(r.gnuPackSeconds)} | ${f2(r.packSeconds / r.gnuPackSeconds)} |`
+    return `| ${r.label} | ${r.entries} | ${f1(r.tarBytes / 1e6)} | ${f2(m.downloadSeconds)} | ${f2(m.installSeconds)} | ${f2(m.gnuTarSeconds)} | ${f2(m.installSeconds / Math.max(m.downloadSeconds, m.gnuTarSeconds))} | ${f1(m.agentCpuSeconds)} | ${f1(m.agentPeakRssBytes / 1048576)} | ${f2(r.packSeconds)} | ${f2(r.gnuPackSeconds)} | ${f2(r.packSeconds / r.gnuPackSeconds)} | ${f1(r.zstdBytes / 1e6)} | ${f2(r.packZstdSeconds)} | ${f2(r.gnuPackZstdSeconds)} | ${f2(r.packZstdSeconds / r.gnuPackZstdSeconds)} |`
   })
   return [
     note,
     '',
-    '| tree | entries | tar MB | download s | install s | GNU tar -x s | install / max(download, tar) | agent CPU-s | agent peak RSS MiB | pack s | tar -c s | pack / tar -c |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|',
+    '| tree | entries | tar MB | download s | install s | GNU tar -x s | install / max(download, tar) | agent CPU-s | agent peak RSS MiB | pack s | tar -c s | pack / tar -c | zstd MB | pack zstd s | tar -c \\| zstd -3 s | pack zstd / tar -c \\| zstd |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
     ...rows,
     ''
   ].join('\n')
@@ -248,6 +269,7 @@ async function main (argv: string[]): Promise<number> {
     process.stdout.write([
       `tree ${r.tree}: ${r.entries} entries, tar ${f1(r.tarBytes / 1e6)} MB`,
       `pack:    si-server image add ${f2(r.packSeconds)} s, tar -c ${f2(r.gnuPackSeconds)} s (ratio ${f2(r.packSeconds / r.gnuPackSeconds)})`,
+      `zstd:    si-server image add ${f2(r.packZstdSeconds)} s, tar -c | zstd ${ZSTD_LEVEL_FLAG} ${f2(r.gnuPackZstdSeconds)} s (ratio ${f2(r.packZstdSeconds / r.gnuPackZstdSeconds)}), ${f1(r.zstdBytes / 1e6)} MB`,
       `install: si-agent ${f2(m.installSeconds)} s (download done at ${f2(m.downloadSeconds)} s, ${f2(m.agentCpuSeconds)} CPU-s, peak RSS ${f1(m.agentPeakRssBytes / 1048576)} MiB); GNU tar -x ${f2(m.gnuTarSeconds)} s; ratio to max(download, tar) ${f2(m.installSeconds / Math.max(m.downloadSeconds, m.gnuTarSeconds))}`,
       ''
     ].join('\n'))

@@ -13,6 +13,8 @@ const NAME_FIELD = 100
 const PREFIX_FIELD = 155
 const OWNER_NAME_FIELD = 32
 const NS_PER_S = 1_000_000_000n
+const DOT_SLASH = Buffer.from('./')
+const PAX_HEADER_DIR = Buffer.from('./PaxHeaders/')
 
 export const PAX_XATTR_PREFIX = 'SCHILY.xattr.'
 /** libarchive's alternative: base64 value, URL-encoded name; read for compatibility only. */
@@ -88,11 +90,30 @@ function floorSeconds (ns: bigint): bigint {
 
 export type PaxRecords = Map<string, Buffer>
 
-function paxRecord (key: Buffer, value: Buffer): Buffer {
+/** A record's length, its own digits included. */
+function paxRecordLength (key: Buffer, value: Buffer): number {
   const body = 3 + key.length + value.length // " " + key + "=" + value + "\n" minus the length digits
-  let len = body + String(body).length
-  if (String(len).length !== String(body).length) len = body + String(len).length
-  return Buffer.concat([Buffer.from(`${len} `), key, Buffer.from('='), value, Buffer.from('\n')])
+  const len = body + String(body).length
+  return String(len).length !== String(body).length ? body + String(len).length : len
+}
+
+/** Writes "LEN KEY=VALUE\n" records into `out` at `offset`; returns the offset after them. */
+function writePaxRecords (records: Array<[Buffer, Buffer]>, out: Buffer, offset: number): number {
+  let at = offset
+  for (const [key, value] of records) {
+    at += out.write(`${paxRecordLength(key, value)} `, at, 'latin1')
+    at += key.copy(out, at)
+    out[at++] = 0x3d // =
+    at += value.copy(out, at)
+    out[at++] = 0x0a
+  }
+  return at
+}
+
+function paxBytes (records: Array<[Buffer, Buffer]>): number {
+  let total = 0
+  for (const [key, value] of records) total += paxRecordLength(key, value)
+  return total
 }
 
 /** xattr names go into keywords with "%" and "=" escaped, as GNU tar does. */
@@ -104,11 +125,24 @@ function decodePercent (s: string): string {
   return s.replace(/%([0-9A-Fa-f]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16)))
 }
 
+/** Keywords as bytes, made once each (every entry has an mtime and an atime record). */
+const KEYWORD_BYTES = new Map<string, Buffer>()
+
+function keywordBytes (k: string): Buffer {
+  let b = KEYWORD_BYTES.get(k)
+  if (b === undefined) KEYWORD_BYTES.set(k, b = Buffer.from(k, 'latin1'))
+  return b
+}
+
+function paxPairs (records: Array<[string | Buffer, Buffer | string]>): Array<[Buffer, Buffer]> {
+  return records.map(([k, v]) => [typeof k === 'string' ? keywordBytes(k) : k, typeof v === 'string' ? Buffer.from(v, 'utf8') : v])
+}
+
 export function encodePax (records: Array<[string | Buffer, Buffer | string]>): Buffer {
-  return Buffer.concat(records.map(([k, v]) => paxRecord(
-    typeof k === 'string' ? Buffer.from(k, 'latin1') : k,
-    typeof v === 'string' ? Buffer.from(v, 'utf8') : v
-  )))
+  const pairs = paxPairs(records)
+  const out = Buffer.allocUnsafe(paxBytes(pairs))
+  writePaxRecords(pairs, out, 0)
+  return out
 }
 
 /** Parses "LEN KEY=VALUE\n" records; keys are latin1 strings, values stay raw. */
@@ -154,9 +188,11 @@ function splitUstarPath (path: Buffer): { prefix: Buffer; name: Buffer } | undef
   return undefined
 }
 
-function checksum (block: Buffer): number {
-  let sum = 0
-  for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : block[i]
+/** The checksum of the header block at `offset`, its own field counted as spaces. */
+function checksum (block: Buffer, offset: number): number {
+  let sum = 8 * 0x20
+  for (let i = offset; i < offset + 148; i++) sum += block[i]
+  for (let i = offset + 156; i < offset + BLOCK; i++) sum += block[i]
   return sum
 }
 
@@ -176,24 +212,23 @@ interface UstarFields {
   devminor?: number
 }
 
-function ustarHeader (f: UstarFields): Buffer {
-  const b = Buffer.alloc(BLOCK)
-  writeBytes(b, 0, NAME_FIELD, f.name)
-  writeOctal(b, 100, 8, f.mode & 0o7777)
-  writeOctal(b, 108, 8, Math.min(f.uid, USTAR_MAX_ID))
-  writeOctal(b, 116, 8, Math.min(f.gid, USTAR_MAX_ID))
-  writeOctal(b, 124, 12, Math.min(f.size, USTAR_MAX_SIZE))
-  writeOctal(b, 136, 12, f.mtime < 0n ? 0n : f.mtime > BigInt(USTAR_MAX_MTIME) ? BigInt(USTAR_MAX_MTIME) : f.mtime)
-  b[156] = f.typeflag
-  if (f.linkname !== undefined) writeBytes(b, 157, NAME_FIELD, f.linkname)
-  b.write('ustar\x0000', 257, 8, 'latin1')
-  if (f.uname !== undefined) b.write(f.uname, 265, OWNER_NAME_FIELD - 1, 'utf8')
-  if (f.gname !== undefined) b.write(f.gname, 297, OWNER_NAME_FIELD - 1, 'utf8')
-  writeOctal(b, 329, 8, Math.min(f.devmajor ?? 0, USTAR_MAX_ID))
-  writeOctal(b, 337, 8, Math.min(f.devminor ?? 0, USTAR_MAX_ID))
-  if (f.prefix !== undefined) writeBytes(b, 345, PREFIX_FIELD, f.prefix)
-  b.write(checksum(b).toString(8).padStart(6, '0') + '\0 ', 148, 8, 'latin1')
-  return b
+/** Writes a ustar header block into the zeroed block of `b` at `o`. */
+function writeUstarHeader (f: UstarFields, b: Buffer, o: number): void {
+  writeBytes(b, o, NAME_FIELD, f.name)
+  writeOctal(b, o + 100, 8, f.mode & 0o7777)
+  writeOctal(b, o + 108, 8, Math.min(f.uid, USTAR_MAX_ID))
+  writeOctal(b, o + 116, 8, Math.min(f.gid, USTAR_MAX_ID))
+  writeOctal(b, o + 124, 12, Math.min(f.size, USTAR_MAX_SIZE))
+  writeOctal(b, o + 136, 12, f.mtime < 0n ? 0n : f.mtime > BigInt(USTAR_MAX_MTIME) ? BigInt(USTAR_MAX_MTIME) : f.mtime)
+  b[o + 156] = f.typeflag
+  if (f.linkname !== undefined) writeBytes(b, o + 157, NAME_FIELD, f.linkname)
+  b.write('ustar\x0000', o + 257, 8, 'latin1')
+  if (f.uname !== undefined) b.write(f.uname, o + 265, OWNER_NAME_FIELD - 1, 'utf8')
+  if (f.gname !== undefined) b.write(f.gname, o + 297, OWNER_NAME_FIELD - 1, 'utf8')
+  writeOctal(b, o + 329, 8, Math.min(f.devmajor ?? 0, USTAR_MAX_ID))
+  writeOctal(b, o + 337, 8, Math.min(f.devminor ?? 0, USTAR_MAX_ID))
+  if (f.prefix !== undefined) writeBytes(b, o + 345, PREFIX_FIELD, f.prefix)
+  b.write(checksum(b, o).toString(8).padStart(6, '0') + '\0 ', o + 148, 8, 'latin1')
 }
 
 export function padding (size: number): number {
@@ -209,8 +244,12 @@ export function encodeSparseMap (map: Array<[number, number]>): Buffer {
 
 function withDotSlash (path: Buffer, type: EntryType): Buffer {
   // GNU tar's convention for `tar -C DIR .`: every name starts with "./".
-  const dir = type === 'directory' ? '/' : ''
-  return Buffer.concat([Buffer.from('./'), path, Buffer.from(path.length > 0 ? dir : '')])
+  const slash = type === 'directory' && path.length > 0
+  const out = Buffer.allocUnsafe(DOT_SLASH.length + path.length + (slash ? 1 : 0))
+  DOT_SLASH.copy(out, 0)
+  path.copy(out, DOT_SLASH.length)
+  if (slash) out[out.length - 1] = 0x2f
+  return out
 }
 
 function ownerName (name: string | undefined): string | undefined {
@@ -266,7 +305,7 @@ export function encodeHeader (e: TarEntry, opts: { verbatimPath?: boolean } = {}
     pax.push([encodeXattrKeyword(k), v])
   }
 
-  const main = ustarHeader({
+  const main: UstarFields = {
     name,
     prefix,
     mode: e.mode,
@@ -280,20 +319,30 @@ export function encodeHeader (e: TarEntry, opts: { verbatimPath?: boolean } = {}
     gname: ownerName(e.gname),
     devmajor: e.devmajor,
     devminor: e.devminor
-  })
-  if (pax.length === 0) return main
-  const data = encodePax(pax)
+  }
+  if (pax.length === 0) {
+    const block = Buffer.alloc(BLOCK)
+    writeUstarHeader(main, block, 0)
+    return block
+  }
+  // One buffer for the pax header, its records (padded) and the ustar header.
+  const records = paxPairs(pax)
+  const dataLength = paxBytes(records)
+  const dataBlocks = dataLength + padding(dataLength)
+  const out = Buffer.alloc(BLOCK + dataBlocks + BLOCK)
   const base = full.subarray(full.lastIndexOf(0x2f, full.length - 2) + 1)
-  const paxHeader = ustarHeader({
-    name: Buffer.concat([Buffer.from('./PaxHeaders/'), base]).subarray(0, NAME_FIELD),
+  writeUstarHeader({
+    name: Buffer.concat([PAX_HEADER_DIR, base]),
     mode: 0o644,
     uid: 0,
     gid: 0,
-    size: data.length,
+    size: dataLength,
     mtime: mtimeS,
     typeflag: 0x78 // 'x'
-  })
-  return Buffer.concat([paxHeader, data, Buffer.alloc(padding(data.length)), main])
+  }, out, 0)
+  writePaxRecords(records, out, BLOCK)
+  writeUstarHeader(main, out, BLOCK + dataBlocks)
+  return out
 }
 
 // ---- decoding -------------------------------------------------------------------------
@@ -337,7 +386,7 @@ function readNumber (b: Buffer, offset: number, size: number, what: string): num
 export function decodeHeader (b: Buffer): RawHeader | undefined {
   if (b.every(x => x === 0)) return undefined
   const stored = readNumber(b, 148, 8, 'checksum')
-  if (stored !== checksum(b)) {
+  if (stored !== checksum(b, 0)) {
     // Some old tars summed signed bytes.
     let signed = 0
     for (let i = 0; i < BLOCK; i++) signed += i >= 148 && i < 156 ? 0x20 : (b[i] << 24) >> 24
