@@ -53,8 +53,10 @@ const OPTIONS = {
 }
 
 const USAGE = commandHelp(['node --import tsx scripts/bench/install-time.ts [options]'], OPTIONS, {
-  intro: `Packs each tree into an image, installs it with one agent over loopback, and compares
-both with GNU tar on the same tree and tarball. Prints a table and writes JSON and Markdown.`
+  intro: `Packs each tree into an image, uncompressed and with the default zstd, installs the
+uncompressed one with one agent over loopback, and compares each step with GNU tar on the
+same tree and tarball (tar -c, tar -c | zstd -3, tar -x). Prints a table and writes JSON
+and Markdown.`
 })
 
 interface Timed { seconds: number; cpuSeconds: number; maxRssBytes: number; stdout: string; stderr: string }
