@@ -127,15 +127,17 @@ test('a lone peer that never announces what it got still gets new offers once th
   }
 })
 
-test('once every piece is held or on offer, spare slots show the pieces a peer lacks at once, the rarest first', () => {
+test('once every piece is held or on offer, spare slots show a peer the pieces it lacks that one peer alone holds, at once', () => {
   let clock = 0
   const seed = new SuperSeed(4, { now: () => clock })
-  const copies = (i: number): number => [3, 1, 2, 5][i]
+  const copies = (i: number): number => [3, 1, 1, 5][i]
   const lone = [{ id: 'late', has: none }]
-  assert.deepEqual(seed.allocate(lone, copies, 1).map(o => o.index), [1], 'the piece with the fewest copies, without waiting')
+  assert.deepEqual(seed.allocate(lone, copies, 1).map(o => o.index), [1], 'a piece one peer alone holds, without waiting')
   seed.release('late', 1)
   clock += 1
   assert.deepEqual(seed.allocate([{ id: 'late', has: i => i === 1 }], copies, 1).map(o => o.index), [2], 'the next one at once')
+  seed.release('late', 2)
+  assert.deepEqual(seed.allocate([{ id: 'late', has: i => i === 1 || i === 2 }], copies, 1), [], 'pieces that two peers can relay are not sent again')
 })
 
 test('at the end a piece on offer to one peer counts as a copy: two peers lacking the same pieces are shown different ones', () => {

@@ -30,9 +30,10 @@
 //
 // Once every piece is held by a peer or on live offer (the end of a deployment: nothing is
 // left that only the seed could give), the seed's spare slots go at once to pieces the
-// peers lack, the fewest copies first, offers in flight counted as copies: the seed's link
-// would otherwise idle while the nodes still relay the last pieces among themselves (the
-// tail of the N=8 timeline: the server's link silent for its last 3 s).
+// peers lack that only one peer holds or has on offer (`superSeedEndMaxCopies`), offers in
+// flight counted as copies: the seed's link would otherwise idle while the last pieces,
+// each at one node, still had to be relayed to all the others (the tail of the N=8
+// timeline: the server's link silent for its last 3 s).
 import { swarmConfig, type SuperSeedConfig } from './config.ts'
 
 export interface SeedCandidate {
@@ -173,10 +174,10 @@ export class SuperSeed {
     return true
   }
 
-  /** At the end: a piece the peer lacks and is not shown yet, the fewest copies and offers in flight first. */
+  /** At the end: a piece the peer lacks, not shown to it yet and still rare, the fewest copies and offers in flight first. */
   private chooseLackedPiece (c: SeedCandidate, r: PeerRecord, copies: (index: number) => number): number {
     let best = -1
-    let bestCount = Infinity
+    let bestCount = this.config.superSeedEndMaxCopies
     for (let i = 0; i < this.inFlight.length; i++) {
       if (c.has(i) || r.pending.has(i)) continue
       const count = copies(i) + this.inFlight[i]
