@@ -79,15 +79,6 @@ test('a block is never requested twice outside endgame, and endgame allows a bou
   assert.equal(p.pick('a', all, 10).length, 0, 'a peer is never asked twice for one block')
 })
 
-test('in endgame a peer with nothing outstanding may duplicate busy blocks at once; a busy peer waits', () => {
-  clock = 0
-  const p = picker(1)
-  assert.equal(p.pick('a', all, 10).length, 4)
-  assert.equal(p.pick('b', all, 10).length, 0, 'endgame, and the first requests are fresh')
-  assert.equal(p.pick('b', all, 10, { idle: true }).length, 4, 'an idle peer need not wait for them to go stale')
-  assert.equal(p.pick('c', all, 10, { idle: true }).length, 0, 'still no more than two requests per block')
-})
-
 test('endgame waits longer before duplicating a block held by a peer with a long queue', () => {
   clock = 0
   const waits: Record<string, number> = { slow: 8000, quick: 1000 }

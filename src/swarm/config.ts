@@ -196,14 +196,6 @@ export interface SwarmConfig {
   superSeedOfferSeconds: number
   /** Live offers at least, whatever the rate (a seed that has sent nothing yet). */
   superSeedMinOffers: number
-  /**
-   * At the end (every piece held by a peer or on offer), the seed shows a piece again only
-   * while fewer than this many peers hold it or have it on offer: a piece at one peer
-   * alone is the tail's critical path (it still has to be relayed to every other node),
-   * while copying pieces that two peers can already relay would spend the seed's bytes
-   * for little: at N=32 the CPU-bound tail lasts 8-17 s, 0.6-1.2 F at the seed's rate.
-   */
-  superSeedEndMaxCopies: number
 
   // --- peer exchange (BEP 11) ----------------------------------------------------------
   /** ms between PEX messages: BEP 11 allows one a minute each way; a little more leaves room for timer drift. */
@@ -282,7 +274,6 @@ export const DEFAULT_SWARM_CONFIG: Readonly<SwarmConfig> = Object.freeze({
   superSeedMaxShareLead: 4,
   superSeedOfferSeconds: 2,
   superSeedMinOffers: 2,
-  superSeedEndMaxCopies: 2,
 
   pexIntervalMs: 65_000,
   pexMinReceiveIntervalMs: 50_000,
@@ -314,7 +305,7 @@ export type RequestConfig = PickerConfig & Pick<SwarmConfig,
   'requestTimeoutMs' | 'requestQueueSeconds' | 'minPipeline' | 'maxPipeline' | 'requestBatchFraction' |
   'endgameLatencyFactor' | 'endgameMaxWaitMs'>
 export type SuperSeedConfig = Pick<SwarmConfig,
-  'superSeedOffersPerPeer' | 'superSeedStaleOfferMs' | 'superSeedStarvedAfterMs' | 'superSeedMaxShareLead' | 'superSeedEndMaxCopies'>
+  'superSeedOffersPerPeer' | 'superSeedStaleOfferMs' | 'superSeedStarvedAfterMs' | 'superSeedMaxShareLead'>
 export type TrackerClientConfig = Pick<SwarmConfig,
   'announceIntervalSeconds' | 'announceTimeoutMs' | 'leaveTimeoutMs' | 'defaultMinIntervalSeconds' |
   'trackerBackoffInitialMs' | 'trackerBackoffMaxMs' | 'trackerBackoffJitter' | 'maxTrackerReplyBytes'>

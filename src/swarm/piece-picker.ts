@@ -5,10 +5,7 @@
 // make every node ask the seed for the same pieces), then rarest-first with a random
 // tie-break so the seed's upload spreads distinct pieces into the swarm. Partial pieces are
 // finished before new ones are started, so pieces become shareable quickly. When every
-// missing block is already requested, endgame lets a block be requested from a second peer:
-// once the first request is stale, or at once when the second peer has nothing else to do
-// (as libtorrent lets a peer with an empty queue take busy blocks): an idle uplink costs
-// nothing, and at the tail the image server, showing its last copies, is such a peer.
+// missing block is already requested, endgame lets a block be requested from a second peer.
 
 import { swarmConfig, type PickerConfig } from './config.ts'
 
@@ -16,12 +13,6 @@ import { swarmConfig, type PickerConfig } from './config.ts'
 export const BLOCK_SIZE = 16 * 1024
 
 export interface BlockRequest { index: number; offset: number; length: number }
-
-/** Whether blocks requested elsewhere may be asked for again: not at all, once stale, or at once (an idle peer). */
-const NOT_ENDGAME = 0
-const ENDGAME = 1
-const ENDGAME_IDLE_PEER = 2
-type EndgameMode = typeof NOT_ENDGAME | typeof ENDGAME | typeof ENDGAME_IDLE_PEER
 
 export interface ReceiveResult {
   /** the block had already arrived from another peer (endgame) */
@@ -133,15 +124,11 @@ export class PiecePicker {
   /** Whether the last `pick` that found no fresh block looked for endgame duplicates, which depend on time. */
   get endgame (): boolean { return this.lastPickInEndgame }
 
-  /**
-   * Up to `max` new block requests for this peer. `idle`: nothing is outstanding at the
-   * peer, so in endgame it may duplicate a block without waiting for the first request to
-   * go stale.
-   */
-  pick (peer: string, peerHas: (index: number) => boolean, max: number, opts: { idle?: boolean } = {}): BlockRequest[] {
+  /** Up to `max` new block requests for this peer. */
+  pick (peer: string, peerHas: (index: number) => boolean, max: number): BlockRequest[] {
     const out: BlockRequest[] = []
     if (max <= 0) return out
-    this.pickFromPartials(peer, peerHas, max, out, NOT_ENDGAME)
+    this.pickFromPartials(peer, peerHas, max, out, false)
     while (out.length < max) {
       const index = this.chooseNewPiece(peerHas)
       if (index < 0) break
@@ -149,7 +136,7 @@ export class PiecePicker {
     }
     if (out.length === 0) {
       this.lastPickInEndgame = this.everythingRequested()
-      if (this.lastPickInEndgame) this.pickFromPartials(peer, peerHas, max, out, opts.idle === true ? ENDGAME_IDLE_PEER : ENDGAME)
+      if (this.lastPickInEndgame) this.pickFromPartials(peer, peerHas, max, out, true)
     }
     return out
   }
@@ -164,14 +151,14 @@ export class PiecePicker {
   pickAnnounced (peer: string, index: number, max: number): BlockRequest[] {
     const out: BlockRequest[] = []
     if (max <= 0 || index < 0 || index >= this.pieceCount || this.have[index] === 1) return out
-    if (this.partial.has(index)) this.takeBlocks(peer, index, max, out, NOT_ENDGAME)
+    if (this.partial.has(index)) this.takeBlocks(peer, index, max, out, false)
     else this.startPiece(peer, index, max, out)
     return out
   }
 
   private startPiece (peer: string, index: number, max: number, out: BlockRequest[]): void {
     this.partial.set(index, this.newPartial(index, this.suspect.has(index) ? peer : undefined))
-    this.takeBlocks(peer, index, max, out, NOT_ENDGAME)
+    this.takeBlocks(peer, index, max, out, false)
   }
 
   /**
@@ -269,7 +256,7 @@ export class PiecePicker {
     }
   }
 
-  private pickFromPartials (peer: string, peerHas: (index: number) => boolean, max: number, out: BlockRequest[], endgame: EndgameMode): void {
+  private pickFromPartials (peer: string, peerHas: (index: number) => boolean, max: number, out: BlockRequest[], endgame: boolean): void {
     // Closest to completion first: a finished piece can be shared at once.
     const candidates = [...this.partial.entries()]
       .filter(([index]) => peerHas(index))
@@ -280,7 +267,7 @@ export class PiecePicker {
     }
   }
 
-  private takeBlocks (peer: string, index: number, max: number, out: BlockRequest[], endgame: EndgameMode): void {
+  private takeBlocks (peer: string, index: number, max: number, out: BlockRequest[], endgame: boolean): void {
     const piece = this.partial.get(index)
     if (piece === undefined || (piece.owner !== undefined && piece.owner !== peer)) return
     const size = this.pieceSize(index)
@@ -289,10 +276,10 @@ export class PiecePicker {
       if (piece.received[block] === 1) continue
       const requesters = piece.requesters[block]
       const count = requesters?.size ?? 0
-      if (endgame === NOT_ENDGAME
-        ? count > 0
-        : (count >= this.config.endgameRequestsPerBlock || requesters?.has(peer) === true ||
-            (endgame === ENDGAME && requesters !== undefined && count > 0 && now - piece.requestedAt[block] < this.endgameWait(requesters)))) continue
+      if (endgame
+        ? (count >= this.config.endgameRequestsPerBlock || requesters?.has(peer) === true ||
+            (requesters !== undefined && count > 0 && now - piece.requestedAt[block] < this.endgameWait(requesters)))
+        : count > 0) continue
       const set = requesters ?? new Set<string>()
       set.add(peer)
       piece.requesters[block] = set

@@ -199,7 +199,7 @@ export class Requester extends EventEmitter<RequesterEvents> {
     if (want <= 0 || want < Math.ceil(depth * this.config.requestBatchFraction)) return
     const blocks = onlyAnnounced
       ? this.picker.pickAnnounced(peer.id, announced, want)
-      : this.picker.pick(peer.id, i => wire.peerPieces.get(i), want, { idle: peer.outstanding === 0 })
+      : this.picker.pick(peer.id, i => wire.peerPieces.get(i), want)
     if (blocks.length === 0) {
       if (onlyAnnounced || !this.picker.endgame) state.exhaustedAt = this.picker.returnCount
       if (peer.outstanding === 0 && wire.amInterested && !this.wants(peer)) wire.uninterested()

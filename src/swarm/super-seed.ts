@@ -27,13 +27,6 @@
 //
 // A peer that has had no such offer for `superSeedStarvedAfterMs` is shown pieces that
 // other peers hold too, rarest first (why: SwarmConfig.superSeedStarvedAfterMs).
-//
-// Once every piece is held by a peer or on live offer (the end of a deployment: nothing is
-// left that only the seed could give), the seed's spare slots go at once to pieces the
-// peers lack that only one peer holds or has on offer (`superSeedEndMaxCopies`), offers in
-// flight counted as copies: the seed's link would otherwise idle while the last pieces,
-// each at one node, still had to be relayed to all the others (the tail of the N=8
-// timeline: the server's link silent for its last 3 s).
 import { swarmConfig, type SuperSeedConfig } from './config.ts'
 
 export interface SeedCandidate {
@@ -81,7 +74,6 @@ export class SuperSeed {
     const perPeer = Math.max(this.config.superSeedOffersPerPeer, Math.floor(capacity / Math.max(1, candidates.length)))
     entries.sort((a, b) => a.r.revealed - b.r.revealed || a.r.lastOfferAt - b.r.lastOfferAt)
     const pace = this.pace(entries, now)
-    const allOut = this.everyPieceOut(copies, now)
     const out: Offer[] = []
     let progress = true
     while (progress && live < capacity) {
@@ -89,10 +81,9 @@ export class SuperSeed {
       for (const { c, r } of entries) {
         if (live >= capacity) break
         if (this.livePending(r, now) >= perPeer) continue
-        if (!allOut && r.revealed >= pace + this.config.superSeedMaxShareLead) continue
-        let index = allOut ? -1 : this.choosePiece(c, r, copies, now)
+        if (r.revealed >= pace + this.config.superSeedMaxShareLead) continue
+        let index = this.choosePiece(c, r, copies, now)
         if (index >= 0) r.lastUniqueOfferAt = now
-        else if (allOut) index = this.chooseLackedPiece(c, r, copies)
         else if (now - r.lastUniqueOfferAt >= this.config.superSeedStarvedAfterMs) index = this.chooseHeldPiece(c, r, copies, now)
         if (index < 0) continue
         this.inFlight[index]++
@@ -162,26 +153,6 @@ export class SuperSeed {
       if (copies(i) > 0 || !this.isOfferable(c, r, i, now)) continue
       if (best < 0 || this.inFlight[i] < this.inFlight[best]) best = i
       if (this.inFlight[best] === 0) break
-    }
-    return best
-  }
-
-  /** Whether every piece is held by a connected peer or on a live offer. */
-  private everyPieceOut (copies: (index: number) => number, now: number): boolean {
-    for (let i = 0; i < this.inFlight.length; i++) {
-      if (copies(i) === 0 && (this.inFlight[i] === 0 || now - this.offeredAt[i] >= this.config.superSeedStaleOfferMs)) return false
-    }
-    return true
-  }
-
-  /** At the end: a piece the peer lacks, not shown to it yet and still rare, the fewest copies and offers in flight first. */
-  private chooseLackedPiece (c: SeedCandidate, r: PeerRecord, copies: (index: number) => number): number {
-    let best = -1
-    let bestCount = this.config.superSeedEndMaxCopies
-    for (let i = 0; i < this.inFlight.length; i++) {
-      if (c.has(i) || r.pending.has(i)) continue
-      const count = copies(i) + this.inFlight[i]
-      if (count < bestCount) { best = i; bestCount = count }
     }
     return best
   }
