@@ -97,6 +97,8 @@ before(async () => {
   await tree(source, { 'etc/layer': 'image\n', 'etc/site.conf': 'image\n' })
   server = new ImageServer({ repoDir: join(dir, 'repo'), plansDir: join(dir, 'plans'), host: '127.0.0.1', port: 0, peerPort: 0 })
   await server.repo.add('base', { from: source, pieceLength: 256 * 1024 })
+  // An image named as an override is: a splice must be told apart by the collection alone.
+  for (let i = 0; i < 2; i++) await server.repo.add('site', { from: await tree(join(dir, `i/site${i}`), { 'etc/layer': 'the site image\n' }) })
   // The plan's own override, twice: the plan pins the latest.
   await server.overrides.add('site', { from: await tree(join(dir, 'o/site1'), { 'etc/layer': 'site v1\n' }) })
   await server.overrides.add('site', { from: await tree(join(dir, 'o/site2'), { 'etc/layer': 'site\n', 'etc/site.conf': 'site\n' }) })
@@ -212,8 +214,8 @@ async function tamperingProxy (mode: Tamper): Promise<{ url: string; close: () =
     const override = async (): Promise<Buffer> => {
       if (mode === 'replayed') return recorded
       const asked = new URL(url, upstream)
-      // Spliced: the image's signed torrent, with the nonce the node sent, in the override's place.
-      const real = mode === 'image-as-override' ? `${upstream}/images/base/image.torrent${asked.search}` : `${upstream}${url}`
+      // Spliced: the image of the same name and version, signed for the node's very request, in the override's place.
+      const real = mode === 'image-as-override' ? `${upstream}/images/site/2/image.torrent${asked.search}` : `${upstream}${url}`
       const raw = Buffer.from(await (await fetch(real)).arrayBuffer())
       if (mode !== 'unsigned') return raw
       const top = decodeBencode(raw) as unknown as Record<string, BencodeInput>
