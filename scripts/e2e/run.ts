@@ -24,6 +24,7 @@ import { must, has, runIfMain, start, stop, stopOnSignals, type Running } from '
 import { bootVm, awaitVm, blankDisk, consoleTimes, type VmSpec, type VmOutcome } from './vm.ts'
 import { writePlans, IMAGE, DISK_BYTES, EXPECTED_PARTITIONS, INSTALL_WRITES, PLAN_MARKER } from './plans.ts'
 import { checkDisk } from './check-disk.ts'
+import { addToolBundle, builtToolBundle } from './tool-bundle.ts'
 import type { NodeSummary } from '../../src/server/fleet.ts'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
@@ -105,6 +106,8 @@ async function main (argv: string[]): Promise<number> {
     await buildTestRoot(source, { dataBytes })
     const repo = join(workdir, 'repo')
     must([join(DIST, 'si-server'), 'image', 'add', IMAGE, '--from', source, '--repo', repo, '--piece-length', String(PIECE_LENGTH)])
+    const bundle = await builtToolBundle(ROOT)
+    if (bundle !== undefined) addToolBundle(join(DIST, 'si-server'), repo, bundle)
     const boot = join(workdir, 'boot')
     await mkdir(boot)
     await symlink(kernel, join(boot, 'vmlinuz'))

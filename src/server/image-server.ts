@@ -63,6 +63,8 @@ export class ImageServer extends EventEmitter<ImageServerEvents> {
   private readonly opts: ImageServerOptions
   private readonly startedAt = Date.now()
   private payloadBytesSent = 0
+  /** boot files (kernel, initramfs) sent, by name: the unicast part of a boot */
+  private readonly bootBytesSent: Record<string, number> = {}
   httpPort = 0
 
   constructor (opts: ImageServerOptions) {
@@ -123,7 +125,11 @@ export class ImageServer extends EventEmitter<ImageServerEvents> {
       onPayloadBytes: bytes => { this.payloadBytesSent += bytes },
       wasRemoved: ref => this.catalogue.wasRemoved(ref),
       plans: new PlanStore(this.opts.plansDir ?? join(this.opts.repoDir, PLANS_DIR)),
-      boot: { dir: this.opts.bootDir ?? join(this.opts.repoDir, BOOT_DIR), kernelArgs: this.opts.bootKernelArgs }
+      boot: {
+        dir: this.opts.bootDir ?? join(this.opts.repoDir, BOOT_DIR),
+        kernelArgs: this.opts.bootKernelArgs,
+        onBytes: (name, bytes) => { this.bootBytesSent[name] = (this.bootBytesSent[name] ?? 0) + bytes }
+      }
     })
     this.http = server
     await new Promise<void>((resolve, reject) => {
@@ -160,6 +166,8 @@ export class ImageServer extends EventEmitter<ImageServerEvents> {
       seederUploadedByImage: uploaded.byImage,
       payloadBytesSent: this.payloadBytesSent,
       serverBytesSent: uploaded.total + this.payloadBytesSent,
+      bootBytesSent: Object.values(this.bootBytesSent).reduce((a, n) => a + n, 0),
+      bootBytesByFile: { ...this.bootBytesSent },
       nodes: this.fleet.size
     }
   }
