@@ -87,7 +87,8 @@ test('the agent fetches the bundle its initramfs names through the swarm, links 
     assert.ok(running !== undefined, 'the initramfs named a bundle')
     const tools = events.filter(e => e.type === 'phase' && e.phase === 'tools').map(e => e.type === 'phase' ? e.detail ?? '' : '')
     assert.match(tools[0], new RegExp(`^${BUNDLE.replace(/\./g, '\\.')} through the swarm`))
-    assert.match(running.summary, /in place, \d+ bytes downloaded \(\d+ from the server, 0 from peers\): \d+ files linked/)
+    // The figures come from the download's last progress report: a bundle this small may be in before the first.
+    assert.match(running.summary, /in place(, \d+ bytes downloaded \(\d+ from the server, 0 from peers\))?: 3 files linked into .* \(1 replaced\)/)
     assert.ok(events.every(e => e.type !== 'progress' && e.type !== 'image'), 'the bundle\'s progress and image events stay out of the node\'s reports')
 
     // The tool replaced busybox's applet and runs by name from the system's PATH.
