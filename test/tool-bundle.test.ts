@@ -110,7 +110,9 @@ test('the agent fetches the bundle its initramfs names through the swarm, links 
     await running.stop()
     running = undefined
     await until('the node left the bundle\'s swarm', async () => await seeds() === 0)
-    assert.ok(events.every(e => e.type !== 'warning'), JSON.stringify(events.filter(e => e.type === 'warning')))
+    // (A bundle left seeding by an earlier test run leaves its staging file: removed, with a warning.)
+    const warnings = events.filter(e => e.type === 'warning' && !/left by a run that is gone/.test(e.message))
+    assert.deepEqual(warnings, [])
   } finally {
     await running?.stop()
   }
