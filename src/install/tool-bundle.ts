@@ -14,6 +14,7 @@ import { SiError, describeError, isSiError } from '../errors.ts'
 import type { Metainfo } from '../torrent/metainfo.ts'
 import { loadTorrent } from '../deploy/torrent-source.ts'
 import { deployImage } from '../deploy/deploy.ts'
+import { removeDeadStaging, stagingDirs } from '../deploy/staging.ts'
 import type { DownloadSettings, TransportName } from '../deploy/config.ts'
 import type { EventSink, ProgressFigures } from '../deploy/events.ts'
 import { COLDPLUG_COMMAND, TOOL_BUNDLE_MODULES_FILE, TOOL_BUNDLE_NAME_FILE } from '../formats/tool-bundle.ts'
@@ -175,7 +176,13 @@ export async function startToolBundle (opts: StartBundleOptions): Promise<Runnin
       if (!unpacked) failed(err)
       else if (!abort.signal.aborted) opts.emit({ type: 'warning', message: `${ref}: stopped seeding: ${describeError(err)}` })
     })
-  const stop = async (): Promise<void> => { abort.abort(); await finished }
+  const stop = async (): Promise<void> => {
+    abort.abort()
+    await finished
+    // Stopped while seeding, the download keeps its staging file for a resume; the
+    // bundle is unpacked and it would only hold RAM (/dev/shm) until the node reboots.
+    if (unpacked) await removeDeadStaging(stagingDirs(setup.dir, undefined), '', '')
+  }
   try {
     await ready
     const fetched = describeFigures(lastFigures)
