@@ -76,7 +76,7 @@ export class ImageServer extends EventEmitter<ImageServerEvents> {
     this.console = new OperatorsConsole({
       repo: this.repo,
       plansDir: opts.plansDir ?? join(opts.repoDir, PLANS_DIR),
-      serverBytes: () => ({ httpPayload: this.payloadBytesSent, seederByImage: this.seeder.uploaded().byImage }),
+      serverBytes: () => ({ httpPayload: this.payloadBytesSent, seederByImage: this.seeder.uploaded().byImage, bootFiles: { ...this.bootBytesSent } }),
       config: opts.fleet,
       onWarning: message => this.emit('warning', new SiError('ERR_HISTORY', message))
     })
