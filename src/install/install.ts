@@ -25,6 +25,7 @@ import { runPostInstall } from './post-install.ts'
 import { prepareFinish, recordFinish } from './finish.ts'
 import { writeInstallEnv } from './install-env.ts'
 import { DEFAULT_TOOL_BUNDLE_SETUP, toolsStep, type RunningBundle, type ToolBundleSetup } from './tool-bundle.ts'
+import { fetchOverrideTorrents, layOverrides, type LaidOverride } from './overrides-step.ts'
 import { tail } from './command.ts'
 import type { InstallEvent, InstallPhase, InstallSink } from './install-events.ts'
 
@@ -66,6 +67,8 @@ export interface InstallResult {
   seconds: number
   finish: string
   deploy?: DeployResult
+  /** each override laid over the image, in order, with its download's figures */
+  overrides?: LaidOverride[]
 }
 
 export async function procUptime (): Promise<number | undefined> {
@@ -111,14 +114,13 @@ export async function install (opts: InstallOptions): Promise<InstallResult> {
     // Every torrent is checked before the first disk is touched: an untrusted one stops here.
     step = 'download'
     const metainfo = await loadTorrent({ server: opts.config.server, image }, { signal: opts.signal, trustedKey })
-    const overrides: Metainfo[] = []
-    for (const ref of plan.overrides) overrides.push(await loadTorrent({ server: opts.config.server, image: ref }, { signal: opts.signal, trustedKey }))
+    const overrides = await fetchOverrideTorrents(opts.config.server, plan.overrides, { signal: opts.signal, trustedKey, planSource: fetched.source })
 
     step = 'tools'
     tools = await toolsStep({ server: opts.config.server, setting: opts.config.tools, trustedKey, settings: opts.config, setup: { ...DEFAULT_TOOL_BUNDLE_SETUP, ...opts.tools }, paths: opts.paths ?? SYSTEM_PATHS, emit, signal: opts.signal })
 
     phase('disks')
-    const layouts = await checkDisks(fetched, opts.paths ?? SYSTEM_PATHS, [metainfo, ...overrides])
+    const layouts = await checkDisks(fetched, opts.paths ?? SYSTEM_PATHS, [metainfo, ...overrides.map(o => o.metainfo)])
     for (const l of layouts) emit({ type: 'phase', phase: 'disks', detail: describeLayout(l) })
     if (opts.dryRun === true) {
       await tools?.stop()
@@ -141,12 +143,12 @@ export async function install (opts: InstallOptions): Promise<InstallResult> {
     // the root's times until the last layer is in: a failure between never looks done.
     const layered = overrides.length > 0
     const deployed = await download(opts, metainfo, emit, s => { step = s }, layered ? { keepMarker: true } : undefined)
-    for (const [i, m] of overrides.entries()) {
-      phase('overrides', `${plan.overrides[i]} over the image`)
-      await download(opts, m, emit, s => { step = s }, { overlay: true, keepMarker: true })
+    let laid: LaidOverride[] | undefined
+    if (layered) {
       step = 'overrides'
+      laid = await layOverrides(overrides, { target: opts.target, settings: opts.config, emit, signal: opts.signal })
+      await completeTarget(opts.target, deployed.rootTimes)
     }
-    if (layered) await completeTarget(opts.target, deployed.rootTimes)
     // The image's seeding is over, and with it the bundle's: nodes still missing it get
     // it from the server and from the nodes still seeding.
     await tools?.stop()
@@ -202,7 +204,7 @@ export async function install (opts: InstallOptions): Promise<InstallResult> {
       uploaded: f.uploaded,
       length: f.length
     })
-    return { image, plan: fetched.source, layouts, seconds, finish: decision.action, deploy: deployed }
+    return { image, plan: fetched.source, layouts, seconds, finish: decision.action, deploy: deployed, overrides: laid }
   } catch (err) {
     await tools?.stop()
     if (mounted.length > 0) {
