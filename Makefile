@@ -26,12 +26,17 @@ fidelity: build ## Run the fidelity suites: round trips, hostile archives, captu
 	$(NODE) --import tsx --test --test-concurrency=1 test/fidelity*.test.ts test/hostile.test.ts test/capture.test.ts test/compression.test.ts test/extract.test.ts test/image.test.ts
 
 # Boot path. INITRD_COMPRESS=zstd[:LEVEL]|xz[:LEVEL] picks the compressor;
-# TRUSTED_KEY=$$(si-server key show) bakes the repository's key in (docs/SECURITY.md).
-# The e2e runs need root (network namespace, tap devices, loop devices) and qemu.
+# TRUSTED_KEY=$$(si-server key show) bakes the repository's key in (docs/SECURITY.md);
+# TOOLS=inside puts the tool bundle's parts into the initramfs (offline or small sites;
+# default: the bundle dist/tools, which `si-server image add si-tools-KERNEL --from
+# dist/tools` adds and the agent fetches through the swarm: docs/PXE.md).
+# The e2e runs need root (network namespace, tap devices, loop devices) and qemu; they
+# add the bundle to their repository themselves.
 TRUSTED_KEY ?=
+TOOLS ?=
 .PHONY: initrd e2e e2e-1vm e2e-3vm e2e-boot
-initrd: build ## Build dist/initrd.img (and dist/vmlinuz) from initrd/contents.txt
-	$(NODE) --import tsx initrd/build.ts $(if $(TRUSTED_KEY),--trusted-key '$(TRUSTED_KEY)')
+initrd: build ## Build dist/initrd.img, dist/vmlinuz and the tool bundle dist/tools from initrd/contents.txt
+	$(NODE) --import tsx initrd/build.ts $(if $(TRUSTED_KEY),--trusted-key '$(TRUSTED_KEY)') $(if $(TOOLS),--tools '$(TOOLS)')
 
 e2e: initrd ## Boot qemu VMs (TCG): one VM installs, three on one LAN, then firmware to booted (e2e-boot)
 	$(NODE) --import tsx scripts/e2e/run.ts --vms 1

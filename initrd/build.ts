@@ -1,14 +1,20 @@
 // `make initrd`: builds dist/initrd.img, the node's boot environment, from the contents
-// list(s) and copies the matching kernel to dist/vmlinuz.
+// list(s), copies the matching kernel to dist/vmlinuz, and writes the tool bundle (the
+// parts marked `bundle`: disk tools, storage and file-system modules) as a tree in
+// dist/tools, which `si-server image add si-tools-KERNEL --from dist/tools` makes an
+// image that the agent fetches through the swarm. dist/initrd.json describes the build.
+// With `--tools inside` (make initrd TOOLS=inside) the bundle's parts go into the
+// initramfs instead, for sites that install offline or have few nodes.
 //
-// Each part of the list becomes its own compressed cpio archive and the initramfs is
-// their concatenation (the kernel unpacks concatenated archives in order). So each
+// Each part of the initramfs becomes its own compressed cpio archive and the initramfs
+// is their concatenation (the kernel unpacks concatenated archives in order). So each
 // part's compressed size is measured exactly, parts compress in parallel, and an
 // unchanged part (the kernel modules, busybox) is taken from the cache.
 //
 // usage: node --import tsx initrd/build.ts [--contents FILE]... [--kernel-version V]
 //        [--compress xz|xz:LEVEL|zstd|zstd:LEVEL|none] (default xz, see DEFAULT_COMPRESSION)
 //        [--output FILE] [--kernel-output FILE] [--trusted-key KEY]
+//        [--tools bundle|inside] [--bundle-output DIR] [--manifest FILE]
 import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
@@ -17,7 +23,7 @@ import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { SiError, describeError } from '../src/errors.ts'
 import { OptionValueError, listOption, option } from '../src/config/options.ts'
-import { integer, nonEmpty } from '../src/config/values.ts'
+import { integer, nonEmpty, oneOf } from '../src/config/values.ts'
 import { noExtraPositionals, readCommandLine } from '../src/config/command-line.ts'
 import { commandHelp } from '../src/config/help.ts'
 import { BAKED_TRUSTED_KEY_FILE, parseTrustedKey } from '../src/deploy/config.ts'
@@ -26,6 +32,8 @@ import { parseContents, type Item } from './lib/contents.ts'
 import { archivePath, newcArchive, type Entry } from './lib/newc.ts'
 import { indexFiles, loadModuleIndex, moduleDecompressor, plainModulePath, selectModules, type ModuleIndex } from './lib/kmod.ts'
 import { sharedLibraries } from './lib/libs.ts'
+import { writeTree } from './lib/tree.ts'
+import { TOOL_BUNDLE_NAME_FILE, toolBundleName } from '../src/formats/tool-bundle.ts'
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 export const DEFAULT_CONTENTS = 'initrd/contents.txt'
@@ -33,12 +41,16 @@ export const DEFAULT_CONTENTS = 'initrd/contents.txt'
 export const CONTENTS_DIR = 'initrd/contents.d'
 export const DEFAULT_OUTPUT = 'dist/initrd.img'
 export const DEFAULT_KERNEL_OUTPUT = 'dist/vmlinuz'
+export const DEFAULT_BUNDLE_OUTPUT = 'dist/tools'
+export const DEFAULT_MANIFEST = 'dist/initrd.json'
 export const BUDGET_BYTES = 32 * 1024 * 1024
 export const DEFAULT_CACHE_DIR = '.cache/initrd'
 const MODULES_ROOT = '/lib/modules'
 const BOOT_DIR = '/boot'
 const LIBS_PART = 'libs'
 const BASE_PART = 'base'
+/** The bundle's module index (modules.dep, modules.alias of every module, initramfs's included). */
+const BUNDLE_INDEX_PART = 'modules-index'
 const BUSYBOX_DEST = 'bin/busybox'
 const TOOL_TIMEOUT_MS = 600_000
 const MiB = 1024 * 1024
@@ -185,15 +197,23 @@ class Layout {
 
 interface Notes { skipped: string[] }
 
-async function addExec (layout: Layout, item: Extract<Item, { kind: 'exec' }>, notes: Notes): Promise<void> {
+/** The initramfs, and the tool bundle whose programs also use the initramfs's libraries. */
+interface Layouts { initramfs: Layout; bundle: Layout }
+
+function layoutOf (layouts: Layouts, item: Item): Layout {
+  return item.bundle ? layouts.bundle : layouts.initramfs
+}
+
+async function addExec (layouts: Layouts, item: Extract<Item, { kind: 'exec' }>, notes: Notes): Promise<void> {
   let data: Buffer
   try { data = await readSource(item.source, 'executable') } catch (err) {
     if (item.optional) { notes.skipped.push(`${item.source} (optional, not found)`); return }
     throw err
   }
+  const layout = layoutOf(layouts, item)
   layout.add(item.part, { type: 'file', path: item.dest, mode: 0o755, data })
   for (const lib of await sharedLibraries(resolve(REPO_ROOT, item.source))) {
-    if (!layout.has(lib)) layout.add(LIBS_PART, { type: 'file', path: lib, mode: 0o755, data: await readFile(lib) })
+    if (!layouts.initramfs.has(lib) && !layout.has(lib)) layout.add(LIBS_PART, { type: 'file', path: lib, mode: 0o755, data: await readFile(lib) })
   }
 }
 
@@ -204,9 +224,9 @@ async function addBusybox (layout: Layout, item: Extract<Item, { kind: 'busybox'
   return list
 }
 
-async function addModules (layout: Layout, index: ModuleIndex, version: string, items: Array<Extract<Item, { kind: 'module' }>>, notes: Notes): Promise<string[]> {
+/** Adds the modules the items name (with their closure) but not those `taken` already; returns the added paths. */
+async function addModules (layout: Layout, index: ModuleIndex, version: string, items: Array<Extract<Item, { kind: 'module' }>>, notes: Notes, taken: Set<string>): Promise<string[]> {
   const all: string[] = []
-  const taken = new Set<string>()
   for (const part of [...new Set(items.map(i => i.part))]) {
     const names = items.filter(i => i.part === part)
     const selection = selectModules(index, names.map(i => i.name))
@@ -233,35 +253,52 @@ export interface BuildOptions {
   compression: Compression
   output: string
   kernelOutput?: string
+  /** where the tool bundle's tree is written (needed when the list has bundle parts) */
+  bundleOutput?: string
   mtime: number
   /** Compressed parts of the last build, reused when unchanged (default DEFAULT_CACHE_DIR). */
   cacheDir?: string
   /** The repository's public key, baked in: the agent then trusts it without being told. */
   trustedKey?: string
+  /** bundle (default): the parts marked bundle make the tool bundle; inside: they go into the initramfs */
+  tools?: ToolsPlacement
 }
+
+export const TOOLS_PLACEMENTS = ['bundle', 'inside'] as const
+export type ToolsPlacement = typeof TOOLS_PLACEMENTS[number]
 
 export interface PartReport { name: string; files: number; bytes: number; compressedBytes: number; cached: boolean; codeFilter: boolean }
 
-export interface BuildReport { output: string; kernelVersion: string; compression: string; parts: PartReport[]; totalBytes: number; skipped: string[] }
+/** The tool bundle: a tree to add as image `name`; its parts are counted unpacked (the repository compresses it). */
+export interface BundleReport { name: string; dir: string; parts: Array<Pick<PartReport, 'name' | 'files' | 'bytes'>>; bytes: number }
+
+export interface BuildReport { output: string; kernelVersion: string; compression: string; parts: PartReport[]; totalBytes: number; skipped: string[]; bundle?: BundleReport }
 
 export async function buildInitrd (opts: BuildOptions): Promise<BuildReport> {
-  const items: Item[] = []
-  for (const file of opts.contents) items.push(...parseContents((await readSource(file, 'contents list')).toString('utf8'), file))
+  const listed: Item[] = []
+  for (const file of opts.contents) listed.push(...parseContents((await readSource(file, 'contents list')).toString('utf8'), file))
+  // Tools inside: the bundle's parts go into the initramfs too, and no bundle is made.
+  const items = opts.tools === 'inside' ? listed.map(i => ({ ...i, bundle: false })) : listed
   const kernelVersion = opts.kernelVersion ?? await defaultKernelVersion()
-  const layout = new Layout()
+  const layouts: Layouts = { initramfs: new Layout(), bundle: new Layout() }
+  const { initramfs, bundle } = layouts
   const notes: Notes = { skipped: [] }
-  for (const dev of EARLY_DEVICES) layout.add(BASE_PART, dev)
-  for (const dir of EMPTY_DIRS) layout.add(BASE_PART, { type: 'dir', path: dir, mode: dir === 'tmp' ? 0o1777 : 0o755 })
+  for (const dev of EARLY_DEVICES) initramfs.add(BASE_PART, dev)
+  for (const dir of EMPTY_DIRS) initramfs.add(BASE_PART, { type: 'dir', path: dir, mode: dir === 'tmp' ? 0o1777 : 0o755 })
   if (opts.trustedKey !== undefined) {
     if (!isPublicKeyText(opts.trustedKey)) throw new SiError('ERR_INITRD', `trusted key ${JSON.stringify(opts.trustedKey)}: expected ${PUBLIC_KEY_RULE}`)
-    layout.add(BASE_PART, { type: 'file', path: BAKED_TRUSTED_KEY_FILE, mode: 0o644, data: Buffer.from(`${opts.trustedKey}\n`) })
+    initramfs.add(BASE_PART, { type: 'file', path: BAKED_TRUSTED_KEY_FILE, mode: 0o644, data: Buffer.from(`${opts.trustedKey}\n`) })
   }
 
   let busyboxApplets: string[] = []
   const busyboxPart = items.find(i => i.kind === 'busybox')?.part ?? BASE_PART
-  for (const item of items) {
-    if (item.kind === 'busybox') busyboxApplets = await addBusybox(layout, item)
-    else if (item.kind === 'exec') await addExec(layout, item, notes)
+  // The initramfs first: the bundle's programs use its libraries rather than bring their own.
+  for (const item of [...items.filter(i => !i.bundle), ...items.filter(i => i.bundle)]) {
+    const layout = layoutOf(layouts, item)
+    if (item.kind === 'busybox') {
+      if (item.bundle) throw new SiError('ERR_INITRD', `busybox is /init's shell: it belongs in an initramfs part, not in bundle part ${item.part}`)
+      busyboxApplets = await addBusybox(initramfs, item)
+    } else if (item.kind === 'exec') await addExec(layouts, item, notes)
     else if (item.kind === 'symlink') layout.add(item.part, { type: 'symlink', path: item.dest, target: item.target })
     else if (item.kind === 'file') {
       let data: Buffer
@@ -276,19 +313,29 @@ export async function buildInitrd (opts: BuildOptions): Promise<BuildReport> {
   const moduleItems = items.filter((i): i is Extract<Item, { kind: 'module' }> => i.kind === 'module')
   if (moduleItems.length > 0) {
     const index = await loadModuleIndex(join(MODULES_ROOT, kernelVersion))
-    const chosen = await addModules(layout, index, kernelVersion, moduleItems, notes)
-    const files = indexFiles(index, chosen)
+    const taken = new Set<string>()
+    const inInitramfs = await addModules(initramfs, index, kernelVersion, moduleItems.filter(i => !i.bundle), notes, taken)
+    const inBundle = await addModules(bundle, index, kernelVersion, moduleItems.filter(i => i.bundle), notes, taken)
     const dir = join('lib/modules', kernelVersion)
-    layout.add(BASE_PART, { type: 'file', path: join(dir, 'modules.dep'), mode: 0o644, data: Buffer.from(files.dep) })
-    layout.add(BASE_PART, { type: 'file', path: join(dir, 'modules.alias'), mode: 0o644, data: Buffer.from(files.alias) })
+    const addIndex = (layout: Layout, part: string, chosen: string[]): void => {
+      const files = indexFiles(index, chosen)
+      layout.add(part, { type: 'file', path: join(dir, 'modules.dep'), mode: 0o644, data: Buffer.from(files.dep) })
+      layout.add(part, { type: 'file', path: join(dir, 'modules.alias'), mode: 0o644, data: Buffer.from(files.alias) })
+    }
+    addIndex(initramfs, BASE_PART, inInitramfs)
+    // Laid over the initramfs's index once the bundle is in: it knows every module of both.
+    if (inBundle.length > 0) addIndex(bundle, BUNDLE_INDEX_PART, [...inInitramfs, ...inBundle])
   }
   // Applet links last: anything the list names explicitly replaces busybox's version.
   for (const applet of busyboxApplets) {
-    if (archivePath(applet) !== BUSYBOX_DEST) layout.add(busyboxPart, { type: 'symlink', path: applet, target: `/${BUSYBOX_DEST}` })
+    if (archivePath(applet) !== BUSYBOX_DEST) initramfs.add(busyboxPart, { type: 'symlink', path: applet, target: `/${BUSYBOX_DEST}` })
   }
 
-  const order = [BASE_PART, ...[...layout.parts.keys()].filter(n => n !== BASE_PART)]
-  const parts = order.map(n => layout.parts.get(n)).filter((p): p is Part => p !== undefined)
+  const bundleName = bundle.parts.size > 0 ? toolBundleName(kernelVersion) : undefined
+  if (bundleName !== undefined && opts.bundleOutput === undefined) throw new SiError('ERR_INITRD', `parts ${[...bundle.parts.keys()].join(', ')} go into the tool bundle: give the directory to write it to (--bundle-output)`)
+  if (bundleName !== undefined) initramfs.add(BASE_PART, { type: 'file', path: TOOL_BUNDLE_NAME_FILE, mode: 0o644, data: Buffer.from(`${bundleName}\n`) })
+
+  const parts = partsInOrder(initramfs)
   const segments = await mapLimited(parts, availableParallelism(), p => compressPart(p, opts))
   await mkdir(dirname(resolve(REPO_ROOT, opts.output)), { recursive: true })
   const tmp = resolve(REPO_ROOT, `${opts.output}.tmp${process.pid}`)
@@ -296,20 +343,40 @@ export async function buildInitrd (opts: BuildOptions): Promise<BuildReport> {
   await rename(tmp, resolve(REPO_ROOT, opts.output))
   if (opts.compression.command.length > 0) await pruneCache(opts.cacheDir ?? DEFAULT_CACHE_DIR, new Set(segments.map(s => s.cacheFile).filter((f): f is string => f !== undefined)))
   if (opts.kernelOutput !== undefined) await copyFile(join(BOOT_DIR, `vmlinuz-${kernelVersion}`), resolve(REPO_ROOT, opts.kernelOutput))
+  let bundleReport: BundleReport | undefined
+  if (bundleName !== undefined && opts.bundleOutput !== undefined) {
+    const dir = opts.bundleOutput
+    const bundleParts = partsInOrder(bundle)
+    await writeTree(resolve(REPO_ROOT, dir), bundleParts.flatMap(p => p.entries), opts.mtime)
+    const counted = bundleParts.map(p => ({ name: p.name, files: countFiles(p.entries), bytes: countBytes(p.entries) }))
+    bundleReport = { name: bundleName, dir, parts: counted, bytes: counted.reduce((n, p) => n + p.bytes, 0) }
+  } else if (opts.bundleOutput !== undefined) {
+    // No bundle this time (tools inside): a bundle left by an earlier build must not be added by mistake.
+    await rm(resolve(REPO_ROOT, opts.bundleOutput), { recursive: true, force: true })
+  }
   return {
     output: opts.output,
     kernelVersion,
     compression: opts.compression.name,
     parts: segments.map(s => s.report),
     totalBytes: segments.reduce((n, s) => n + s.data.length, 0),
-    skipped: notes.skipped
+    skipped: notes.skipped,
+    ...(bundleReport !== undefined ? { bundle: bundleReport } : {})
   }
 }
 
+function partsInOrder (layout: Layout): Part[] {
+  const order = [BASE_PART, ...[...layout.parts.keys()].filter(n => n !== BASE_PART)]
+  return order.map(n => layout.parts.get(n)).filter((p): p is Part => p !== undefined)
+}
+
+function countFiles (entries: Entry[]): number { return entries.filter(e => e.type === 'file').length }
+function countBytes (entries: Entry[]): number { return entries.reduce((n, e) => n + (e.type === 'file' ? e.data.length : 0), 0) }
+
 async function compressPart (part: Part, opts: BuildOptions): Promise<{ data: Buffer; report: PartReport; cacheFile?: string }> {
   const archive = newcArchive(part.entries, { mtime: opts.mtime })
-  const files = part.entries.filter(e => e.type === 'file').length
-  const bytes = part.entries.reduce((n, e) => n + (e.type === 'file' ? e.data.length : 0), 0)
+  const files = countFiles(part.entries)
+  const bytes = countBytes(part.entries)
   if (opts.compression.command.length === 0) return { data: archive, report: { name: part.name, files, bytes, compressedBytes: archive.length, cached: false, codeFilter: false } }
   const codeFilter = opts.compression.codeCommand !== undefined && isMostlyX86Code(part.entries)
   const command = codeFilter ? opts.compression.codeCommand as string[] : opts.compression.command
@@ -355,6 +422,13 @@ export function formatReport (r: BuildReport): string {
   const raw = r.parts.reduce((n, p) => n + p.bytes, 0)
   lines.push(`  ${'total'.padEnd(16)} ${String(r.parts.reduce((n, p) => n + p.files, 0)).padStart(5)} ${mib(raw)} ${mib(r.totalBytes)}`)
   lines.push(`  budget ${BUDGET_BYTES / MiB} MiB compressed: ${r.totalBytes <= BUDGET_BYTES ? 'within' : 'OVER'} (${(100 * r.totalBytes / BUDGET_BYTES).toFixed(0)}%)`)
+  if (r.bundle !== undefined) {
+    lines.push(`tool bundle ${r.bundle.dir}: image ${r.bundle.name}, fetched by the agent through the swarm`)
+    lines.push(`  ${'part'.padEnd(16)} ${'files'.padStart(5)} ${'MiB'.padStart(8)}`)
+    for (const p of r.bundle.parts) lines.push(`  ${p.name.padEnd(16)} ${String(p.files).padStart(5)} ${mib(p.bytes)}`)
+    lines.push(`  ${'total'.padEnd(16)} ${String(r.bundle.parts.reduce((n, p) => n + p.files, 0)).padStart(5)} ${mib(r.bundle.bytes)}`)
+    lines.push(`  add it: si-server image add ${r.bundle.name} --from ${r.bundle.dir}`)
+  }
   for (const s of r.skipped) lines.push(`  skipped: ${s}`)
   return lines.join('\n') + '\n'
 }
@@ -373,11 +447,14 @@ const BUILD_OPTIONS = {
   output: option({ flag: 'output', arg: 'FILE', help: 'the initramfs', default: DEFAULT_OUTPUT, parse: nonEmpty('a file') }),
   kernelOutput: option({ flag: 'kernel-output', arg: 'FILE', help: 'where the kernel is copied', default: DEFAULT_KERNEL_OUTPUT, parse: nonEmpty('a file') }),
   sourceDateEpoch: option({ flag: 'source-date-epoch', arg: 'SECONDS', env: 'SOURCE_DATE_EPOCH', help: 'the time stamp of every file (reproducible builds)', default: 0, parse: integer(0, 2 ** 40) }),
-  trustedKey: option({ flag: 'trusted-key', arg: 'KEY', help: `the repository's public key (si-server key show), baked in as ${BAKED_TRUSTED_KEY_FILE}: the agent then uses only what it signed (make initrd TRUSTED_KEY=)`, parse: parseTrustedKey })
+  trustedKey: option({ flag: 'trusted-key', arg: 'KEY', help: `the repository's public key (si-server key show), baked in as ${BAKED_TRUSTED_KEY_FILE}: the agent then uses only what it signed (make initrd TRUSTED_KEY=)`, parse: parseTrustedKey }),
+  tools: option({ flag: 'tools', arg: 'bundle|inside', env: 'INITRD_TOOLS', help: 'bundle: the parts marked bundle make the tool bundle, which the agent fetches through the swarm; inside: they go into the initramfs (offline or small sites; make initrd TOOLS=inside)', default: 'bundle' as ToolsPlacement, parse: oneOf<ToolsPlacement>(TOOLS_PLACEMENTS) }),
+  bundleOutput: option({ flag: 'bundle-output', arg: 'DIR', help: 'where the tool bundle\'s tree is written, for si-server image add', default: DEFAULT_BUNDLE_OUTPUT, parse: nonEmpty('a directory') }),
+  manifest: option({ flag: 'manifest', arg: 'FILE', help: 'the build\'s report as JSON (parts, sizes, the bundle\'s image name): the e2e runs read it', default: DEFAULT_MANIFEST, parse: nonEmpty('a file') })
 }
 
 const USAGE = commandHelp(['node --import tsx initrd/build.ts [options]   (make initrd runs it)'], BUILD_OPTIONS, {
-  intro: 'Packs the agent, busybox, /init and the listed files and modules into a BOEL-style initramfs.'
+  intro: 'Packs the agent, busybox, /init and the listed files and modules into a BOEL-style initramfs, and the parts marked bundle into the tool bundle (a tree for si-server image add).'
 })
 
 async function main (argv: string[]): Promise<void> {
@@ -392,8 +469,11 @@ async function main (argv: string[]): Promise<void> {
     output: o.output,
     kernelOutput: o.kernelOutput,
     mtime: o.sourceDateEpoch,
-    trustedKey: o.trustedKey
+    trustedKey: o.trustedKey,
+    tools: o.tools,
+    bundleOutput: o.bundleOutput
   })
+  await writeFile(resolve(REPO_ROOT, o.manifest), JSON.stringify(report, null, 2) + '\n')
   process.stdout.write(formatReport(report))
   process.stdout.write(`built in ${((Date.now() - started) / 1000).toFixed(1)} s; kernel: ${o.kernelOutput}\n`)
 }

@@ -1,10 +1,11 @@
 // The initramfs builder: the newc writer (read back by cpio(1)), the contents list,
-// kernel module closure, ldd parsing, and a small build end to end; /init's syntax.
+// kernel module closure, ldd parsing, and a small build end to end (the initramfs and
+// the tool bundle beside it); what the default list puts in each; /init's syntax.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdir, mkdtemp, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises'
+import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { isSiError } from '../src/errors.ts'
@@ -14,6 +15,7 @@ import { parseContents } from '../initrd/lib/contents.ts'
 import { parseModuleIndex, selectModules, indexFiles, loadModuleIndex } from '../initrd/lib/kmod.ts'
 import { parseLdd } from '../initrd/lib/libs.ts'
 import { buildInitrd, parseCompression, defaultKernelVersion, formatReport, isMostlyX86Code, DEFAULT_COMPRESSION } from '../initrd/build.ts'
+import { TOOL_BUNDLE_MODULES_FILE, TOOL_BUNDLE_NAME_FILE, toolBundleName } from '../src/formats/tool-bundle.ts'
 import { Signer } from '../src/formats/signature.ts'
 import { BAKED_TRUSTED_KEY_FILE } from '../src/deploy/config.ts'
 import { readBakedKey } from '../src/deploy/trust.ts'
@@ -58,11 +60,17 @@ test('the contents list: parts, optional items, errors with file and line', () =
   assert.deepEqual(items.map(i => [i.kind, i.part, i.optional]), [
     ['busybox', 'misc', false], ['exec', 'tools', false], ['exec', 'tools', true], ['file', 'tools', false], ['module', 'tools', false], ['module', 'tools', false], ['symlink', 'tools', false]
   ])
-  assert.deepEqual(items[2], { kind: 'exec', source: '/usr/sbin/kexec', dest: '/sbin/kexec', optional: true, part: 'tools' })
+  assert.deepEqual(items[2], { kind: 'exec', source: '/usr/sbin/kexec', dest: '/sbin/kexec', optional: true, part: 'tools', bundle: false })
   assert.equal(items[3].kind === 'file' && items[3].mode, 0o644)
   assert.throws(() => parseContents('\n\ncopy a b\n', 'list'), (e: Error) => isSiError(e, 'ERR_INITRD') && /^list:3: unknown keyword "copy"/.test(e.message))
   assert.throws(() => parseContents('file a b 999\n', 'l'), /l:1: invalid mode "999"/)
   assert.throws(() => parseContents('exec\n', 'l'), /l:1: "exec" takes 1 to 2 argument/)
+})
+
+test('the contents list: "part NAME bundle" sends a part to the tool bundle, until the next part', () => {
+  const items = parseContents('part net\nmodule e1000\npart disk bundle\nexec /usr/sbin/sfdisk\nmodule ext4\npart late\nfile a b\n', 'list')
+  assert.deepEqual(items.map(i => [i.part, i.bundle]), [['net', false], ['disk', true], ['disk', true], ['late', false]])
+  assert.throws(() => parseContents('part disk bundel\n', 'l'), (e: Error) => isSiError(e, 'ERR_INITRD') && /l:1: .*the only word after a part's name is "bundle"/.test(e.message))
 })
 
 test('module closure follows modules.dep and softdeps through aliases; index files are filtered', () => {
@@ -177,8 +185,89 @@ test('make initrd TRUSTED_KEY= bakes the key where the agent finds it without a 
   assert.ok(!existsSync(join(dir, 'bad.img')), 'nothing built')
 })
 
-test('/init, netconf.sh and the udhcpc script are valid busybox shell', { skip: !existsSync('/bin/busybox') && 'busybox not installed' }, () => {
-  for (const f of ['initrd/init', 'initrd/netconf.sh', 'initrd/udhcpc.script']) {
+/** Unpacks an uncompressed build into `root`: cpio stops at each archive's trailer, so part by part. */
+async function unpackBuild (image: string, parts: Array<{ compressedBytes: number }>, root: string): Promise<void> {
+  await mkdir(root)
+  const data = await readFile(image)
+  let offset = 0
+  for (const part of parts) {
+    const r = spawnSync('cpio', ['-idm', '--quiet', '--no-absolute-filenames'], { input: data.subarray(offset, offset + part.compressedBytes), cwd: root })
+    assert.equal(r.status, 0, String(r.stderr))
+    offset += part.compressedBytes
+  }
+}
+
+/** Every path under `dir`, relative, with a trailing / for directories. */
+async function treeList (dir: string): Promise<Set<string>> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true })
+  return new Set(entries.map(e => `${join(e.parentPath, e.name).slice(dir.length + 1)}${e.isDirectory() ? '/' : ''}`))
+}
+
+test('a build with bundle parts: the initramfs names the bundle, the bundle tree holds the tools, their own libraries and every module\'s index', {
+  skip: !existsSync('/bin/busybox') ? 'busybox-static not installed' : kernelVersion === undefined ? 'no kernel in /lib/modules and /boot' : !has('cpio') ? 'cpio not installed' : !existsSync('/usr/bin/setfattr') ? 'attr not installed' : false
+}, async t => {
+  const dir = await tempDir(t)
+  const list = join(dir, 'contents.txt')
+  await writeFile(list, 'part base\nbusybox /bin/busybox\nfile initrd/init /init 0755\nexec /usr/bin/touch\npart net\nmodule e1000\npart tools bundle\nexec /usr/bin/setfattr\nfile initrd/rootfs/etc/si/modules.tools /etc/si/modules.tools 0644\npart mods bundle\nmodule ext4\n')
+  const bundleDir = join(dir, 'tools')
+  const build = (tools: 'bundle' | 'inside', output: string): ReturnType<typeof buildInitrd> =>
+    buildInitrd({ contents: [list], kernelVersion, compression: parseCompression('none'), output: join(dir, output), mtime: 1_000_000_000, cacheDir: join(dir, 'cache'), tools, bundleOutput: bundleDir })
+  const report = await build('bundle', 'initrd.img')
+  const v = kernelVersion as string
+  assert.deepEqual(report.parts.map(p => p.name), ['base', 'libs', 'net'])
+  assert.equal(report.bundle?.name, toolBundleName(v))
+  assert.deepEqual(report.bundle?.parts.map(p => p.name).filter(n => n !== 'libs'), ['tools', 'mods', 'modules-index'])
+  const root = join(dir, 'root')
+  await unpackBuild(join(dir, 'initrd.img'), report.parts, root)
+  assert.equal(await readFile(join(root, TOOL_BUNDLE_NAME_FILE), 'utf8'), `${toolBundleName(v)}\n`)
+  const initramfs = await treeList(root)
+  assert.ok([...initramfs].some(p => p.endsWith('/e1000.ko')), 'the NIC driver stays in the initramfs')
+  assert.ok(!initramfs.has('usr/bin/setfattr') && ![...initramfs].some(p => p.includes('/ext4/')), 'no bundle item in the initramfs')
+  assert.ok(initramfs.has('lib/x86_64-linux-gnu/libc.so.6'))
+  const bundle = await treeList(bundleDir)
+  assert.ok(!bundle.has('lib/x86_64-linux-gnu/libc.so.6'), 'a library the initramfs has is not in the bundle again')
+  for (const p of ['usr/bin/setfattr', TOOL_BUNDLE_MODULES_FILE.slice(1), `lib/modules/${v}/kernel/fs/ext4/ext4.ko`, `lib/modules/${v}/kernel/fs/jbd2/jbd2.ko`, `lib/modules/${v}/modules.dep`]) {
+    assert.ok(bundle.has(p), `${p} in the bundle`)
+  }
+  const dep = await readFile(join(bundleDir, `lib/modules/${v}/modules.dep`), 'utf8')
+  assert.match(dep, /\/e1000\.ko:/, 'the bundle\'s index knows the initramfs\'s modules too: it replaces the initramfs\'s')
+  assert.match(dep, /\/ext4\.ko:/)
+  // Whole-second times: the agent unpacks the bundle before it has perl or touch to set others.
+  assert.equal((await lstat(join(bundleDir, 'usr/bin/setfattr'), { bigint: true })).mtimeNs, 1_000_000_000n * 1_000_000_000n)
+  assert.match(formatReport(report), new RegExp(`tool bundle .*: image ${toolBundleName(v).replace(/\./g, '\\.')}`))
+
+  // TOOLS=inside: one initramfs with everything, no bundle named, no stale bundle tree left to add.
+  const inside = await build('inside', 'inside.img')
+  assert.equal(inside.bundle, undefined)
+  assert.deepEqual(inside.parts.map(p => p.name).filter(n => n !== 'libs'), ['base', 'tools', 'net', 'mods'])
+  assert.ok(!existsSync(bundleDir), 'the earlier bundle tree is gone')
+  const insideRoot = join(dir, 'inside')
+  await unpackBuild(join(dir, 'inside.img'), inside.parts, insideRoot)
+  assert.ok(!existsSync(join(insideRoot, TOOL_BUNDLE_NAME_FILE)) && existsSync(join(insideRoot, 'usr/bin/setfattr')) && existsSync(join(insideRoot, TOOL_BUNDLE_MODULES_FILE)))
+  await assert.rejects(buildInitrd({ contents: [list], kernelVersion, compression: parseCompression('none'), output: join(dir, 'x.img'), mtime: 0, cacheDir: join(dir, 'cache') }),
+    (e: Error) => isSiError(e, 'ERR_INITRD') && /go into the tool bundle: give the directory/.test(e.message))
+  assert.ok(!existsSync(join(dir, 'x.img')), 'nothing built')
+})
+
+test('the default list: the initramfs holds busybox, /init, the agent and NIC drivers; disk tools, storage and file-system modules are in the bundle', async () => {
+  const items = parseContents(await readFile('initrd/contents.txt', 'utf8'), 'initrd/contents.txt')
+  const partsOf = (bundle: boolean): string[] => [...new Set(items.filter(i => i.bundle === bundle).map(i => i.part))]
+  assert.deepEqual(partsOf(false), ['base', 'agent', 'modules-net'])
+  assert.deepEqual(partsOf(true), ['disk-tools', 'image-tools', 'modules-storage', 'modules-fs'])
+  const where = (pred: (i: typeof items[number]) => boolean): boolean[] => [...new Set(items.filter(pred).map(i => i.bundle))]
+  const exec = (name: string) => (i: typeof items[number]): boolean => i.kind === 'exec' && i.source.endsWith(`/${name}`)
+  const mod = (name: string) => (i: typeof items[number]): boolean => i.kind === 'module' && i.name === name
+  for (const tool of ['sfdisk', 'partx', 'blkid', 'mkfs.ext4', 'mkfs.xfs', 'mkfs.vfat', 'mkswap', 'kexec', 'perl', 'touch', 'setfattr', 'setfacl']) assert.deepEqual(where(exec(tool)), [true], tool)
+  for (const m of ['virtio_blk', 'ahci', 'nvme', 'sd_mod', 'ext4', 'xfs', 'vfat']) assert.deepEqual(where(mod(m)), [true], m)
+  for (const m of ['virtio_net', 'virtio_pci', 'e1000', 'igb']) assert.deepEqual(where(mod(m)), [false], m)
+  assert.deepEqual(where(i => i.kind === 'busybox' || (i.kind === 'exec' && i.dest === '/usr/bin/si-agent') || (i.kind === 'file' && (i.dest === '/init' || i.dest === '/sbin/si-coldplug'))), [false])
+  assert.deepEqual(where(i => i.kind === 'file' && i.dest === TOOL_BUNDLE_MODULES_FILE), [true])
+  const load = (await readFile('initrd/rootfs/etc/si/modules.load', 'utf8')).split('\n').filter(l => l.trim() !== '' && !l.startsWith('#'))
+  assert.deepEqual(load, [], '/init loads no disk or file-system module before the bundle is there')
+})
+
+test('/init, si-coldplug, netconf.sh and the udhcpc script are valid busybox shell', { skip: !existsSync('/bin/busybox') && 'busybox not installed' }, () => {
+  for (const f of ['initrd/init', 'initrd/si-coldplug', 'initrd/netconf.sh', 'initrd/udhcpc.script']) {
     const r = spawnSync('/bin/busybox', ['sh', '-n', f], { encoding: 'utf8' })
     assert.equal(r.status, 0, `${f}: ${r.stderr}`)
   }

@@ -152,6 +152,9 @@ test('the server picks a plan by host name, then MAC, then group, then default, 
 
   const kernel = await fetch(`${url}/boot/vmlinuz`)
   assert.equal(await kernel.text(), 'kernel bytes')
+  // What the server sends by unicast at boot is counted: at N nodes, N x (kernel + initramfs).
+  assert.deepEqual([server.status().bootBytesSent, server.status().bootBytesByFile], [12, { vmlinuz: 12 }])
+  assert.match(await (await fetch(`${url}/metrics`)).text(), /^si_boot_file_bytes_total\{file="vmlinuz"\} 12$/m)
   const script = await (await fetch(`${url}/boot/boot.ipxe`)).text()
   assert.equal(script, ipxeScript(url, 'console=ttyS0', server.signer?.publicKey))
   assert.match(script, /^kernel http:\/\/127\.0\.0\.1:\d+\/boot\/vmlinuz initrd=initrd\.img si\.server=http:\/\/127\.0\.0\.1:\d+ si\.netdev=\$\{netX\/mac\} si\.trusted_key=ed25519:[\w-]{43} console=ttyS0$/m)

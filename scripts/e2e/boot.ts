@@ -27,6 +27,7 @@ import { has, must, runIfMain, start, stop, stopOnSignals, type Running } from '
 import { blankDisk, bootVm, OVMF_FIRMWARE, type Firmware, type VmSpec } from './vm.ts'
 import { bootPlan, BOOT_DISK_BYTES, BOOT_IMAGE } from './plans.ts'
 import { Checks, writeReport, type VmReport } from './report.ts'
+import { addToolBundle, builtToolBundle } from './tool-bundle.ts'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 const DIST = join(ROOT, 'dist')
@@ -160,8 +161,13 @@ async function main (argv: string[]): Promise<number> {
     const repo = join(workdir, 'repo')
     const t1 = Date.now()
     must([join(DIST, 'si-server'), 'image', 'add', BOOT_IMAGE, '--from', tree.dir, '--repo', repo], undefined, IMAGE_ADD_TIMEOUT_MS)
-    const payload = JSON.parse(must([join(DIST, 'si-server'), 'image', 'list', '--repo', repo, '--json'])) as Array<{ size: number; entries: number }>
     log(`image add ${BOOT_IMAGE}: ${((Date.now() - t1) / 1000).toFixed(0)} s`)
+    const bundle = await builtToolBundle(ROOT)
+    if (bundle !== undefined) addToolBundle(join(DIST, 'si-server'), repo, bundle)
+    const listed = JSON.parse(must([join(DIST, 'si-server'), 'image', 'list', '--repo', repo, '--json'])) as Array<{ name: string; version: number; size: number; entries: number }>
+    const payload = listed.find(v => v.name === BOOT_IMAGE)
+    const bundlePayload = bundle === undefined ? undefined : listed.find(v => v.name === bundle.name)
+    log(`tool bundle: ${bundlePayload !== undefined ? `${bundlePayload.name}, ${(bundlePayload.size / MiB).toFixed(1)} MiB payload` : 'none (initramfs built with the tools inside)'}`)
     const boot = join(workdir, 'boot')
     await mkdir(boot)
     await symlink(kernel, join(boot, 'vmlinuz'))
@@ -212,6 +218,10 @@ async function main (argv: string[]): Promise<number> {
       const ip = new RegExp(`DHCPACK\\(\\S+\\) (\\S+) ${w.spec.mac} ${vm.name}`, 'i').exec(dnsmasqLog)?.[1]
       const tftp = ip !== undefined && new RegExp(`sent \\S+ to ${ip.replace(/\./g, '\\.')}\\b`).test(dnsmasqLog)
       checks.add(`${vm.name}: ${vm.firmware} firmware's ROM got DHCP and the TFTP chain script`, ip !== undefined && tftp, ip !== undefined ? `address ${ip}${tftp ? '' : ', no TFTP transfer logged'}` : 'no DHCPACK for its MAC in the dnsmasq log')
+      if (bundle !== undefined) {
+        const line = new RegExp(`${bundle.name.replace(/\./g, '\\.')} in place[^\n]*`).exec(consoleText)?.[0]
+        checks.add(`${vm.name}: fetched the tool bundle ${bundle.name} through the swarm and used it`, line !== undefined && w.installed !== undefined, line ?? 'no "in place" line on its console')
+      }
       const ev = w.installed ?? {}
       const state = w.failed !== undefined ? `failed: ${String(w.failed.code)} ${String(w.failed.message)}` : w.exited !== undefined ? `qemu exited (${w.exited})` : done(w) ? '' : `not done after ${timeoutSeconds} s`
       checks.add(`${vm.name}: installed (the agent saw ${vm.firmware} firmware, finish ${vm.finish})`, w.installed !== undefined && ev.firmware === vm.firmware && ev.finish === vm.finish,
@@ -229,20 +239,39 @@ async function main (argv: string[]): Promise<number> {
     }
     const initrdBytes = (await stat(initrd)).size
     const kernelBytes = (await stat(kernel)).size
+    const sentBy = (status.seederUploadedByImage ?? {}) as Record<string, number>
+    const sentOf = (v: { name: string; version: number } | undefined): number | undefined => v === undefined ? undefined : sentBy[`${v.name}@${v.version}`]
+    const bootSent = num(status.bootBytesSent)
+    const bundleSent = sentOf(bundlePayload)
+    const imageSent = sentOf(payload)
     const figures = {
       vms: vms.length,
       imageTreeBytes: treeBytes,
-      imagePayloadBytes: payload[0]?.size,
-      imageEntries: payload[0]?.entries,
+      imagePayloadBytes: payload?.size,
+      imageEntries: payload?.entries,
       initrdBytes,
       kernelBytes,
       bootBytesByUnicast: vms.length * (initrdBytes + kernelBytes),
+      toolBundle: bundlePayload?.name ?? null,
+      toolBundlePayloadBytes: bundlePayload?.size ?? null,
+      // What the server itself counted sending (its /api/status): boot files by HTTP,
+      // the bundle and the image by its seeder (and its web seed's HTTP payload).
+      serverSent: {
+        bootFiles: bootSent ?? null,
+        bootFilesByName: status.bootBytesByFile ?? null,
+        toolBundle: bundleSent ?? null,
+        image: imageSent ?? null,
+        httpPayload: num(status.payloadBytesSent) ?? null,
+        total: (bootSent ?? 0) + (num(status.serverBytesSent) ?? 0)
+      },
       serverStatus: status,
       wallSeconds: (endedAt - watches[0].startedAt) / 1000
     }
     process.stdout.write('\ne2e-boot: seconds since power-on (host clock, TCG); uptime = the node\'s own kernel clock; bytes\n')
     process.stdout.write(['vm', 'firmware', 'finish', 'agent-up', 'installed', 'uptime@inst', 'booted', 'uptime@boot', 'downloaded', 'from-peers'].join('\t') + '\n' + rows.join('\n') + '\n')
-    process.stdout.write(`boot files by unicast: ${vms.length} x (initramfs ${(initrdBytes / MiB).toFixed(1)} MiB + kernel ${(kernelBytes / MiB).toFixed(1)} MiB) = ${(figures.bootBytesByUnicast / MiB).toFixed(1)} MiB; server sent ${(Number(status.serverBytesSent ?? 0) / MiB).toFixed(1)} MiB of image payload\n`)
+    const mib = (n: number | undefined): string => n === undefined ? '-' : (n / MiB).toFixed(1)
+    process.stdout.write(`boot files by unicast: ${vms.length} x (initramfs ${mib(initrdBytes)} MiB + kernel ${mib(kernelBytes)} MiB) = ${mib(figures.bootBytesByUnicast)} MiB\n`)
+    process.stdout.write(`server sent (its own count): boot files ${mib(bootSent)} MiB + tool bundle ${mib(bundleSent)} MiB (payload ${mib(bundlePayload?.size)} MiB) + image ${mib(imageSent)} MiB (payload ${mib(payload?.size)} MiB) + HTTP payload ${mib(num(status.payloadBytesSent))} MiB = ${mib(figures.serverSent.total)} MiB\n`)
     await writeReport(join(DIST, 'e2e-boot-report.json'), checks, reports, { figures, fleet, timelines: watches.map(w => ({ node: w.vm.name, phases: Object.fromEntries(w.phases) })) })
     process.stdout.write(`\ne2e-boot: ${checks.list.length - checks.failed} passed, ${checks.failed} failed\n`)
     return checks.failed === 0 ? 0 : 1

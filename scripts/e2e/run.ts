@@ -24,6 +24,7 @@ import { must, has, runIfMain, start, stop, stopOnSignals, type Running } from '
 import { bootVm, awaitVm, blankDisk, consoleTimes, type VmSpec, type VmOutcome } from './vm.ts'
 import { writePlans, IMAGE, DISK_BYTES, EXPECTED_PARTITIONS, INSTALL_WRITES, PLAN_MARKER } from './plans.ts'
 import { checkDisk } from './check-disk.ts'
+import { addToolBundle, builtToolBundle } from './tool-bundle.ts'
 import type { NodeSummary } from '../../src/server/fleet.ts'
 
 /** vm1's own override (si-server override add vm1): laid over the image through the swarm, checked on its disk. */
@@ -110,6 +111,8 @@ async function main (argv: string[]): Promise<number> {
     await buildTestRoot(source, { dataBytes })
     const repo = join(workdir, 'repo')
     must([join(DIST, 'si-server'), 'image', 'add', IMAGE, '--from', source, '--repo', repo, '--piece-length', String(PIECE_LENGTH)])
+    const bundle = await builtToolBundle(ROOT)
+    if (bundle !== undefined) addToolBundle(join(DIST, 'si-server'), repo, bundle)
     const hostOverride = join(workdir, 'override-vm1')
     await mkdir(join(hostOverride, 'etc'), { recursive: true })
     await writeFile(join(hostOverride, HOST_OVERRIDE_FILE), HOST_OVERRIDE_TEXT)

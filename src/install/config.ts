@@ -9,6 +9,8 @@ import { DOWNLOAD_OPTIONS, OUTPUT_OPTIONS, TRUST_OPTIONS, effectiveSeedWait } fr
 import { effectiveTrustedKey } from '../deploy/trust.ts'
 import { FINISH_ACTIONS, type FinishAction } from '../formats/plan.ts'
 import { isNodeName, NODE_NAME_RULE } from '../formats/node-name.ts'
+import { parseImageRef } from '../formats/image-ref.ts'
+import { TOOL_BUNDLE_NAME_FILE } from '../formats/tool-bundle.ts'
 import { parseCmdline } from './cmdline.ts'
 
 export const DEFAULT_TARGET = '/mnt/si-target'
@@ -21,6 +23,13 @@ function nodeName (text: string): string {
   return text
 }
 
+/** `none`, or the image holding the tool bundle. */
+function toolBundle (text: string): string {
+  if (text === 'none') return text
+  try { parseImageRef(text) } catch (err) { throw new OptionValueError(`none or an image NAME[@N]: ${(err as Error).message}`) }
+  return text
+}
+
 export const INSTALL_OPTIONS = {
   server: option({ flag: 'server', arg: 'URL', param: 'si.server', aliases: ['IMAGESERVER'], env: 'SI_SERVER', help: 'image server: http://HOST:PORT, HOST:PORT or HOST', parse: serverUrl }),
   image: option({ flag: 'image', arg: 'NAME[@N]', param: 'si.image', aliases: ['IMAGENAME'], env: 'SI_IMAGE', help: 'image instead of the plan\'s', parse: nonEmpty('NAME or NAME@VERSION') }),
@@ -29,6 +38,7 @@ export const INSTALL_OPTIONS = {
   monitorServer: option({ flag: 'monitor-server', arg: 'HOST', param: 'si.monitor_server', aliases: ['MONITOR_SERVER'], env: 'SI_MONITOR_SERVER', help: 'where reports go, as SystemImager named it (with --monitor-port)', parse: nonEmpty('a host name or address') }),
   monitorPort: option({ flag: 'monitor-port', arg: 'PORT', param: 'si.monitor_port', aliases: ['MONITOR_PORT'], env: 'SI_MONITOR_PORT', help: 'port of --monitor-server', default: DEFAULT_SERVER_PORT, parse: integer(1, 65535) }),
   finish: option({ flag: 'finish', arg: 'ACTION', param: 'si.finish', env: 'SI_FINISH', help: 'reboot, poweroff, kexec or shell instead of the plan\'s', parse: oneOf<FinishAction>(FINISH_ACTIONS, { halt: 'poweroff', stay: 'shell' }) }),
+  tools: option({ flag: 'tools', arg: 'NAME[@N]|none', param: 'si.tools', env: 'SI_TOOLS', help: 'tool bundle (disk tools, storage and file-system modules) fetched through the swarm before a disk is touched', defaultText: `the one ${TOOL_BUNDLE_NAME_FILE} names (an initramfs built with make initrd), else none`, parse: toolBundle }),
   ...TRUST_OPTIONS,
   ...DOWNLOAD_OPTIONS,
   target: option({ flag: 'target', arg: 'DIR', help: 'mount point of the new system', default: DEFAULT_TARGET, parse: nonEmpty('a directory') }),

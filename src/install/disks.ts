@@ -7,6 +7,7 @@ import { basename, join } from 'node:path'
 import { SiError } from '../errors.ts'
 
 const SECTOR_UNIT = 512 // /sys/class/block/*/size counts 512-byte units whatever the disk
+const DISK_POLL_MS = 200
 /** Whole disks an installer may pick by itself, in the order it prefers them. */
 const AUTO_DISK_NAMES = [/^vd[a-z]+$/, /^sd[a-z]+$/, /^nvme\d+n\d+$/, /^xvd[a-z]+$/, /^hd[a-z]+$/, /^mmcblk\d+$/]
 
@@ -36,6 +37,19 @@ async function listDisks (paths: SystemPaths): Promise<string[]> {
   const disks: string[] = []
   for (const n of names) if (await isWholeDisk(paths, n)) disks.push(n)
   return disks.sort((a, b) => a.localeCompare(b, 'en', { numeric: true }))
+}
+
+/**
+ * Waits (bounded) until the kernel shows a disk an installer would pick (loop devices do
+ * not count): drivers probe some buses (SCSI, NVMe) in the background.
+ */
+export async function waitForDisks (paths: SystemPaths, ms: number, pollMs = DISK_POLL_MS): Promise<string[]> {
+  const deadline = Date.now() + ms
+  for (;;) {
+    const disks = (await listDisks(paths)).filter(d => AUTO_DISK_NAMES.some(re => re.test(d)))
+    if (disks.length > 0 || Date.now() >= deadline) return disks
+    await new Promise(resolve => setTimeout(resolve, pollMs))
+  }
 }
 
 export async function diskInfo (paths: SystemPaths, name: string): Promise<DiskInfo> {

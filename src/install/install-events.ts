@@ -8,7 +8,7 @@ import { credentialForReports, type NodeIdentity } from '../deploy/credential-cl
 import type { RetryOptions } from '../deploy/http-get.ts'
 import type { Firmware } from './bootloader.ts'
 
-export type InstallPhase = 'config' | 'network' | 'plan' | 'disks' | 'partition' | 'format' | 'mount' | 'overrides' | 'fstab' | 'bootloader' | 'post-install' | 'unmount' | 'finish'
+export type InstallPhase = 'config' | 'network' | 'plan' | 'tools' | 'disks' | 'partition' | 'format' | 'mount' | 'overrides' | 'fstab' | 'bootloader' | 'post-install' | 'unmount' | 'finish'
 
 export type InstallEvent =
   | DeployEvent

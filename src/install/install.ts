@@ -1,4 +1,5 @@
-// A node's whole install, in order: plan -> torrents -> disk checks -> partition ->
+// A node's whole install, in order: plan -> torrents -> tool bundle (tool-bundle.ts)
+// -> disk checks -> partition ->
 // format -> mount -> download and extract (deploy) -> overrides -> fstab -> install.env
 // -> boot loader -> post-install -> unmount -> finish. Everything that can be checked is checked before
 // the first write to a disk; after it, any failure is reported as a failure with the
@@ -23,6 +24,7 @@ import { detectFirmware, planGrub, installGrub } from './bootloader.ts'
 import { runPostInstall } from './post-install.ts'
 import { prepareFinish, recordFinish } from './finish.ts'
 import { writeInstallEnv } from './install-env.ts'
+import { DEFAULT_TOOL_BUNDLE_SETUP, toolsStep, type RunningBundle, type ToolBundleSetup } from './tool-bundle.ts'
 import { fetchOverrideTorrents, layOverrides, type LaidOverride } from './overrides-step.ts'
 import { tail } from './command.ts'
 import type { InstallEvent, InstallPhase, InstallSink } from './install-events.ts'
@@ -54,6 +56,8 @@ export interface InstallOptions {
   kernelCmdline?: string
   /** the node's report credential, left to the installed system for its first-boot report */
   reportCredential?: () => Promise<string | undefined>
+  /** where the tool bundle is unpacked and linked (default: DEFAULT_TOOL_BUNDLE_SETUP) */
+  tools?: Partial<ToolBundleSetup>
 }
 
 export interface InstallResult {
@@ -94,6 +98,7 @@ export async function install (opts: InstallOptions): Promise<InstallResult> {
   }
   const phase = (p: InstallPhase, detail?: string): void => { step = p; emit({ type: 'phase', phase: p, detail }) }
   let mounted: string[] = []
+  let tools: RunningBundle | undefined
   const trustedKey = opts.config.trustedKey
   try {
     if (trustedKey === undefined) emit({ type: 'warning', message: UNAUTHENTICATED_WARNING })
@@ -111,10 +116,14 @@ export async function install (opts: InstallOptions): Promise<InstallResult> {
     const metainfo = await loadTorrent({ server: opts.config.server, image }, { signal: opts.signal, trustedKey })
     const overrides = await fetchOverrideTorrents(opts.config.server, plan.overrides, { signal: opts.signal, trustedKey, planSource: fetched.source })
 
+    step = 'tools'
+    tools = await toolsStep({ server: opts.config.server, setting: opts.config.tools, trustedKey, settings: opts.config, setup: { ...DEFAULT_TOOL_BUNDLE_SETUP, ...opts.tools }, paths: opts.paths ?? SYSTEM_PATHS, emit, signal: opts.signal })
+
     phase('disks')
     const layouts = await checkDisks(fetched, opts.paths ?? SYSTEM_PATHS, [metainfo, ...overrides.map(o => o.metainfo)])
     for (const l of layouts) emit({ type: 'phase', phase: 'disks', detail: describeLayout(l) })
     if (opts.dryRun === true) {
+      await tools?.stop()
       return { image, plan: fetched.source, layouts, seconds: (Date.now() - started) / 1000, finish: 'none (dry run)' }
     }
 
@@ -140,6 +149,9 @@ export async function install (opts: InstallOptions): Promise<InstallResult> {
       laid = await layOverrides(overrides, { target: opts.target, settings: opts.config, emit, signal: opts.signal })
       await completeTarget(opts.target, deployed.rootTimes)
     }
+    // The image's seeding is over, and with it the bundle's: nodes still missing it get
+    // it from the server and from the nodes still seeding.
+    await tools?.stop()
 
     phase('fstab')
     await writeFstab(opts.target, formatted)
@@ -194,6 +206,7 @@ export async function install (opts: InstallOptions): Promise<InstallResult> {
     })
     return { image, plan: fetched.source, layouts, seconds, finish: decision.action, deploy: deployed, overrides: laid }
   } catch (err) {
+    await tools?.stop()
     if (mounted.length > 0) {
       const stuck = await unmountAll(mounted)
       if (stuck.length > 0) journal.add(`could not unmount: ${stuck.join('; ')}`)

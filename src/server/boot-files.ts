@@ -22,6 +22,8 @@ export interface BootFilesOptions {
   dir: string
   /** extra kernel arguments for the iPXE script (console=, si.on_error=, ...) */
   kernelArgs?: string
+  /** counts the bytes of each boot file sent: at N nodes, N x (kernel + initramfs) */
+  onBytes?: (name: string, bytes: number) => void
 }
 
 /**
@@ -66,6 +68,8 @@ export async function serveBootFile (opts: BootFilesOptions, name: string, base:
   if (head || size === 0) { res.end(); return }
   const stream = createReadStream(path)
   stream.on('error', () => res.destroy())
+  const count = opts.onBytes
+  if (count !== undefined) stream.on('data', (chunk: string | Buffer) => count(name, chunk.length))
   res.on('close', () => stream.destroy())
   stream.pipe(res)
 }

@@ -66,6 +66,8 @@ export class ImageServer extends EventEmitter<ImageServerEvents> {
   private readonly opts: ImageServerOptions
   private readonly startedAt = Date.now()
   private payloadBytesSent = 0
+  /** boot files (kernel, initramfs) sent, by name: the unicast part of a boot */
+  private readonly bootBytesSent: Record<string, number> = {}
   httpPort = 0
 
   constructor (opts: ImageServerOptions) {
@@ -78,7 +80,7 @@ export class ImageServer extends EventEmitter<ImageServerEvents> {
     this.console = new OperatorsConsole({
       repo: this.repo,
       plansDir: opts.plansDir ?? join(opts.repoDir, PLANS_DIR),
-      serverBytes: () => ({ httpPayload: this.payloadBytesSent, seederByImage: this.seeder.uploaded().byImage }),
+      serverBytes: () => ({ httpPayload: this.payloadBytesSent, seederByImage: this.seeder.uploaded().byImage, bootFiles: { ...this.bootBytesSent } }),
       config: opts.fleet,
       onWarning: message => this.emit('warning', new SiError('ERR_HISTORY', message))
     })
@@ -128,7 +130,11 @@ export class ImageServer extends EventEmitter<ImageServerEvents> {
       onPayloadBytes: bytes => { this.payloadBytesSent += bytes },
       wasRemoved: (ref, collection) => this.catalogue.wasRemoved(ref, collection),
       plans: new PlanStore(this.opts.plansDir ?? join(this.opts.repoDir, PLANS_DIR)),
-      boot: { dir: this.opts.bootDir ?? join(this.opts.repoDir, BOOT_DIR), kernelArgs: this.opts.bootKernelArgs }
+      boot: {
+        dir: this.opts.bootDir ?? join(this.opts.repoDir, BOOT_DIR),
+        kernelArgs: this.opts.bootKernelArgs,
+        onBytes: (name, bytes) => { this.bootBytesSent[name] = (this.bootBytesSent[name] ?? 0) + bytes }
+      }
     })
     this.http = server
     await new Promise<void>((resolve, reject) => {
@@ -165,6 +171,8 @@ export class ImageServer extends EventEmitter<ImageServerEvents> {
       seederUploadedByImage: uploaded.byImage,
       payloadBytesSent: this.payloadBytesSent,
       serverBytesSent: uploaded.total + this.payloadBytesSent,
+      bootBytesSent: Object.values(this.bootBytesSent).reduce((a, n) => a + n, 0),
+      bootBytesByFile: { ...this.bootBytesSent },
       nodes: this.fleet.size
     }
   }

@@ -17,6 +17,8 @@ export interface MetricsSnapshot {
   reportIntervalSeconds: number
   httpPayloadBytes: number
   seederBytesByImage: Record<string, number>
+  /** boot files sent by HTTP, by name: at N nodes, N x (kernel + initramfs) */
+  bootFileBytes: Record<string, number>
   /** sums over the nodes in the fleet view, as they last reported */
   nodeBytesFromServer: number
   nodeBytesFromPeers: number
@@ -50,6 +52,8 @@ export class ServerMetrics {
     out.sample('si_http_payload_bytes_total', {}, s.httpPayloadBytes)
     out.family('si_seeder_uploaded_bytes_total', 'counter', 'Image bytes the first seeder sent over BitTorrent, by image.')
     for (const [image, bytes] of Object.entries(s.seederBytesByImage).sort(([a], [b]) => a.localeCompare(b))) out.sample('si_seeder_uploaded_bytes_total', { image }, bytes)
+    out.family('si_boot_file_bytes_total', 'counter', 'Boot files (kernel, initramfs) sent over HTTP, by file.')
+    for (const [file, bytes] of Object.entries(s.bootFileBytes).sort(([a], [b]) => a.localeCompare(b))) out.sample('si_boot_file_bytes_total', { file }, bytes)
     out.family('si_node_received_bytes', 'gauge', 'Bytes the nodes in the fleet view received, by source (server or peers), as last reported.')
     out.sample('si_node_received_bytes', { source: 'server' }, s.nodeBytesFromServer)
     out.sample('si_node_received_bytes', { source: 'peers' }, s.nodeBytesFromPeers)

@@ -15,6 +15,8 @@ import { HISTORY_FILE, type FleetConfig } from './console-config.ts'
 export interface ServerBytes {
   httpPayload: number
   seederByImage: Record<string, number>
+  /** kernel and initramfs sent, by file name (boot-files.ts) */
+  bootFiles?: Record<string, number>
 }
 
 export interface OperatorsConsoleOptions {
@@ -88,6 +90,7 @@ export class OperatorsConsole {
       reportIntervalSeconds: this.fleet.intervalSeconds(),
       httpPayloadBytes: bytes.httpPayload,
       seederBytesByImage: bytes.seederByImage,
+      bootFileBytes: bytes.bootFiles ?? {},
       nodeBytesFromServer: tally.bytesFromServer,
       nodeBytesFromPeers: tally.bytesFromPeers,
       historyWriteErrors: this.historyWriteErrors
