@@ -33,9 +33,10 @@ TRUSTED_KEY ?=
 initrd: build ## Build dist/initrd.img (and dist/vmlinuz) from initrd/contents.txt
 	$(NODE) --import tsx initrd/build.ts $(if $(TRUSTED_KEY),--trusted-key '$(TRUSTED_KEY)')
 
-e2e: initrd ## Boot qemu VMs (TCG) that install an image: one VM, then three on one LAN
+e2e: initrd ## Boot qemu VMs (TCG): one VM installs, three on one LAN, then firmware to booted (e2e-boot)
 	$(NODE) --import tsx scripts/e2e/run.ts --vms 1
 	$(NODE) --import tsx scripts/e2e/run.ts --vms 3
+	$(NODE) --import tsx scripts/e2e/boot.ts $(E2E_BOOT_ARGS)
 
 e2e-1vm: initrd ## One qemu VM installs an image onto a blank disk; the host checks it
 	$(NODE) --import tsx scripts/e2e/run.ts --vms 1

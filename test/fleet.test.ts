@@ -109,6 +109,20 @@ test('the agent\'s reporter sends each step, adopts the server\'s interval, and 
   assert.deepEqual(d?.timeline.map(t => t.phase), ['planning', 'downloading', 'failed'])
 })
 
+test('the installer\'s firmware and finish reach the fleet view as typed facts; a bad firmware is named', async () => {
+  const { server, url } = await startServer()
+  const reporter = new ServerReporter({ server: url, node: 'agent02', credential: requestCredential(url, { node: 'agent02', macs: [] }, { attempts: 1 }), facts: () => ({ identity: { macs: [], addresses: ['127.0.0.1'] }, hardware: { cpus: 1, memoryBytes: 1e9, disks: [] } }) })
+  const sink = reporter.sink()
+  sink({ type: 'installed', phase: 'installed', image: 'golden@1', seconds: 12.5, firmware: 'uefi', finish: 'kexec', uptimeSeconds: 40.2 })
+  await reporter.flush()
+  const d = server.fleet.get('agent02')
+  assert.equal(d?.phase, 'done')
+  assert.deepEqual(d?.system, { firmware: 'uefi', finish: 'kexec', uptimeSeconds: 40.2 })
+  const bad = await report(url, 'node03', { phase: 'booted', system: { firmware: 'coreboot', kernel: '6.1.0-28-amd64' } } as Record<string, unknown>)
+  assert.equal(bad.status, 400)
+  assert.match(bad.body, /field \\"system\.firmware\\"/)
+})
+
 test('a flood of invented names and oversized posts leaves the fleet bounded and /api/nodes answering in pages', async () => {
   const maxBytes = 2 * 1024 * 1024
   const { server, url } = await startServer({ maxBytes, maxNodesPerAddress: 50, requestsPerSecondPerAddress: 1e6, requestBurstPerAddress: 1e6, maxPageSize: 100 })

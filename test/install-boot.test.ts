@@ -4,7 +4,7 @@
 // reporting "booted" to a real HTTP server.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import http from 'node:http'
 import { mkdtemp, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -13,6 +13,7 @@ import { detectFirmware, planGrub } from '../src/install/bootloader.ts'
 import { consoleArgs } from '../src/install/finish.ts'
 import { INSTALL_ENV_FILE, REPORT_KEY_FILE, renderInstallEnv, writeInstallEnv } from '../src/install/install-env.ts'
 import { REPORT_AUTH_HEADER, reportAuth } from '../src/formats/node-auth.ts'
+import { parseNodeReport } from '../src/formats/node-report.ts'
 import { PARTITION_TYPES, planToJson, validatePlan } from '../src/formats/plan.ts'
 import { isSiError } from '../src/errors.ts'
 import type { Formatted } from '../src/install/filesystems.ts'
@@ -121,8 +122,13 @@ test('the first-boot service posts a "booted" phase event for its node, signed w
   assert.equal(received[0].url, 'POST /api/nodes/rack-07/events')
   assert.equal(received[0].body.type, 'phase')
   assert.equal(received[0].body.phase, 'booted')
-  assert.equal(received[0].body.image, 'bookworm@1')
-  assert.equal(typeof received[0].body.uptimeSeconds, 'number')
+  // What the server reads of it: the fleet view's typed facts, not the detail's text.
+  const report = parseNodeReport(received[0].body)
+  assert.equal(report.phase, 'booted')
+  assert.equal(report.image, 'bookworm@1')
+  assert.match(report.system?.firmware ?? '', /^(bios|uefi)$/)
+  assert.equal(report.system?.kernel, execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim())
+  assert.equal(typeof report.system?.uptimeSeconds, 'number')
 })
 
 test('the first-boot service gives up, bounded, when the server does not answer', async t => {

@@ -19,6 +19,7 @@ import { decimal, nonEmpty } from '../../src/config/values.ts'
 import { noExtraPositionals, readCommandLine } from '../../src/config/command-line.ts'
 import { commandHelp } from '../../src/config/help.ts'
 import { describeError } from '../../src/errors.ts'
+import type { NodeReport } from '../../src/formats/node-report.ts'
 import { bootableTree } from './bootable-image.ts'
 import { createLan, destroyLan, endRun, vmMac, SERVER_IP, type Lan } from './lan.ts'
 import { wget, waitForServer, SERVER_PORT, SERVER_URL } from './lan-http.ts'
@@ -78,18 +79,16 @@ const USAGE = commandHelp(['node --import tsx scripts/e2e/boot.ts [options]   (a
 function since (w: Watch, at = Date.now()): number { return Math.round((at - w.startedAt) / 100) / 10 }
 
 /** A node as /api/nodes lists it (src/server/fleet.ts NodeSummary), the fields read here. */
-interface FleetRow { node: string; phase: string; step?: string; detail?: string; error?: { code: string; message: string }; bytesFromServer?: number; bytesFromPeers?: number }
+type FleetRow = Pick<NodeReport, 'phase' | 'step' | 'error' | 'bytesFromServer' | 'bytesFromPeers' | 'system'> & { node: string }
 
-/** What the agent's installed report and the first-boot report say in their detail. */
+/** What the agent's installed report and the first-boot report say of their systems (typed fields of the report). */
 function factsOf (r: FleetRow): Record<string, unknown> {
-  const d = r.detail ?? ''
-  const number = (re: RegExp): number | undefined => { const m = re.exec(d); return m === null ? undefined : Number(m[1]) }
   const fromServer = r.bytesFromServer ?? 0
   return {
-    firmware: /firmware (\w+)/.exec(d)?.[1],
-    finish: /finish (\w+)/.exec(d)?.[1],
-    kernel: /kernel (\S+?),/.exec(d)?.[1],
-    uptimeSeconds: number(/([\d.]+) s after kernel start/) ?? number(/up ([\d.]+) s/),
+    firmware: r.system?.firmware,
+    finish: r.system?.finish,
+    kernel: r.system?.kernel,
+    uptimeSeconds: r.system?.uptimeSeconds,
     downloaded: fromServer + (r.bytesFromPeers ?? 0),
     downloadedFromServer: fromServer,
     code: r.error?.code,

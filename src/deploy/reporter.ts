@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto'
 import type { AgentEvent, ProgressFigures } from './events.ts'
 import { httpRequest } from '../http-client.ts'
 import { REPORT_AUTH_HEADER, reportAuth } from '../formats/node-auth.ts'
-import { REPORT_LIMITS, clip, fleetPhaseOf, parseReportAnswer, tailBytes, type NodeReport } from '../formats/node-report.ts'
+import { FIRMWARES, REPORT_LIMITS, clip, fleetPhaseOf, parseReportAnswer, tailBytes, type Firmware, type NodeReport, type SystemFacts } from '../formats/node-report.ts'
 import { hardwareSummary, nodeIdentity } from './node-facts.ts'
 
 export const REPORT_TIMEOUT_MS = 3_000
@@ -97,7 +97,7 @@ export class ServerReporter {
         else this.enterStep('done', `left the swarm: ${event.leaveReason}`)
         return
       case 'installed':
-        this.update({ progress: 1 })
+        this.update({ progress: 1, system: installerFacts(event) })
         this.enterStep('installed', `${event.image} in ${event.seconds.toFixed(1)} s, firmware ${event.firmware ?? '?'}, finish ${event.finish ?? '?'}${event.uptimeSeconds !== undefined ? `, ${event.uptimeSeconds.toFixed(1)} s after kernel start` : ''}`, 'done')
         return
       case 'error': {
@@ -221,4 +221,14 @@ function figures (f: ProgressFigures): Partial<NodeReport> {
     uploaded: f.uploaded,
     peers: f.peers
   }
+}
+
+/** What the installed report says of the installer's system, typed, for the fleet view and the e2e checks. */
+function installerFacts (event: { firmware?: string; finish?: string; uptimeSeconds?: number }): SystemFacts {
+  const firmware = (FIRMWARES as readonly string[]).includes(event.firmware ?? '') ? event.firmware as Firmware : undefined
+  const facts: SystemFacts = {}
+  if (firmware !== undefined) facts.firmware = firmware
+  if (event.finish !== undefined) facts.finish = event.finish
+  if (event.uptimeSeconds !== undefined) facts.uptimeSeconds = event.uptimeSeconds
+  return facts
 }

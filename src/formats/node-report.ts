@@ -50,6 +50,18 @@ export interface NodeIdentity { hostname?: string; macs: string[]; addresses: st
 export interface DiskSummary { name: string; bytes: number }
 export interface HardwareSummary { cpus: number; cpuModel?: string; memoryBytes: number; disks: DiskSummary[] }
 export interface ReportedError { code: string; message: string; step?: string }
+/** The system a report comes from: the installer's (finish, firmware it booted with) or the installed one's first boot. */
+export interface SystemFacts {
+  firmware?: Firmware
+  /** the running kernel's release (uname -r) */
+  kernel?: string
+  /** how the installer ends: reboot, kexec, poweroff, shell */
+  finish?: string
+  /** seconds since this kernel started */
+  uptimeSeconds?: number
+}
+export const FIRMWARES = ['bios', 'uefi'] as const
+export type Firmware = typeof FIRMWARES[number]
 
 export interface NodeReport {
   phase: FleetPhase
@@ -75,6 +87,7 @@ export interface NodeReport {
   peers?: number
   warning?: string
   error?: ReportedError
+  system?: SystemFacts
   /** the tail of the console log, with a failure */
   log?: string
 }
@@ -104,6 +117,10 @@ const CODE = /^[A-Z][A-Z0-9_]{0,63}$/
 const INFO_HASH = /^[0-9a-f]{40}$/
 const RUN_ID = /^[A-Za-z0-9_-]{1,64}$/
 const MAX_BYTES_FIGURE = 2 ** 53 - 1
+const FIRMWARE = new RegExp(`^(${FIRMWARES.join('|')})$`)
+const WORD = /^[A-Za-z0-9._+-]{1,64}$/
+/** ten years of uptime */
+const MAX_UPTIME_SECONDS = 10 * 365 * 24 * 3600
 
 function invalid (field: string, expected: string): SiError {
   return new SiError('ERR_INVALID_REPORT', `field "${field}": expected ${expected}`)
@@ -174,6 +191,7 @@ export function parseNodeReport (json: unknown): NodeReport {
   const id = r.object('identity')
   const hw = r.object('hardware')
   const err = r.object('error')
+  const sys = r.object('system')
   const legacyCode = err === undefined ? r.string('code', 64, CODE) : undefined
   const error: ReportedError | undefined = err !== undefined
     ? { code: err.string('code', 64, CODE) ?? 'ERR_INTERNAL', message: err.string('message', REPORT_LIMITS.errorChars) ?? '', step: err.string('step', 64) }
@@ -203,6 +221,14 @@ export function parseNodeReport (json: unknown): NodeReport {
     peers: r.number('peers', 0, 1_000_000),
     warning: r.string('warning', t),
     error,
+    system: sys === undefined
+      ? undefined
+      : defined({
+        firmware: sys.string('firmware', 8, FIRMWARE) as Firmware | undefined,
+        kernel: sys.string('kernel', 64, WORD),
+        finish: sys.string('finish', 64, WORD),
+        uptimeSeconds: sys.number('uptimeSeconds', 0, MAX_UPTIME_SECONDS)
+      }),
     log: r.string('log', REPORT_LIMITS.logBytes)
   })
 }

@@ -15,7 +15,8 @@ export const GRUB_TIMEOUT_MS = 10 * 60_000
 const GRUB_INSTALL = ['usr/sbin/grub-install', 'sbin/grub-install']
 const EFI_MOUNTS = ['/boot/efi', '/efi']
 
-export type Firmware = 'uefi' | 'bios'
+import type { Firmware } from '../formats/node-report.ts'
+export type { Firmware }
 
 /** UEFI firmware shows its variables under /sys/firmware/efi; BIOS has none. */
 export async function detectFirmware (sys: string): Promise<Firmware> {
