@@ -23,8 +23,8 @@ const WORKERS = { SI_EXTRACT_WORKER_CODE: 'src/deploy/extract-worker.ts' }
 // V8 flags each executable starts with (the SEA's execArgv; NODE_OPTIONS still adds to
 // them). The agent lives in a node's RAM beside its staged image: V8 let the young
 // generation grow to 64 MiB on its main thread and 16 MiB in the extraction worker; with
-// 2 MiB semi-spaces they stay at 6 and 4 MiB, its peak fell by about 50 MiB and its CPU
-// time did not move (docs/ARCHITECTURE.md, "Memory").
+// 2 MiB semi-spaces they stay at 6 and 4 MiB, and its peak on the root-like tree fell by
+// about 50 MiB (docs/ARCHITECTURE.md, "Memory").
 const EXEC_ARGV = { 'si-agent': ['--max-semi-space-size=2'], 'si-server': [] }
 const DIST_DIR = 'dist'
 const CACHE_DIR = '.cache'
@@ -170,7 +170,8 @@ async function makeExecutable (name, bundleFile, base) {
     useSnapshot: false,
     execArgv: EXEC_ARGV[name],
   }, null, 2))
-  await run(resolve(BASE_NODE), ['--experimental-sea-config', `${name}.json`], { cwd: seaDir })
+  // The code cache is made under the flags it will run with: V8 rejects a cache made under others.
+  await run(resolve(BASE_NODE), [...EXEC_ARGV[name], '--experimental-sea-config', `${name}.json`], { cwd: seaDir })
   const blob = join(seaDir, `${name}.blob`)
   renameSync(bundleFile, join(DIST_DIR, `${name}.cjs`))
 
