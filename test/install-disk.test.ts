@@ -248,7 +248,7 @@ test('overrides are laid over the image, in order, before fstab and post-install
   await mkdir(join(site, 'etc'), { recursive: true })
   await writeFile(join(site, 'etc/motd'), 'site override\n')
   await writeFile(join(site, 'etc/hostname'), 'from-override\n')
-  await server.repo.add('e2e-site', { from: site })
+  await server.overrides.add('e2e-site', { from: site })
   const disk = await loopDevice('over', 256 * MiB)
   await writePlan('node-over', {
     image: 'e2e',

@@ -151,3 +151,14 @@ test('a rate meter reads a steady flow right from its first second, and over its
   young.add(16_384)
   assert.equal(young.rate(), 16_384 / MIN_RATE_SPAN_SECONDS, 'one early block is not read as a burst')
 })
+
+test('a meter idle for long reads a new flow\'s full rate from its busiest second, not diluted by the idle window', () => {
+  let clock = 10_000
+  const meter = new RateMeter(() => clock)
+  clock += 60_000 - 100 // the flow starts on a second's boundary: 10 blocks in that second
+  for (let t = 0; t < 1_500; t += 100) { clock += 100; meter.add(100_000) }
+  assert.ok(meter.rate() < 400_000, `the windowed rate still averages the idle seconds: ${meter.rate()}`)
+  assert.equal(meter.busiestSecond(), 1_000_000)
+  clock += RATE_WINDOW_SECONDS * 1000
+  assert.equal(meter.busiestSecond(), 0, 'forgotten once out of the window')
+})

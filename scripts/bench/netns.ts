@@ -1,13 +1,26 @@
 // Network namespaces owned by one harness process. Every name starts with
-// `sibench-<pid>-`, so a later run can tell leftovers of a dead run (pid gone) from a
+// `sibench-<pid>-` (or the prefix `--ns-prefix` gives), so a later run can tell leftovers of a dead run (pid gone) from a
 // run still going, and sweep only the former.
 import { run } from './exec.ts'
 
-export const NS_PREFIX = 'sibench-'
-const NS_NAME = /^sibench-(\d+)-/
+export const DEFAULT_NS_PREFIX = 'sibench-'
+/** Several people benchmarking on one machine each give their runs a prefix of their own (`--ns-prefix`). */
+let nsPrefix = DEFAULT_NS_PREFIX
+
+export function setNsPrefix (prefix: string): void {
+  nsPrefix = prefix
+}
+
+export function currentNsPrefix (): string { return nsPrefix }
 
 export function nsPrefixFor (pid = process.pid): string {
-  return `${NS_PREFIX}${pid}-`
+  return `${nsPrefix}${pid}-`
+}
+
+function pidOf (name: string): number | undefined {
+  if (!name.startsWith(nsPrefix)) return undefined
+  const m = /^(\d+)-/.exec(name.slice(nsPrefix.length))
+  return m === null ? undefined : Number(m[1])
 }
 
 export async function listNamespaces (): Promise<string[]> {
@@ -37,8 +50,8 @@ function alive (pid: number): boolean {
 /** Removes namespaces left by harness runs whose process is gone; returns their names. */
 export async function sweepStaleNamespaces (): Promise<string[]> {
   const stale = (await listNamespaces()).filter(name => {
-    const m = NS_NAME.exec(name)
-    return m !== null && Number(m[1]) !== process.pid && !alive(Number(m[1]))
+    const pid = pidOf(name)
+    return pid !== undefined && pid !== process.pid && !alive(pid)
   })
   for (const name of stale) await deleteNamespace(name)
   return stale

@@ -7,6 +7,7 @@
 //     [--merge]   keep the results already in OUT/results, replacing only the trials re-run
 //     [--report-only]   rewrite OUT/REPORT.md from OUT/results, running nothing
 //     [--agent-bin FILE] [--server-bin FILE]  run these executables instead of dist/'s
+//     [--ns-prefix NAME]  prefix of this run's network namespaces (default sibench-)
 import { copyFile, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
 import { cpus, release } from 'node:os'
@@ -21,7 +22,7 @@ import { Cluster } from './cluster.ts'
 import { AUTO, PREFERRED_CONGESTION_CONTROL, chooseCongestionControl } from './congestion.ts'
 import { hasTool, run as run_, runIfMain, stopAllChildren } from './exec.ts'
 import { addImage, makeImage, type BenchImage } from './image.ts'
-import { ownNamespaces, sweepStaleNamespaces, NS_PREFIX } from './netns.ts'
+import { DEFAULT_NS_PREFIX, currentNsPrefix, ownNamespaces, setNsPrefix, sweepStaleNamespaces } from './netns.ts'
 import { fullPlan, smokePlan, MIB, type Plan, type Scenario } from './plans.ts'
 import { rawRace } from './raw.ts'
 import { DEFAULT_ROOTLIKE_ENTRIES, ROOTLIKE_CACHE_DIR, makeRootlikeImage } from './rootlike-image.ts'
@@ -64,7 +65,14 @@ const BENCH_OPTIONS = {
   merge: switchOption({ flag: 'merge', help: 'keep earlier results in OUT, replacing only the trials re-run' }),
   reportOnly: switchOption({ flag: 'report-only', help: 'rewrite OUT/REPORT.md from OUT/results, running nothing' }),
   agentBin: option({ flag: 'agent-bin', arg: 'FILE', help: 'run this si-agent instead of dist/si-agent', parse: nonEmpty('a file') }),
-  serverBin: option({ flag: 'server-bin', arg: 'FILE', help: 'run this si-server instead of dist/si-server', parse: nonEmpty('a file') })
+  serverBin: option({ flag: 'server-bin', arg: 'FILE', help: 'run this si-server instead of dist/si-server', parse: nonEmpty('a file') }),
+  nsPrefix: option({ flag: 'ns-prefix', arg: 'NAME', help: 'prefix of the network namespaces this run makes (one per person sharing the machine); only dead runs of the same prefix are swept', default: DEFAULT_NS_PREFIX, parse: nsPrefixName })
+}
+
+/** Namespace names: letters, digits and dashes, short enough to leave room for the pid and host. */
+function nsPrefixName (text: string): string {
+  if (!/^[a-z][a-z0-9-]{0,11}$/.test(text)) throw new SiError('ERR_INVALID_ARGUMENT', `--ns-prefix must be 1-12 lower-case letters, digits or dashes, starting with a letter: ${JSON.stringify(text)}`)
+  return text
 }
 type BenchOptions = Values<typeof BENCH_OPTIONS>
 
@@ -241,13 +249,14 @@ export async function main (argv: string[]): Promise<number> {
   if ('problem' in congestion) { log(`cannot run: ${congestion.problem}`); return 2 }
   if (congestion.note !== undefined) log(congestion.note)
   const tcpCongestion = congestion.name
+  setNsPrefix(args.nsPrefix)
   const plan = buildPlan(args)
   const outDir = resolve(args.out)
   installSignalCleanup(() => ({ cluster: current, scratch: scratchDir }))
   const swept = await sweepStaleNamespaces()
-  if (swept.length > 0) log(`removed ${swept.length} stale namespaces of dead runs (${NS_PREFIX}*)`)
+  if (swept.length > 0) log(`removed ${swept.length} stale namespaces of dead runs (${currentNsPrefix()}*)`)
 
-  const scratch = join(SCRATCH_BASE, `sibench-${process.pid}`)
+  const scratch = join(SCRATCH_BASE, `${args.nsPrefix}${process.pid}`)
   scratchDir = scratch
   const startedAt = new Date().toISOString()
   try {

@@ -39,6 +39,8 @@ export interface NodeTimeline {
   finish: number
   /** share of the image it got from the server (the agent's own count) */
   fromServer?: number
+  /** when its last piece passed its check, and who sent that piece (the agent's own record) */
+  lastPiece?: { at: number; from: string[] }
 }
 
 export interface TrialTimeline {
@@ -110,7 +112,8 @@ export function trialTimeline (trial: TrialResult, rates: { serverBytesPerSecond
       unusedWhileServerSent: round(unusedBetween(got, firstByte, serverEnd, rate), 2),
       unusedAfterServer: round(unusedBetween(got, serverEnd, lastByte, rate), 2),
       finish: round(Math.max(0, done - lastByte), 2),
-      fromServer: n.downloadedFromServer === undefined ? undefined : round(n.downloadedFromServer / trial.imageBytes, 3)
+      fromServer: n.downloadedFromServer === undefined ? undefined : round(n.downloadedFromServer / trial.imageBytes, 3),
+      lastPiece: n.lastPiece
     }
   })
   return { sampleSeconds, server, nodes }

@@ -98,6 +98,8 @@ export interface NodeResult {
   warnings?: string[]
   /** times the client was killed and started again by a fault injector */
   relaunches?: number
+  /** the agent's last verified piece: seconds since trial start, and who sent it (server, or node names) */
+  lastPiece?: { at: number; from: string[] }
 }
 
 export interface TrialResult {
@@ -245,6 +247,8 @@ export async function runTrial (opts: TrialOptions): Promise<TrialResult> {
       }
     }
     await starter
+    const nameOf = new Map(cluster.hosts.map(h => [h.address, h.name]))
+    for (const n of live) if (n.result.lastPiece !== undefined) n.result.lastPiece.from = n.result.lastPiece.from.map(a => nameOf.get(a) ?? a)
     over = true
     stopLaunching = true
     await injector
@@ -378,6 +382,11 @@ function onAgentEvent (r: NodeResult, line: string, now: () => number): void {
     r.downloaded = ev.downloaded as number
     r.uploaded = ev.uploaded as number
     r.peakRssBytes = ev.peakRssBytes as number
+    const last = ev.lastPiece as { at?: unknown; from?: unknown } | undefined
+    if (typeof last?.at === 'number' && Array.isArray(last.from)) {
+      // The agent's clock is this machine's: its wall time, moved onto the trial's.
+      r.lastPiece = { at: round(now() - (Date.now() - last.at) / 1000, 2), from: last.from.map(String) }
+    }
   }
   if (ev.type === 'error') r.error = `${String(ev.code)}: ${String(ev.message)}`
   if (ev.type === 'warning') {

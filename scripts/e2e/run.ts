@@ -6,7 +6,7 @@
 //
 // usage: node --import tsx scripts/e2e/run.ts --vms N [--data-mib M] [--upload-limit RATE]
 //        [--timeout SECONDS] [--keep]                   (root; qemu-system-x86_64)
-import { mkdtemp, rm, stat, symlink, mkdir, open } from 'node:fs/promises'
+import { mkdtemp, rm, stat, symlink, mkdir, open, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -25,6 +25,11 @@ import { bootVm, awaitVm, blankDisk, consoleTimes, type VmSpec, type VmOutcome }
 import { writePlans, IMAGE, DISK_BYTES, EXPECTED_PARTITIONS, INSTALL_WRITES, PLAN_MARKER } from './plans.ts'
 import { checkDisk } from './check-disk.ts'
 import type { NodeSummary } from '../../src/server/fleet.ts'
+
+/** vm1's own override (si-server override add vm1): laid over the image through the swarm, checked on its disk. */
+const HOST_OVERRIDE_NODE = 'vm1'
+const HOST_OVERRIDE_FILE = 'etc/si-host-override'
+const HOST_OVERRIDE_TEXT = 'laid over the image for vm1\n'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 const DIST = join(ROOT, 'dist')
@@ -105,6 +110,10 @@ async function main (argv: string[]): Promise<number> {
     await buildTestRoot(source, { dataBytes })
     const repo = join(workdir, 'repo')
     must([join(DIST, 'si-server'), 'image', 'add', IMAGE, '--from', source, '--repo', repo, '--piece-length', String(PIECE_LENGTH)])
+    const hostOverride = join(workdir, 'override-vm1')
+    await mkdir(join(hostOverride, 'etc'), { recursive: true })
+    await writeFile(join(hostOverride, HOST_OVERRIDE_FILE), HOST_OVERRIDE_TEXT)
+    must([join(DIST, 'si-server'), 'override', 'add', HOST_OVERRIDE_NODE, '--from', hostOverride, '--repo', repo])
     const boot = join(workdir, 'boot')
     await mkdir(boot)
     await symlink(kernel, join(boot, 'vmlinuz'))
@@ -167,7 +176,16 @@ async function main (argv: string[]): Promise<number> {
       const report = fleet.find(n => n.node === p.node)
       checks.add(`${p.spec.name} installed and powered off`, !o.timedOut && o.code === 0 && report?.step === 'installed',
         o.timedOut ? `timed out after ${timeoutSeconds} s` : `qemu exit ${o.code}, server sees ${report?.phase ?? 'nothing'}${report?.phase === 'failed' ? `: ${String(report.error?.code)} ${String(report.error?.message)}` : ''}`)
-      const check = await checkDisk({ disk: p.spec.disk, expected: EXPECTED_PARTITIONS, sourceRoot: source, allowed: INSTALL_WRITES, read: ['etc/fstab', PLAN_MARKER, 'etc/hostname'], workdir })
+      const overridden = p.node === HOST_OVERRIDE_NODE
+      const check = await checkDisk({
+        disk: p.spec.disk,
+        expected: EXPECTED_PARTITIONS,
+        sourceRoot: source,
+        allowed: overridden ? new Set([...INSTALL_WRITES, HOST_OVERRIDE_FILE]) : INSTALL_WRITES,
+        read: ['etc/fstab', PLAN_MARKER, 'etc/hostname', ...(overridden ? [HOST_OVERRIDE_FILE] : [])],
+        workdir
+      })
+      if (overridden) checks.add(`${p.spec.name} has its host override (through the swarm)`, check.files[HOST_OVERRIDE_FILE] === HOST_OVERRIDE_TEXT, JSON.stringify(check.files[HOST_OVERRIDE_FILE] ?? 'missing'))
       checks.add(`${p.spec.name} disk: GPT, vfat+swap+ext4+xfs, fstab by UUID, files identical to the image`, check.ok, check.problems.join('; '))
       const marker = check.files[PLAN_MARKER] ?? ''
       if (p.spec.boot.pxe === 'direct' && p.spec.boot.append.includes('IPADDR=')) {

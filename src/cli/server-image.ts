@@ -7,7 +7,7 @@ import { integer, nonEmpty, oneOf } from '../config/values.ts'
 import { captureImage, DEFAULT_EXCLUDES } from '../image/capture.ts'
 import { COMPRESSIONS, DEFAULT_COMPRESSION } from '../image/compression.ts'
 import { overrideRepository } from '../image/overrides.ts'
-import { ImageRepository, type ImageVersion } from '../image/repository.ts'
+import { ImageRepository, OVERRIDES_DIR, type ImageVersion } from '../image/repository.ts'
 import { parseImageRef } from '../formats/image-ref.ts'
 import { fetchersOf, readInUse } from '../server/in-use.ts'
 import { ATTRIBUTES, diffSnapshots, formatDifference, snapshotArchive, snapshotTree } from '../image/verify.ts'
@@ -53,7 +53,7 @@ const CAPTURE_OPTIONS = {
   verbose: switchOption({ flag: 'verbose', help: 'show rsync\'s output' }),
   ...PACK_OPTIONS
 }
-const OVERRIDE_RM_OPTIONS = { ...REPO_OPTIONS }
+const OVERRIDE_RM_OPTIONS = { ...RM_OPTIONS }
 const OVERRIDE_ADD_OPTIONS = { ...ADD_OPTIONS, from: option({ ...ADD_OPTIONS.from, help: 'the tree to lay over images' }) }
 
 export const IMAGE_ADD_HELP = commandHelp(['si-server image add NAME --from DIR [options]'], ADD_OPTIONS, { env: true })
@@ -76,11 +76,16 @@ system) and adds it as a new version of image NAME.`
 export const OVERRIDE_HELP = commandHelp([
   'si-server override add NAME --from DIR [options]',
   'si-server override list [--json]',
-  'si-server override rm NAME[@VERSION]'
-], OVERRIDE_ADD_OPTIONS, {
+  'si-server override rm NAME[@VERSION] [--force]'
+], { ...OVERRIDE_ADD_OPTIONS, force: RM_OPTIONS.force }, {
   env: true,
-  intro: `Overrides are small trees laid over the image after extraction: the overrides named
-after the node's groups (in order), then the one named after the node.`
+  intro: `Overrides are small trees laid over the image after extraction, each layer replacing
+what it carries: those the plan names ("overrides": [...], each must exist), then the
+one named after each of the node's groups (groups.conf order), then the one named after
+the node. The server serves them under /overrides/ with signed torrents, tracks and
+seeds every version, and hands each node its list pinned to versions; the agent fetches
+them through the swarm like the image. rm keeps a version nodes are fetching unless
+--force (they then fail with ERR_IMAGE_REMOVED).`
 })
 
 function progressPrinter (): (phase: string, done: number, total?: number) => void {
@@ -157,11 +162,11 @@ async function checkNotInUse (repo: ImageRepository, ref: string, force: boolean
   const { name, version } = parseImageRef(ref)
   const doomed = (await repo.list()).filter(v => v.name === name && (version === undefined || v.version === version))
   const records = await readInUse(repo.root)
-  const busy = doomed.map(v => ({ v, ...fetchersOf(records, v.name, v.version) })).filter(b => b.peers.length > 0)
+  const busy = doomed.map(v => ({ v, ...fetchersOf(records, v.name, v.version, repo.collection) })).filter(b => b.peers.length > 0)
   if (busy.length === 0) return
   const described = busy.map(({ v, peers, servers }) => {
     const shown = peers.slice(0, FETCHERS_SHOWN).join(', ') + (peers.length > FETCHERS_SHOWN ? ', ...' : '')
-    return `${v.name}@${v.version} is being fetched by ${peers.length} node(s) (${shown}; seen by si-server ${servers.join(', ')})`
+    return `${repo.collection === OVERRIDES_DIR ? 'override ' : ''}${v.name}@${v.version} is being fetched by ${peers.length} node(s) (${shown}; seen by si-server ${servers.join(', ')})`
   }).join('; ')
   if (!force) {
     throw new SiError('ERR_IMAGE_IN_USE', `${described}. Removing it would stop their installs; wait for them, or remove it anyway with --force`)
@@ -242,7 +247,9 @@ export async function overrideCommand (argv: string[]): Promise<number> {
     const { values: o, positional, help } = readCommandLine(argv.slice(1), OVERRIDE_RM_OPTIONS, { env: process.env })
     if (help) { process.stdout.write(OVERRIDE_HELP); return 0 }
     const ref = oneArgument(positional, 'NAME[@VERSION]', OVERRIDE_HELP)
-    for (const v of await overrideRepository(o.repo).remove(ref)) process.stdout.write(`removed override ${v.name}@${v.version}\n`)
+    const repo = overrideRepository(o.repo)
+    await checkNotInUse(repo, ref, o.force)
+    for (const v of await repo.remove(ref)) process.stdout.write(`removed override ${v.name}@${v.version}\n`)
     return 0
   }
   throw new SiError('ERR_INVALID_ARGUMENT', `unknown override command ${JSON.stringify(sub)}; try si-server override --help`)

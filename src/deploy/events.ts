@@ -1,6 +1,7 @@
 // What the agent tells the world while it works: one event type, several listeners
 // (terminal, --json, the server's fleet view).
 import type { Times } from '../image/times.ts'
+import type { LastPiece } from '../swarm/requester.ts'
 
 export type Phase = 'torrent' | 'staging' | 'download' | 'seeding' | 'done' | 'failed'
 
@@ -25,7 +26,8 @@ export type DeployEvent =
   | { type: 'warning'; message: string }
   /** the torrent being fetched, once known: the fleet view names the image by its info hash */
   | { type: 'image'; name: string; infoHash: string; length: number }
-  | ({ type: 'done'; phase: 'done'; seconds: number; downloadSeconds: number; peakRssBytes: number; leaveReason: string } & ProgressFigures)
+  /** lastPiece (swarm transport): when the last piece was verified and who sent it, for the benchmark's timeline */
+  | ({ type: 'done'; phase: 'done'; seconds: number; downloadSeconds: number; peakRssBytes: number; leaveReason: string; lastPiece?: LastPiece } & ProgressFigures)
   /** step and log: an install says where it failed and sends its console's tail */
   | { type: 'error'; phase: 'failed'; code: string; message: string; step?: string; log?: string }
 

@@ -149,7 +149,8 @@ export async function deploySwarm (opts: SwarmDeployOptions): Promise<DeployResu
     ticker = undefined
     const final = figures()
     const seconds = (Date.now() - started) / 1000
-    opts.emit({ type: 'done', phase: 'done', seconds, downloadSeconds, peakRssBytes: peakRssBytes(), leaveReason, ...final })
+    const { lastPiece } = active.stats()
+    opts.emit({ type: 'done', phase: 'done', seconds, downloadSeconds, peakRssBytes: peakRssBytes(), leaveReason, ...final, ...(lastPiece !== undefined ? { lastPiece } : {}) })
     finished = true
     return { seconds, downloadSeconds, figures: final, leaveReason, ...(extractResult.rootTimes !== undefined ? { rootTimes: extractResult.rootTimes } : {}) }
   } finally {

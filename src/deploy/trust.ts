@@ -6,7 +6,7 @@
 import { readFile } from 'node:fs/promises'
 import { SiError } from '../errors.ts'
 import { parseImageRef } from '../formats/image-ref.ts'
-import { parseStatement, TORRENT_SIGNATURE_KEY, TORRENT_STATEMENT_KEY, type ImageStatement } from '../formats/image-statement.ts'
+import { parseStatement, TORRENT_SIGNATURE_KEY, TORRENT_STATEMENT_KEY, type Collection, type ImageStatement } from '../formats/image-statement.ts'
 import { checkSignature, isPublicKeyText } from '../formats/signature.ts'
 import { decodeBencode, isBencodeDict } from '../torrent/bencode.ts'
 import type { Metainfo } from '../torrent/metainfo.ts'
@@ -43,8 +43,8 @@ export interface ExpectedImage {
   requested?: string
   /** the nonce it sent with that request */
   nonce?: string
-  /** the repository collection (default images) */
-  collection?: string
+  /** the repository collection (default images): an override is not an image */
+  collection?: Collection
 }
 
 function statementFields (meta: Metainfo, from: string): { statement: Buffer; signature: string | undefined } {

@@ -13,9 +13,26 @@ export const TORRENT_SIGNATURE_KEY = 'swarmimager signature'
 const MAX_STATEMENT_BYTES = 4096
 const INFO_HASH = /^[0-9a-f]{40}$/
 
+/**
+ * What kind of payload a statement vouches for, as the repository's collections are
+ * named: an image, or an override laid over one. It is signed, so an override cannot be
+ * passed off as an image, nor an image as an override.
+ */
+export const COLLECTIONS = ['images', 'overrides'] as const
+export type Collection = typeof COLLECTIONS[number]
+
+export function isCollection (text: string): text is Collection {
+  return (COLLECTIONS as readonly string[]).includes(text)
+}
+
+/** "image" or "override": how messages name a member of the collection. */
+export function collectionNoun (c: Collection): string {
+  return c === 'overrides' ? 'override' : 'image'
+}
+
 export interface ImageStatement {
   /** the repository's collection: images, or overrides */
-  collection: string
+  collection: Collection
   name: string
   version: number
   infoHash: string
@@ -50,10 +67,12 @@ export function parseStatement (bytes: Uint8Array): ImageStatement {
   const text = (k: string): string => typeof o[k] === 'string' && o[k] !== '' ? o[k] : malformed(`${k} is not a string`)
   const count = (k: string): number => typeof o[k] === 'number' && Number.isSafeInteger(o[k]) && o[k] > 0 ? o[k] : malformed(`${k} is not a positive integer`)
   const optional = (k: string): string | undefined => o[k] === undefined ? undefined : text(k)
+  const collection = text('collection')
+  if (!isCollection(collection)) malformed(`collection is not one of ${COLLECTIONS.join(', ')}`)
   const infoHash = text('infoHash')
   if (!INFO_HASH.test(infoHash)) malformed('infoHash is not 40 hexadecimal digits')
   return {
-    collection: text('collection'),
+    collection,
     name: text('name'),
     version: count('version'),
     infoHash,

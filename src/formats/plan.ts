@@ -66,7 +66,7 @@ export interface PostInstallStep { name: string; run: string; timeoutSeconds: nu
 
 export interface Plan {
   image: string
-  /** images extracted over the main one, in order (SystemImager's overrides) */
+  /** overrides (si-server override add) laid over the image, in order; as the server sends it: the plan's own, then the node's groups', then its own, each NAME@VERSION */
   overrides: string[]
   disks: DiskSpec[]
   bootloader: BootloaderMode

@@ -23,6 +23,7 @@ import { detectFirmware, planGrub, installGrub } from './bootloader.ts'
 import { runPostInstall } from './post-install.ts'
 import { prepareFinish, recordFinish } from './finish.ts'
 import { writeInstallEnv } from './install-env.ts'
+import { fetchOverrideTorrents, layOverrides, type LaidOverride } from './overrides-step.ts'
 import { tail } from './command.ts'
 import type { InstallEvent, InstallPhase, InstallSink } from './install-events.ts'
 
@@ -62,6 +63,8 @@ export interface InstallResult {
   seconds: number
   finish: string
   deploy?: DeployResult
+  /** each override laid over the image, in order, with its download's figures */
+  overrides?: LaidOverride[]
 }
 
 export async function procUptime (): Promise<number | undefined> {
@@ -106,11 +109,10 @@ export async function install (opts: InstallOptions): Promise<InstallResult> {
     // Every torrent is checked before the first disk is touched: an untrusted one stops here.
     step = 'download'
     const metainfo = await loadTorrent({ server: opts.config.server, image }, { signal: opts.signal, trustedKey })
-    const overrides: Metainfo[] = []
-    for (const ref of plan.overrides) overrides.push(await loadTorrent({ server: opts.config.server, image: ref }, { signal: opts.signal, trustedKey }))
+    const overrides = await fetchOverrideTorrents(opts.config.server, plan.overrides, { signal: opts.signal, trustedKey, planSource: fetched.source })
 
     phase('disks')
-    const layouts = await checkDisks(fetched, opts.paths ?? SYSTEM_PATHS, [metainfo, ...overrides])
+    const layouts = await checkDisks(fetched, opts.paths ?? SYSTEM_PATHS, [metainfo, ...overrides.map(o => o.metainfo)])
     for (const l of layouts) emit({ type: 'phase', phase: 'disks', detail: describeLayout(l) })
     if (opts.dryRun === true) {
       return { image, plan: fetched.source, layouts, seconds: (Date.now() - started) / 1000, finish: 'none (dry run)' }
@@ -132,12 +134,12 @@ export async function install (opts: InstallOptions): Promise<InstallResult> {
     // the root's times until the last layer is in: a failure between never looks done.
     const layered = overrides.length > 0
     const deployed = await download(opts, metainfo, emit, s => { step = s }, layered ? { keepMarker: true } : undefined)
-    for (const [i, m] of overrides.entries()) {
-      phase('overrides', `${plan.overrides[i]} over the image`)
-      await download(opts, m, emit, s => { step = s }, { overlay: true, keepMarker: true })
+    let laid: LaidOverride[] | undefined
+    if (layered) {
       step = 'overrides'
+      laid = await layOverrides(overrides, { target: opts.target, settings: opts.config, emit, signal: opts.signal })
+      await completeTarget(opts.target, deployed.rootTimes)
     }
-    if (layered) await completeTarget(opts.target, deployed.rootTimes)
 
     phase('fstab')
     await writeFstab(opts.target, formatted)
@@ -190,7 +192,7 @@ export async function install (opts: InstallOptions): Promise<InstallResult> {
       uploaded: f.uploaded,
       length: f.length
     })
-    return { image, plan: fetched.source, layouts, seconds, finish: decision.action, deploy: deployed }
+    return { image, plan: fetched.source, layouts, seconds, finish: decision.action, deploy: deployed, overrides: laid }
   } catch (err) {
     if (mounted.length > 0) {
       const stuck = await unmountAll(mounted)

@@ -1,6 +1,7 @@
 // The server's HTTP face: image list, torrents (with this server as tracker and web seed),
-// the payload with byte ranges, the tracker, and the fleet's reports. Every request is
-// answered, never thrown: a malformed one gets a 4xx naming what was wrong. What a node
+// the payload with byte ranges, the same for overrides under /overrides/, the tracker,
+// and the fleet's reports. Every request is answered, never thrown: a malformed one gets
+// a 4xx naming what was wrong. What a node
 // acts on is signed with the repository key: each torrent carries a signed statement of
 // its image and info hash, plans and the image list a signature header over their bytes.
 import http from 'node:http'
@@ -9,7 +10,7 @@ import { SiError, describeError, isSiError } from '../errors.ts'
 import { PAYLOAD_FILES, TAR_FILE, type ImageRepository, type ImageVersion } from '../image/repository.ts'
 import type { Compression } from '../image/compression.ts'
 import { parseImageRef } from '../formats/image-ref.ts'
-import { TORRENT_SIGNATURE_KEY, TORRENT_STATEMENT_KEY, encodeStatement } from '../formats/image-statement.ts'
+import { TORRENT_SIGNATURE_KEY, TORRENT_STATEMENT_KEY, collectionNoun, encodeStatement, isCollection, type Collection } from '../formats/image-statement.ts'
 import { isNonce, PROOF_HEADER, REPORT_AUTH_HEADER } from '../formats/node-auth.ts'
 import { SIGNATURE_HEADER, type Signer, type SignedPurpose } from '../formats/signature.ts'
 import { withTrackers } from '../torrent/metainfo.ts'
@@ -18,6 +19,7 @@ import { parseRange } from './range.ts'
 import { receiveReport, routeConsole } from './fleet-api.ts'
 import type { OperatorsConsole } from './operators-console.ts'
 import type { PlanStore } from './plans.ts'
+import type { ServedCollection as Served } from './catalogue.ts'
 import { serveBootFile, type BootFilesOptions } from './boot-files.ts'
 import { answerCredential, answerPlan, type Answer } from './node-api.ts'
 import type { NodeCredentials } from './node-credentials.ts'
@@ -28,6 +30,8 @@ const PAYLOAD_CONTENT_TYPES: Record<Compression, string> = { none: 'application/
 
 export interface HttpApiOptions {
   repo: ImageRepository
+  /** overrides (si-server override add), served under /overrides/ as images are under /images/; absent: none */
+  overrides?: ImageRepository
   tracker: Tracker
   /** the fleet's reports and views: dashboard, metrics, history */
   console: OperatorsConsole
@@ -47,8 +51,8 @@ export interface HttpApiOptions {
   boot?: BootFilesOptions
   /** counts payload bytes sent over HTTP (web seed and unicast) */
   onPayloadBytes?: (bytes: number) => void
-  /** whether an image reference not found names versions this server served and that were removed (410) */
-  wasRemoved?: (ref: string) => boolean
+  /** whether a reference not found names versions of the collection this server served and that were removed (410) */
+  wasRemoved?: (ref: string, collection: Collection) => boolean
 }
 
 export function createHttpApi (opts: HttpApiOptions): http.Server {
@@ -81,15 +85,15 @@ async function handle (opts: HttpApiOptions, req: http.IncomingMessage, res: htt
   if (await routeConsole(opts.console, req, res, url, parts)) return
   if (parts[0] === 'api') {
     if (parts.length === 1 && isRead(method)) {
-      return sendJson(res, 200, { service: 'si-server', endpoints: ['/ (dashboard)', '/metrics', '/api/images', '/api/status', '/api/nodes[?phase=&image=&group=&search=&sort=&order=&offset=&limit=&since=]', '/api/nodes/NAME', '/api/fleet[?since=MS]', '/api/history[?image=&since=&limit=]', '/api/plan?node=NAME&mac=MAC&nonce=N', '/api/nodes/NAME/credential?nonce=N', '/boot/NAME', '/images/NAME[/VERSION]/image.torrent', '/images/NAME/VERSION/image.tar[.gz|.zst]', '/announce', '/scrape'] })
+      return sendJson(res, 200, { service: 'si-server', endpoints: ['/ (dashboard)', '/metrics', '/api/images', '/api/status', '/api/nodes[?phase=&image=&group=&search=&sort=&order=&offset=&limit=&since=]', '/api/nodes/NAME', '/api/fleet[?since=MS]', '/api/history[?image=&since=&limit=]', '/api/plan?node=NAME&mac=MAC&nonce=N', '/api/nodes/NAME/credential?nonce=N', '/boot/NAME', '/images/NAME[/VERSION]/image.torrent', '/images/NAME/VERSION/image.tar[.gz|.zst]', '/overrides/NAME[/VERSION]/image.torrent', '/overrides/NAME/VERSION/image.tar[.gz|.zst]', '/announce', '/scrape'] })
     }
-    if (parts[1] === 'images' && parts.length === 2 && isRead(method)) return sendJson(res, 200, (await opts.repo.list()).map(describeVersion), { signer: opts.signer, purpose: 'image-list' })
+    if (parts[1] === 'images' && parts.length === 2 && isRead(method)) return sendJson(res, 200, (await opts.repo.list()).map(v => describeVersion('images', v)), { signer: opts.signer, purpose: 'image-list' })
     if (parts[1] === 'status' && parts.length === 2 && isRead(method)) return sendJson(res, 200, opts.status())
     if (parts[1] === 'nodes' && parts.length === 4 && parts[3] === 'events' && method === 'POST') {
       const auth = headerValue(req, REPORT_AUTH_HEADER)
       return receiveReport(opts.console, parts[2], req, res, (node, body) => opts.credentials.reportIsAuthentic(node, body, auth))
     }
-    const nodeApi = { plans: opts.plans, credentials: opts.credentials, requireToken: opts.requireToken === true }
+    const nodeApi = { plans: opts.plans, overrides: opts.overrides, credentials: opts.credentials, requireToken: opts.requireToken === true }
     const proof = headerValue(req, PROOF_HEADER)
     if (parts[1] === 'nodes' && parts.length === 4 && parts[3] === 'credential' && isRead(method)) {
       return sendAnswer(res, await answerCredential(nodeApi, parts[2], url.searchParams, proof), opts.signer)
@@ -101,17 +105,25 @@ async function handle (opts: HttpApiOptions, req: http.IncomingMessage, res: htt
   if (parts[0] === 'boot' && parts.length === 2 && isRead(method) && opts.boot !== undefined) {
     return serveBootFile(opts.boot, parts[1], baseUrl(opts, req), opts.signer, req, res)
   }
-  if (parts[0] === 'images' && parts.length >= 2 && parts.length <= 4) {
-    // /images/NAME[/VERSION]/image.torrent and /images/NAME/VERSION/image.tar[.gz|.zst]
+  const served = servedCollection(opts, parts[0])
+  if (served !== undefined && parts.length >= 2 && parts.length <= 4) {
+    // /images/NAME[/VERSION]/image.torrent and /images/NAME/VERSION/image.tar[.gz|.zst]; /overrides/ alike
     const file = parts[parts.length - 1]
     const ref = parts.length === 4 ? `${parts[1]}@${parts[2]}` : parts.length === 3 ? parts[1] : undefined
-    if (ref !== undefined && file === 'image.torrent' && isRead(method)) return sendTorrent(opts, req, res, ref, url.searchParams)
-    if (parts.length === 4 && PAYLOAD_FILES.includes(file) && isRead(method)) return sendPayload(opts, req, res, ref as string, file)
+    if (ref !== undefined && file === 'image.torrent' && isRead(method)) return sendTorrent(opts, served, req, res, ref, url.searchParams)
+    if (parts.length === 4 && PAYLOAD_FILES.includes(file) && isRead(method)) return sendPayload(opts, served, req, res, ref as string, file)
   }
   sendJson(res, isKnownPath(parts) ? 405 : 404, { error: `no route for ${method} ${url.pathname}` })
 }
 
-function describeVersion (v: ImageVersion): Record<string, unknown> {
+/** The collection served under /PREFIX/ (images, overrides), if any. */
+function servedCollection (opts: HttpApiOptions, prefix: string | undefined): Served | undefined {
+  if (prefix === undefined || !isCollection(prefix)) return undefined
+  const repo = prefix === 'overrides' ? opts.overrides : opts.repo
+  return repo === undefined ? undefined : { collection: prefix, repo }
+}
+
+function describeVersion (collection: Collection, v: ImageVersion): Record<string, unknown> {
   return {
     name: v.name,
     version: v.version,
@@ -121,13 +133,13 @@ function describeVersion (v: ImageVersion): Record<string, unknown> {
     createdAt: v.createdAt,
     entries: v.entries,
     compression: v.compression,
-    torrent: `/images/${encodeURIComponent(v.name)}/${v.version}/image.torrent`,
-    payload: payloadPath(v)
+    torrent: `/${collection}/${encodeURIComponent(v.name)}/${v.version}/image.torrent`,
+    payload: payloadPath(collection, v)
   }
 }
 
-function payloadPath (v: ImageVersion): string {
-  return `/images/${encodeURIComponent(v.name)}/${v.version}/${v.payloadName}`
+function payloadPath (collection: Collection, v: ImageVersion): string {
+  return `/${collection}/${encodeURIComponent(v.name)}/${v.version}/${v.payloadName}`
 }
 
 /**
@@ -135,15 +147,15 @@ function payloadPath (v: ImageVersion): string {
  * ?nonce=N goes into the signed statement, with the reference as asked: the agent that
  * sent N knows the answer is fresh and about what it asked for, not a recorded older one.
  */
-async function sendTorrent (opts: HttpApiOptions, req: http.IncomingMessage, res: http.ServerResponse, ref: string, query: URLSearchParams): Promise<void> {
+async function sendTorrent (opts: HttpApiOptions, served: Served, req: http.IncomingMessage, res: http.ServerResponse, ref: string, query: URLSearchParams): Promise<void> {
   parseImageRef(ref)
   const nonce = query.get('nonce') ?? undefined
   if (nonce !== undefined && !isNonce(nonce)) return sendJson(res, 400, { error: 'invalid nonce (16 to 64 base64url characters)' })
-  const version = await resolveServed(opts, ref)
+  const version = await resolveServed(opts, served, ref)
   const base = baseUrl(opts, req)
-  const raw = await opts.repo.readTorrent(version)
+  const raw = await served.repo.readTorrent(version)
   const statement = encodeStatement({
-    collection: opts.repo.collection,
+    collection: served.collection,
     name: version.name,
     version: version.version,
     infoHash: version.infoHashHex,
@@ -156,7 +168,7 @@ async function sendTorrent (opts: HttpApiOptions, req: http.IncomingMessage, res
   })
   const body = withTrackers(raw, {
     announce: [`${base}/announce`],
-    urlList: query.get('webseed') !== '0' ? [`${base}${payloadPath(version)}`] : [],
+    urlList: query.get('webseed') !== '0' ? [`${base}${payloadPath(served.collection, version)}`] : [],
     extra: { [TORRENT_STATEMENT_KEY]: statement, [TORRENT_SIGNATURE_KEY]: opts.signer.sign('image', statement) }
   })
   res.writeHead(200, {
@@ -172,9 +184,9 @@ async function sendTorrent (opts: HttpApiOptions, req: http.IncomingMessage, res
  * The payload under its own name, or under image.tar whatever its compression: old
  * clients and torrents fetched before payloads were named by compression ask for that.
  */
-async function sendPayload (opts: HttpApiOptions, req: http.IncomingMessage, res: http.ServerResponse, ref: string, file: string): Promise<void> {
+async function sendPayload (opts: HttpApiOptions, served: Served, req: http.IncomingMessage, res: http.ServerResponse, ref: string, file: string): Promise<void> {
   parseImageRef(ref)
-  const version = await resolveServed(opts, ref)
+  const version = await resolveServed(opts, served, ref)
   if (file !== version.payloadName && file !== TAR_FILE) {
     return sendJson(res, 404, { error: `${ref} is compressed as ${version.compression}: its payload is ${version.payloadName}`, code: 'ERR_IMAGE_NOT_FOUND' })
   }
@@ -205,12 +217,15 @@ async function sendPayload (opts: HttpApiOptions, req: http.IncomingMessage, res
 }
 
 /** A version not found that this server served and removed is ERR_IMAGE_REMOVED (410 Gone): agents stop at once. */
-async function resolveServed (opts: HttpApiOptions, ref: string): Promise<ImageVersion> {
+async function resolveServed (opts: HttpApiOptions, served: Served, ref: string): Promise<ImageVersion> {
   try {
-    return await opts.repo.resolve(ref)
+    return await served.repo.resolve(ref)
   } catch (err) {
-    if (isSiError(err, 'ERR_IMAGE_NOT_FOUND') && opts.wasRemoved?.(ref) === true) {
-      throw new SiError('ERR_IMAGE_REMOVED', `image ${ref} was removed from this server`, { cause: err })
+    if (isSiError(err, 'ERR_IMAGE_NOT_FOUND') && opts.wasRemoved?.(ref, served.collection) === true) {
+      throw new SiError('ERR_IMAGE_REMOVED', `${collectionNoun(served.collection)} ${ref} was removed from this server`, { cause: err })
+    }
+    if (isSiError(err, 'ERR_IMAGE_NOT_FOUND') && served.collection !== 'images') {
+      throw new SiError('ERR_IMAGE_NOT_FOUND', `${collectionNoun(served.collection)} "${ref}" not found (si-server override list shows those there are)`, { cause: err })
     }
     throw err
   }
@@ -236,7 +251,7 @@ function sendAnswer (res: http.ServerResponse, a: Answer, signer: Signer): void 
   sendJson(res, a.status, a.body, a.signed !== undefined ? { signer, purpose: a.signed } : undefined)
 }
 
-function isKnownPath (parts: string[]): boolean { return parts[0] === 'api' || parts[0] === 'images' || parts[0] === 'boot' }
+function isKnownPath (parts: string[]): boolean { return parts[0] === 'api' || parts[0] === 'images' || parts[0] === 'overrides' || parts[0] === 'boot' }
 
 function safeDecode (part: string): string {
   try { return decodeURIComponent(part) } catch { return part }

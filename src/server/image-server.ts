@@ -1,11 +1,12 @@
 // si-server's long-running part: HTTP API and tracker on one port, the first seeder on
-// another, the repository underneath, watched by the catalogue. start() and stop() own
+// another, the repository underneath (images and overrides), watched by the catalogue. start() and stop() own
 // every socket, timer and file.
 import { EventEmitter } from 'node:events'
 import type http from 'node:http'
 import { join } from 'node:path'
 import { SiError } from '../errors.ts'
 import { ImageRepository } from '../image/repository.ts'
+import { overrideRepository } from '../image/overrides.ts'
 import { Tracker } from '../tracker/tracker.ts'
 import { createHttpApi } from './http-api.ts'
 import type { Fleet } from './fleet.ts'
@@ -52,6 +53,8 @@ export interface ImageServerEvents {
 
 export class ImageServer extends EventEmitter<ImageServerEvents> {
   readonly repo: ImageRepository
+  /** `si-server override add`: served under /overrides/, tracked and seeded like images */
+  readonly overrides: ImageRepository
   readonly catalogue: ImageCatalogue
   readonly console: OperatorsConsole
   readonly tracker: Tracker
@@ -69,7 +72,8 @@ export class ImageServer extends EventEmitter<ImageServerEvents> {
     super()
     this.opts = opts
     this.repo = new ImageRepository(opts.repoDir)
-    this.catalogue = new ImageCatalogue(this.repo)
+    this.overrides = overrideRepository(opts.repoDir)
+    this.catalogue = new ImageCatalogue([{ collection: 'images', repo: this.repo }, { collection: 'overrides', repo: this.overrides }])
     this.seeder = new Seeder(this.repo, { uploadBytesPerSecond: opts.uploadBytesPerSecond })
     this.console = new OperatorsConsole({
       repo: this.repo,
@@ -116,12 +120,13 @@ export class ImageServer extends EventEmitter<ImageServerEvents> {
       credentials,
       requireToken: this.opts.requireToken,
       repo: this.repo,
+      overrides: this.overrides,
       tracker: this.tracker,
       console: this.console,
       publicUrl: this.opts.publicUrl,
       status: () => this.status(),
       onPayloadBytes: bytes => { this.payloadBytesSent += bytes },
-      wasRemoved: ref => this.catalogue.wasRemoved(ref),
+      wasRemoved: (ref, collection) => this.catalogue.wasRemoved(ref, collection),
       plans: new PlanStore(this.opts.plansDir ?? join(this.opts.repoDir, PLANS_DIR)),
       boot: { dir: this.opts.bootDir ?? join(this.opts.repoDir, BOOT_DIR), kernelArgs: this.opts.bootKernelArgs }
     })
@@ -167,6 +172,7 @@ export class ImageServer extends EventEmitter<ImageServerEvents> {
   /** The served versions the tracker lists leechers of: `si-server image rm` reads them (in-use.ts). */
   private versionsInUse (): VersionInUse[] {
     return this.catalogue.versions().map(v => ({
+      collection: v.collection,
       name: v.name,
       version: v.version,
       infoHash: v.infoHashHex,

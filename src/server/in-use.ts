@@ -30,6 +30,8 @@ export const DEFAULT_IN_USE_CONFIG: Readonly<InUseConfig> = Object.freeze({
 })
 
 export interface VersionInUse {
+  /** images or overrides (absent in records of servers before overrides were served: images) */
+  collection?: string
   name: string
   version: number
   infoHash: string
@@ -123,12 +125,12 @@ export async function readInUse (repoRoot: string, now = Date.now()): Promise<In
   return records
 }
 
-/** Who fetches a version, as the running servers see it: the peers, and the servers that saw them. */
-export function fetchersOf (records: InUseRecord[], name: string, version: number): { peers: string[]; servers: string[] } {
+/** Who fetches a version of a collection, as the running servers see it: the peers, and the servers that saw them. */
+export function fetchersOf (records: InUseRecord[], name: string, version: number, collection = 'images'): { peers: string[]; servers: string[] } {
   const peers = new Set<string>()
   const servers: string[] = []
   for (const record of records) {
-    const entry = record.versions.find(v => v.name === name && v.version === version)
+    const entry = record.versions.find(v => (v.collection ?? 'images') === collection && v.name === name && v.version === version)
     if (entry === undefined || !Array.isArray(entry.fetchers) || entry.fetchers.length === 0) continue
     for (const peer of entry.fetchers) peers.add(String(peer))
     servers.push(record.server)

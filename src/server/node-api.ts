@@ -10,12 +10,15 @@ import { isNodeName } from '../formats/node-name.ts'
 import { planToJson } from '../formats/plan.ts'
 import type { SignedPurpose } from '../formats/signature.ts'
 import type { NodeCredentials } from './node-credentials.ts'
-import { DEFAULT_PLAN, MAC, type PlanStore } from './plans.ts'
+import type { ImageRepository } from '../image/repository.ts'
+import { DEFAULT_PLAN, MAC, withOverrides, type PlanStore } from './plans.ts'
 
 export const MAX_MACS = 32
 
 export interface NodeApiOptions {
   plans?: PlanStore
+  /** the overrides a plan's are resolved in (absent: the plan's list is sent as written) */
+  overrides?: ImageRepository
   credentials: NodeCredentials
   /** serve plans and credentials only to requests that prove themselves */
   requireToken: boolean
@@ -79,7 +82,8 @@ export async function answerPlan (api: NodeApiOptions, query: URLSearchParams, p
     if (Object.keys(selected.plan.secrets).length > 0 && access.secret === undefined) {
       return refuse(403, `plan ${selected.source} carries secrets: it is served only to a node that proves itself (si.token)`, 'ERR_UNAUTHORIZED')
     }
-    const payload = { node: req.node, macs: req.macs, nonce: req.nonce, source: selected.source, plan: planToJson(selected.plan) }
+    const plan = api.overrides === undefined ? selected.plan : await withOverrides(store, api.overrides, selected, req.node, req.macs)
+    const payload = { node: req.node, macs: req.macs, nonce: req.nonce, source: selected.source, plan: planToJson(plan) }
     return { status: 200, body: sealedFor('plan', req, access.secret, payload), signed: 'plan' }
   } catch (err) {
     return serverError(err)

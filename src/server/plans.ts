@@ -8,11 +8,14 @@
 //
 // Looked up in that order, read at each request (edits need no restart), and validated
 // as the agent will validate them, so a broken file is an error on the server, naming
-// the file, before any node touches a disk.
+// the file, before any node touches a disk. The plan a node gets lists its overrides as
+// it applies them, each pinned to a version (withOverrides).
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { SiError } from '../errors.ts'
+import { SiError, isSiError } from '../errors.ts'
 import { validatePlan, type Plan } from '../formats/plan.ts'
+import type { ImageRepository } from '../image/repository.ts'
+import { chainRefs, overrideChain } from '../image/overrides.ts'
 
 export const GROUPS_FILE = 'groups.conf'
 export const DEFAULT_PLAN = 'default.json'
@@ -45,11 +48,18 @@ export function globMatch (pattern: string, name: string): boolean {
   return re.test(name)
 }
 
+function matches (rule: GroupRule, node: string, macs: string[]): boolean {
+  return rule.patterns.some(p => MAC.test(p) ? macs.includes(p) : globMatch(p, node))
+}
+
+/** The node's group: the first that matches (its plan, its group token). */
 export function groupOf (rules: GroupRule[], node: string, macs: string[]): string | undefined {
-  for (const r of rules) {
-    if (r.patterns.some(p => MAC.test(p) ? macs.includes(p) : globMatch(p, node))) return r.group
-  }
-  return undefined
+  return rules.find(r => matches(r, node, macs))?.group
+}
+
+/** Every group the node is in, in groups.conf order, each once (their overrides apply in that order). */
+export function groupsOf (rules: GroupRule[], node: string, macs: string[]): string[] {
+  return [...new Set(rules.filter(r => matches(r, node, macs)).map(r => r.group))]
 }
 
 export class PlanStore {
@@ -95,7 +105,32 @@ export class PlanStore {
 
   /** The node's group by groups.conf, if any (its group token speaks for it). */
   async groupOf (node: string, macs: string[]): Promise<string | undefined> {
+    return groupOf(await this.groupRules(), node, macs)
+  }
+
+  /** Every group of the node by groups.conf, in its order. */
+  async groupsOf (node: string, macs: string[]): Promise<string[]> {
+    return groupsOf(await this.groupRules(), node, macs)
+  }
+
+  private async groupRules (): Promise<GroupRule[]> {
     const groupsText = await this.read(GROUPS_FILE)
-    return groupsText === undefined ? undefined : groupOf(parseGroups(groupsText, join(this.dir, GROUPS_FILE)), node, macs)
+    return groupsText === undefined ? [] : parseGroups(groupsText, join(this.dir, GROUPS_FILE))
+  }
+}
+
+/**
+ * The plan with its overrides as the node applies them, each pinned to a version: those
+ * the plan names, then those named after the node's groups, then the node's own
+ * (image/overrides.ts). An override the plan names that does not exist is an ERR_PLAN
+ * naming it and the plan's file, before any node touches a disk.
+ */
+export async function withOverrides (store: PlanStore, overrides: ImageRepository, selected: SelectedPlan, node: string, macs: string[]): Promise<Plan> {
+  try {
+    const chain = await overrideChain(overrides, { explicit: selected.plan.overrides, groups: await store.groupsOf(node, macs), host: node })
+    return { ...selected.plan, overrides: chainRefs(chain) }
+  } catch (err) {
+    if (isSiError(err, 'ERR_IMAGE_NOT_FOUND')) throw new SiError('ERR_PLAN', `plan ${join(store.dir, selected.source)}: ${(err as Error).message}`, { cause: err })
+    throw err
   }
 }

@@ -1,8 +1,8 @@
-// The first seeder: one swarm per image version served, all behind one peer listener,
-// kept in step with the catalogue as versions are added and removed.
+// The first seeder: one swarm per version served, images and overrides alike, all behind
+// one peer listener, kept in step with the catalogue as versions are added and removed.
 import { EventEmitter } from 'node:events'
 import { describeError } from '../errors.ts'
-import type { ImageRepository, ImageVersion } from '../image/repository.ts'
+import type { ImageRepository } from '../image/repository.ts'
 import { parseTorrent } from '../torrent/metainfo.ts'
 import { withDefaults } from '../config/defaults.ts'
 import type { SwarmConfig } from '../swarm/config.ts'
@@ -10,6 +10,7 @@ import { PeerListener } from '../swarm/peer-listener.ts'
 import { PieceStore } from '../swarm/piece-store.ts'
 import { Swarm, SERVER_PEER_ID_PREFIX, newPeerId } from '../swarm/swarm.ts'
 import { TokenBucket } from '../swarm/token-bucket.ts'
+import { describeServed, type ServedVersion } from './catalogue.ts'
 
 export interface SeederConfig {
   /**
@@ -36,7 +37,7 @@ export interface SeederEvents {
   warning: [err: Error]
 }
 
-interface Seeding { version: ImageVersion; swarm: Swarm }
+interface Seeding { version: ServedVersion; swarm: Swarm }
 
 export class Seeder extends EventEmitter<SeederEvents> {
   readonly peerId = newPeerId(SERVER_PEER_ID_PREFIX)
@@ -80,13 +81,13 @@ export class Seeder extends EventEmitter<SeederEvents> {
 
   isSeeding (infoHashHex: string): boolean { return this.seeding.has(infoHashHex) }
 
-  /** Bytes uploaded over the wire protocol, per info hash and in total. */
+  /** Bytes uploaded over the wire protocol, per version ("NAME@N", "override NAME@N") and in total. */
   uploaded (): { total: number; byImage: Record<string, number> } {
     const byImage: Record<string, number> = {}
     let total = 0
     for (const s of this.seeding.values()) {
       const up = s.swarm.stats().uploaded
-      byImage[`${s.version.name}@${s.version.version}`] = up
+      byImage[describeServed(s.version)] = up
       total += up
     }
     return { total, byImage }
@@ -96,12 +97,12 @@ export class Seeder extends EventEmitter<SeederEvents> {
    * Seeds exactly these versions: swarms of versions no longer listed stop (their peers'
    * connections close), new ones start. Calls run one after another, in order.
    */
-  sync (versions: ImageVersion[]): Promise<void> {
+  sync (versions: ServedVersion[]): Promise<void> {
     this.syncing = this.syncing.then(() => this.apply(versions))
     return this.syncing
   }
 
-  private async apply (versions: ImageVersion[]): Promise<void> {
+  private async apply (versions: ServedVersion[]): Promise<void> {
     if (this.stopped) return
     const present = new Set(versions.map(v => v.infoHashHex))
     for (const [hash, s] of this.seeding) {
@@ -115,12 +116,12 @@ export class Seeder extends EventEmitter<SeederEvents> {
       try {
         await this.seed(version)
       } catch (err) {
-        this.emit('warning', new Error(`cannot seed ${version.name}@${version.version}: ${describeError(err)}`))
+        this.emit('warning', new Error(`cannot seed ${describeServed(version)}: ${describeError(err)}`))
       }
     }
   }
 
-  private async seed (version: ImageVersion): Promise<void> {
+  private async seed (version: ServedVersion): Promise<void> {
     const meta = parseTorrent(await this.repo.readTorrent(version))
     const store = await PieceStore.openComplete(version.tarPath, meta, this.config.swarm)
     const swarm = new Swarm({

@@ -38,6 +38,18 @@ export class RateMeter {
     return sum / Math.min(window, Math.max(age, MIN_RATE_SPAN_SECONDS))
   }
 
+  /**
+   * Bytes of the busiest completed second in the window. A link's rate as soon as it has
+   * been busy for a whole second, where `rate()` of a meter that sat idle before a transfer
+   * began still averages in the idle seconds (a fifth of the rate in the first second).
+   */
+  busiestSecond (): number {
+    this.advance()
+    let best = 0
+    for (let back = 1; back < RATE_WINDOW_SECONDS; back++) best = Math.max(best, this.buckets[(this.lastSecond - back) % RATE_WINDOW_SECONDS])
+    return best
+  }
+
   private advance (): void {
     const second = Math.floor(this.now() / 1000)
     const gap = Math.min(second - this.lastSecond, RATE_WINDOW_SECONDS)

@@ -5,7 +5,7 @@ import { EventEmitter } from 'node:events'
 import { SiError, describeError } from '../errors.ts'
 import type { RequestConfig } from './config.ts'
 import type { Peer } from './peer.ts'
-import { isAgentPeerId } from './peer-id.ts'
+import { isAgentPeerId, isServerPeerId } from './peer-id.ts'
 import { PiecePicker, BLOCK_SIZE } from './piece-picker.ts'
 import type { PieceStore } from './piece-store.ts'
 import { SmartBan } from './smart-ban.ts'
@@ -21,6 +21,9 @@ export interface RequesterEvents {
   convicted: [peerId: string, reason: string]
   warning: [err: Error]
 }
+
+/** The last piece verified: when (Date.now()), and who sent its blocks: `server`, or a peer's address. */
+export interface LastPiece { index: number; at: number; from: string[] }
 
 interface PeerState {
   peer: Peer
@@ -43,6 +46,7 @@ export class Requester extends EventEmitter<RequesterEvents> {
   private readonly states = new Map<string, PeerState>()
   private failures = 0
   private stopped = false
+  private last: LastPiece | undefined
 
   constructor (store: PieceStore, config: Readonly<RequestConfig>) {
     super()
@@ -64,6 +68,8 @@ export class Requester extends EventEmitter<RequesterEvents> {
   get isComplete (): boolean { return this.picker.isComplete }
   get verifiedBytes (): number { return this.picker.verifiedBytes }
   get hashFailures (): number { return this.failures }
+  /** The benchmark's timeline says from whom each node got its last piece, and when. */
+  get lastPiece (): LastPiece | undefined { return this.last }
   /** How many connected peers hold the piece. */
   copies (index: number): number { return this.picker.copies(index) }
 
@@ -244,9 +250,15 @@ export class Requester extends EventEmitter<RequesterEvents> {
       for (const liar of this.smartBan.guilty(index, result.data)) this.emit('convicted', liar, `sent corrupt data for piece ${index}`)
     }
     this.picker.verified(index)
+    this.last = { index, at: Date.now(), from: this.describeSenders(senders) }
     for (const { peer } of this.states.values()) if (!peer.isClosed && needsHave(peer, index)) peer.wire.have(index)
     this.emit('verified', index)
     if (this.picker.isComplete) this.onComplete()
+  }
+
+  private describeSenders (senders: Array<string | undefined>): string[] {
+    const ids = new Set(senders.filter((s): s is string => s !== undefined))
+    return [...ids].map(id => isServerPeerId(id) ? 'server' : this.states.get(id)?.peer.remoteHost ?? 'a peer gone since')
   }
 
   private onHashFailure (index: number, senders: Array<string | undefined>, data: Buffer | undefined): void {

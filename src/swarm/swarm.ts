@@ -11,7 +11,7 @@ import type { PeerListener } from './peer-listener.ts'
 import { isServerPeerId } from './peer-id.ts'
 import { selectUnchoked } from './choker.ts'
 import type { PieceStore } from './piece-store.ts'
-import { Requester } from './requester.ts'
+import { Requester, type LastPiece } from './requester.ts'
 import { TrackerClient, type PeerAddress } from './tracker-client.ts'
 import { RateMeter } from './rate-meter.ts'
 import { SuperSeed } from './super-seed.ts'
@@ -54,6 +54,7 @@ export interface SwarmStats {
   seeds: number
   hashFailures: number
   bannedPeers: number
+  lastPiece: LastPiece | undefined
 }
 
 export interface SwarmEvents {
@@ -185,7 +186,8 @@ export class Swarm extends EventEmitter<SwarmEvents> {
       peers: this.connections.size,
       seeds: this.requester.seedCount(),
       hashFailures: this.requester.hashFailures,
-      bannedPeers: this.connections.bannedCount
+      bannedPeers: this.connections.bannedCount,
+      lastPiece: this.requester.lastPiece
     }
   }
 
@@ -238,8 +240,9 @@ export class Swarm extends EventEmitter<SwarmEvents> {
   /** Super-seeding: hands the free offer slots to the peers waiting longest for one. */
   private revealToWaiting (): void {
     if (!this.superSeeding || this.superSeed === undefined) return
-    const rate = this.uploadRate.rate()
-    this.peakUploadRate = Math.max(this.peakUploadRate, rate)
+    // The busiest second too: a seeder idle before the deployment began averages the idle
+    // seconds into its windowed rate, which then took up to 5 s to show its link's rate.
+    this.peakUploadRate = Math.max(this.peakUploadRate, this.uploadRate.rate(), this.uploadRate.busiestSecond())
     const { superSeedMinOffers, superSeedOfferSeconds } = this.config
     const capacity = Math.max(superSeedMinOffers, Math.ceil(this.peakUploadRate * superSeedOfferSeconds / this.store.layout.pieceLength))
     const candidates = [...this.connections.values()]
