@@ -11,6 +11,7 @@ import { extractTar, type ExtractOptions } from './extract.ts'
 import { checkSpace, targetNeed } from './space.ts'
 import { ensureTargetDir } from './target-dir.ts'
 import type { DeployEvent, DeployResult, EventSink, ProgressFigures } from './events.ts'
+import { peakRssBytes } from './peak-rss.ts'
 
 export const STREAM_PROGRESS_INTERVAL_MS = 500
 /** After the stream fails, how long a helper process gets to exit and tell why. */
@@ -113,12 +114,10 @@ export async function deployFromStream (opts: StreamDeployOptions, open: (signal
   const verifier = new PieceVerifier(meta)
   const rate = new RateMeter()
   let entries = 0
-  let peakRss = process.memoryUsage.rss()
   let lastByteAt = Date.now()
   verifier.onReceive = n => { rate.add(n); lastByteAt = Date.now() }
 
   const figures = (): ProgressFigures => {
-    peakRss = Math.max(peakRss, process.memoryUsage.rss())
     return {
       verifiedBytes: verifier.verifiedBytes,
       length: meta.length,
@@ -182,7 +181,7 @@ export async function deployFromStream (opts: StreamDeployOptions, open: (signal
   const seconds = (Date.now() - started) / 1000
   const final = figures()
   const leaveReason = `nothing to seed over ${opts.transport}`
-  const done: DeployEvent = { type: 'done', phase: 'done', seconds, downloadSeconds: seconds, peakRssBytes: peakRss, leaveReason, ...final }
+  const done: DeployEvent = { type: 'done', phase: 'done', seconds, downloadSeconds: seconds, peakRssBytes: peakRssBytes(), leaveReason, ...final }
   opts.emit(done)
   return { seconds, downloadSeconds: seconds, figures: final, leaveReason, ...(rootTimes !== undefined ? { rootTimes } : {}) }
 }

@@ -7,7 +7,6 @@
 // starts from the pieces they hold, and extracts again over what the dead run left
 // (the target's .si-incomplete marker says it did not finish).
 import { rm } from 'node:fs/promises'
-import { Readable } from 'node:stream'
 import { SiError, describeError, isSiError } from '../errors.ts'
 import type { Metainfo } from '../torrent/metainfo.ts'
 import { PeerListener } from '../swarm/peer-listener.ts'
@@ -22,6 +21,7 @@ import { chooseStaging, claimStagingFile, removeDeadStaging, stagingDirs } from 
 import { ensureTargetDir } from './target-dir.ts'
 import { waitToLeave, type SeedWait } from './seed-policy.ts'
 import type { DeployResult, EventSink, Phase, ProgressFigures } from './events.ts'
+import { peakRssBytes } from './peak-rss.ts'
 
 export const PROGRESS_INTERVAL_MS = 500
 
@@ -55,7 +55,6 @@ export async function deploySwarm (opts: SwarmDeployOptions): Promise<DeployResu
   const signal = opts.signal === undefined ? abort.signal : AbortSignal.any([opts.signal, abort.signal])
   let phase: Phase = 'staging'
   let extractedEntries = 0
-  let peakRss = process.memoryUsage.rss()
 
   await ensureTargetDir(opts.target)
   const staging = await chooseStaging({ size: meta.length, explicit: opts.staging, target: opts.target })
@@ -85,7 +84,6 @@ export async function deploySwarm (opts: SwarmDeployOptions): Promise<DeployResu
 
   const figures = (): ProgressFigures => {
     const s = swarm?.stats()
-    peakRss = Math.max(peakRss, process.memoryUsage.rss())
     return {
       verifiedBytes: s?.verifiedBytes ?? 0,
       length: meta.length,
@@ -130,7 +128,9 @@ export async function deploySwarm (opts: SwarmDeployOptions): Promise<DeployResu
 
     const complete = waitForComplete(active, signal, opts.stallSeconds * 1000)
       .then(() => { downloadSeconds = (Date.now() - started) / 1000 })
-    const extracted = extractTar(Readable.from(store.readInOrder(signal)), opts.target, {
+    // Pulled straight from the store: a stream between them would buffer 16 of its chunks
+    // (Readable.from's object high-water mark), the piece store's bound is the only one.
+    const extracted = extractTar(store.readInOrder(signal), opts.target, {
       ...opts.extract,
       signal,
       onEntry: () => { extractedEntries++ }
@@ -150,7 +150,7 @@ export async function deploySwarm (opts: SwarmDeployOptions): Promise<DeployResu
     const final = figures()
     const seconds = (Date.now() - started) / 1000
     const { lastPiece } = active.stats()
-    opts.emit({ type: 'done', phase: 'done', seconds, downloadSeconds, peakRssBytes: peakRss, leaveReason, ...final, ...(lastPiece !== undefined ? { lastPiece } : {}) })
+    opts.emit({ type: 'done', phase: 'done', seconds, downloadSeconds, peakRssBytes: peakRssBytes(), leaveReason, ...final, ...(lastPiece !== undefined ? { lastPiece } : {}) })
     finished = true
     return { seconds, downloadSeconds, figures: final, leaveReason, ...(extractResult.rootTimes !== undefined ? { rootTimes: extractResult.rootTimes } : {}) }
   } finally {

@@ -228,8 +228,23 @@ export interface SwarmConfig {
   maxTrackerReplyBytes: number
 
   // --- piece store -------------------------------------------------------------------
-  /** Verified pieces kept in memory for uploads: peers ask for a piece's blocks one after another. */
-  readCachePieces: number
+  /**
+   * Bytes of verified pieces kept in memory for uploads (whole pieces, the newest first):
+   * peers ask for a piece's blocks one after another. Bytes, not pieces: 16 pieces were
+   * 16 MiB of a small image but 64 MiB of a large one (4 MiB pieces). At least one piece
+   * is kept whatever its size.
+   */
+  readCacheBytes: number
+  /**
+   * Bytes of one read of the payload in order (extraction's input): whatever the piece
+   * size, the agent holds the payload in pieces of this size.
+   */
+  inOrderChunkBytes: number
+  /**
+   * Bytes of the payload read ahead of extraction, at most (a multiple of
+   * `inOrderChunkBytes`): one read waits on the disk while extraction works on the one before.
+   */
+  inOrderAheadBytes: number
 }
 
 export const DEFAULT_SWARM_CONFIG: Readonly<SwarmConfig> = Object.freeze({
@@ -287,7 +302,9 @@ export const DEFAULT_SWARM_CONFIG: Readonly<SwarmConfig> = Object.freeze({
   trackerBackoffJitter: 0.25,
   maxTrackerReplyBytes: 256 * 1024,
 
-  readCachePieces: 16
+  readCacheBytes: 16 * 1024 * 1024,
+  inOrderChunkBytes: 1024 * 1024,
+  inOrderAheadBytes: 2 * 1024 * 1024
 })
 
 /** The slices each part reads. */
@@ -309,7 +326,7 @@ export type SuperSeedConfig = Pick<SwarmConfig,
 export type TrackerClientConfig = Pick<SwarmConfig,
   'announceIntervalSeconds' | 'announceTimeoutMs' | 'leaveTimeoutMs' | 'defaultMinIntervalSeconds' |
   'trackerBackoffInitialMs' | 'trackerBackoffMaxMs' | 'trackerBackoffJitter' | 'maxTrackerReplyBytes'>
-export type PieceStoreConfig = Pick<SwarmConfig, 'readCachePieces'>
+export type PieceStoreConfig = Pick<SwarmConfig, 'readCacheBytes' | 'inOrderChunkBytes' | 'inOrderAheadBytes'>
 
 /** A swarm part's config: its overrides over DEFAULT_SWARM_CONFIG. */
 export function swarmConfig (overrides?: Partial<SwarmConfig>): Readonly<SwarmConfig> {

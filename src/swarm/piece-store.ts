@@ -54,7 +54,11 @@ export class PieceStore extends EventEmitter<PieceStoreEvents> {
   private readonly file: FileHandle
   private readonly have: Uint8Array
   private readonly assembling = new Map<number, Buffer>()
+  /** Verified pieces in memory for uploads, oldest first, and their bytes. */
   private readonly readCache = new Map<number, Promise<Buffer>>()
+  private readCacheBytes = 0
+  /** Bytes readInOrder has read (or is reading) ahead of its consumer. */
+  private inOrderAhead = 0
   private closed = false
   private readonly config: Readonly<PieceStoreConfig>
   /** Where resume data goes, for a resumable staging file. */
@@ -244,7 +248,7 @@ export class PieceStore extends EventEmitter<PieceStoreEvents> {
         if (bytesRead !== size) throw new SiError('ERR_STAGING', `short read of piece ${index} from ${this.path}`)
         return buf
       })
-      p.catch(() => this.readCache.delete(index))
+      p.catch(() => { if (this.readCache.get(index) === p) this.uncache(index) })
       this.cachePiece(index, p)
     } else {
       // Refresh its place in the LRU order.
@@ -254,12 +258,68 @@ export class PieceStore extends EventEmitter<PieceStoreEvents> {
     return p
   }
 
-  /** The payload from the first byte on, each piece as soon as it is verified. */
+  /** Bytes of pieces the upload cache holds now. */
+  get cachedBytes (): number { return this.readCacheBytes }
+
+  /** Bytes readInOrder holds ahead of its consumer now (read, or being read, and not yet taken). */
+  get readAheadBytes (): number { return this.inOrderAhead }
+
+  /**
+   * The payload from the first byte on, as soon as each piece is verified, in chunks of at
+   * most `inOrderChunkBytes`, with at most `inOrderAheadBytes` read ahead of the consumer:
+   * what it holds depends neither on the piece size nor on how far the download is ahead
+   * of the consumer. A consumer that stops taking stops the reading. It reads from the
+   * staging file, past the upload cache: a chunk taken by extraction is not wanted again.
+   */
   async * readInOrder (signal?: AbortSignal): AsyncGenerator<Buffer> {
-    for (let i = 0; i < this.layout.pieceCount; i++) {
-      if (this.have[i] !== 1) await this.waitFor(i, signal)
-      yield await this.readPiece(i)
+    const { length, pieceLength } = this.layout
+    const chunkBytes = Math.max(1, this.config.inOrderChunkBytes)
+    const aheadBytes = Math.max(chunkBytes, this.config.inOrderAheadBytes)
+    const reads: Array<{ bytes: number; data: Promise<Buffer> }> = []
+    let next = 0
+    let ahead = 0
+    const held = (bytes: number): void => { ahead += bytes; this.inOrderAhead += bytes }
+    /** Starts reads of verified pieces while the budget allows; waits for a piece only when nothing is read. */
+    const readAhead = async (): Promise<void> => {
+      while (next < length && ahead + chunkBytes <= aheadBytes) {
+        const index = Math.floor(next / pieceLength)
+        if (this.have[index] !== 1) {
+          if (reads.length > 0) return // hand over what is read while the piece comes
+          await this.waitFor(index, signal)
+        }
+        const bytes = Math.min(chunkBytes, (index + 1) * pieceLength - next, length - next)
+        const data = this.readRange(next, bytes)
+        data.catch(() => {}) // met when its turn comes
+        reads.push({ bytes, data })
+        held(bytes)
+        next += bytes
+      }
     }
+    try {
+      while (next < length || reads.length > 0) {
+        await readAhead()
+        const read = reads.shift()!
+        let data: Buffer
+        try {
+          data = await read.data
+        } finally {
+          held(-read.bytes)
+        }
+        // The next reads run while the consumer works on this one.
+        if (reads.length > 0 || next >= length || this.have[Math.floor(next / pieceLength)] === 1) await readAhead()
+        yield data
+      }
+    } finally {
+      // Reads still running finish on their own; what they read is dropped.
+      for (const read of reads) held(-read.bytes)
+    }
+  }
+
+  private async readRange (offset: number, bytes: number): Promise<Buffer> {
+    const buf = Buffer.allocUnsafe(bytes)
+    const { bytesRead } = await this.file.read(buf, 0, bytes, offset)
+    if (bytesRead !== bytes) throw new SiError('ERR_STAGING', `short read at byte ${offset} of ${this.path}`)
+    return buf
   }
 
   /** Drops the pieces being assembled (after a failed hash check, for instance). */
@@ -272,6 +332,7 @@ export class PieceStore extends EventEmitter<PieceStoreEvents> {
     this.closed = true
     this.assembling.clear()
     this.readCache.clear()
+    this.readCacheBytes = 0
     this.emit('closed')
     clearTimeout(this.resumeTimer)
     this.resumeTimer = undefined
@@ -279,12 +340,18 @@ export class PieceStore extends EventEmitter<PieceStoreEvents> {
     await this.file.close()
   }
 
+  /** Newest last; the oldest go while the cache holds more than its bytes (one piece stays). */
   private cachePiece (index: number, p: Promise<Buffer>): void {
+    this.uncache(index)
     this.readCache.set(index, p)
-    while (this.readCache.size > this.config.readCachePieces) {
-      const oldest = this.readCache.keys().next().value as number
-      this.readCache.delete(oldest)
+    this.readCacheBytes += this.pieceSize(index)
+    while (this.readCacheBytes > this.config.readCacheBytes && this.readCache.size > 1) {
+      this.uncache(this.readCache.keys().next().value as number)
     }
+  }
+
+  private uncache (index: number): void {
+    if (this.readCache.delete(index)) this.readCacheBytes -= this.pieceSize(index)
   }
 
   private waitFor (index: number, signal?: AbortSignal): Promise<void> {
