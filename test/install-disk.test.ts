@@ -3,7 +3,7 @@
 // the disk tools; skipped (with the reason) otherwise.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { execFile, spawnSync } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -12,34 +12,25 @@ import { isSiError } from '../src/errors.ts'
 import { ImageServer } from '../src/server/image-server.ts'
 import { INSTALL_ENV_FILE } from '../src/install/install-env.ts'
 import { compareTrees } from '../src/image/verify.ts'
-import { install, type InstallOptions } from '../src/install/install.ts'
-import type { InstallEvent } from '../src/install/install-events.ts'
+import type { InstallOptions } from '../src/install/install.ts'
 import { resolveConfig } from '../src/install/config.ts'
-import { installOutput } from '../src/install/install-events.ts'
-import { PassThrough } from 'node:stream'
 import http from 'node:http'
 import { NodeCredentials } from '../src/server/node-credentials.ts'
 import { buildTestRoot, SRV_DIR } from '../scripts/e2e/test-image.ts'
+import { installOnce, LoopDisks, sh, skipUnlessRootWith, type InstallRun } from './helpers/loop-install.ts'
 
 const MiB = 1024 * 1024
 const TOOLS = ['losetup', 'sfdisk', 'partx', 'mkfs.ext4', 'mkfs.xfs', 'mkswap', 'blkid', 'mount', 'chroot', 'busybox']
-const missing = TOOLS.filter(t => spawnSync('sh', ['-c', `command -v ${t}`]).status !== 0)
-const skip = process.getuid?.() !== 0 ? 'needs root (loop devices, mount)' : missing.length > 0 ? `missing tools: ${missing.join(', ')}` : false
+const skip = skipUnlessRootWith(TOOLS, 'loop devices, mount')
 /** What an installed system may differ in from its image: what the install writes. */
 const INSTALL_WRITES = new Set(['.', 'etc', 'etc/fstab', 'etc/motd', 'lost+found', 'boot/efi', 'etc/swarmimager', INSTALL_ENV_FILE])
 
 let dir: string
 let server: ImageServer
 let sourceRoot: string
-const loops: string[] = []
+const loops = new LoopDisks()
 
 function serverPort (): number { return server.httpPort }
-
-function sh (cmd: string, args: string[]): string {
-  const r = spawnSync(cmd, args, { encoding: 'utf8' })
-  assert.equal(r.status, 0, `${cmd} ${args.join(' ')}: ${r.stderr}`)
-  return r.stdout
-}
 
 /**
  * Mounts an installed file system to look at it. Read-write, not -o ro: a mount namespace
@@ -52,13 +43,7 @@ function mountToCheck (device: string, where: string): void {
 }
 
 async function loopDevice (name: string, bytes: number): Promise<string> {
-  const file = join(dir, `${name}.img`)
-  const fh = await open(file, 'w')
-  await fh.truncate(bytes)
-  await fh.close()
-  const dev = sh('losetup', ['--find', '--show', '--partscan', file]).trim()
-  loops.push(dev)
-  return dev
+  return await loops.create(join(dir, `${name}.img`), bytes)
 }
 
 function layout (device: string): unknown {
@@ -82,28 +67,17 @@ async function writePlan (node: string, plan: unknown): Promise<void> {
   await writeFile(join(dir, 'plans/hosts', `${node}.json`), JSON.stringify(plan))
 }
 
-async function run (node: string, extra: Partial<InstallOptions> = {}): Promise<{ events: InstallEvent[]; result?: Awaited<ReturnType<typeof install>>; error?: unknown }> {
-  const events: InstallEvent[] = []
+async function run (node: string, extra: Partial<InstallOptions> = {}): Promise<InstallRun> {
   const { config } = resolveConfig({ flags: { server: `http://127.0.0.1:${server.httpPort}`, 'seed-wait': 'none' } })
-  // The agent's own outputs: JSON lines (dropped here) and reports to the server.
-  const output = installOutput({ json: true, node, monitor: config.monitor, out: new PassThrough().resume() })
-  try {
-    const result = await install({
-      config,
-      node,
-      macs: ['52:54:00:00:00:01'],
-      target: join(dir, `target-${node}`),
-      finishFile: join(dir, `finish-${node}`),
-      emit: e => { events.push(e); output.emit(e) },
-      planRetry: { attempts: 1, retryMs: 0 },
-      ...extra
-    })
-    return { events, result }
-  } catch (error) {
-    return { events, error }
-  } finally {
-    await output.flush()
-  }
+  return await installOnce({
+    config,
+    node,
+    macs: ['52:54:00:00:00:01'],
+    target: join(dir, `target-${node}`),
+    finishFile: join(dir, `finish-${node}`),
+    planRetry: { attempts: 1, retryMs: 0 },
+    ...extra
+  }, config.monitor)
 }
 
 before(async () => {
@@ -119,7 +93,7 @@ before(async () => {
 after(async () => {
   if (skip !== false) return
   await server?.stop()
-  for (const l of loops) spawnSync('losetup', ['-d', l])
+  loops.detachAll()
   await rm(dir, { recursive: true, force: true })
 })
 

@@ -6,39 +6,28 @@
 // tracks override versions; and a second agent takes override pieces from the first.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawnSync } from 'node:child_process'
 import { chmod, chown, lstat, mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import http from 'node:http'
-import { PassThrough } from 'node:stream'
 import { ImageServer } from '../src/server/image-server.ts'
-import { install, type InstallOptions } from '../src/install/install.ts'
 import { fetchOverrideTorrents, layOverrides, type LaidOverride } from '../src/install/overrides-step.ts'
 import { overrideCommand } from '../src/cli/server-image.ts'
 import { fetchersOf, readInUse } from '../src/server/in-use.ts'
-import type { InstallEvent } from '../src/install/install-events.ts'
-import { installOutput } from '../src/install/install-events.ts'
 import { resolveConfig } from '../src/install/config.ts'
 import { decodeBencode, encodeBencode, isBencodeDict, type BencodeInput } from '../src/torrent/bencode.ts'
 import { TORRENT_SIGNATURE_KEY, TORRENT_STATEMENT_KEY } from '../src/formats/image-statement.ts'
 import { SIGNATURE_HEADER } from '../src/formats/signature.ts'
 import { buildTestRoot, pseudoRandom } from '../scripts/e2e/test-image.ts'
+import { installOnce, LoopDisks, sh, skipUnlessRootWith, type InstallRun } from './helpers/loop-install.ts'
 
 const MiB = 1024 * 1024
 const TOOLS = ['losetup', 'sfdisk', 'partx', 'mkfs.ext4', 'mount', 'setfattr', 'getfattr']
-const missing = TOOLS.filter(t => spawnSync('sh', ['-c', `command -v ${t}`]).status !== 0)
-const skip = process.getuid?.() !== 0 ? 'needs root (loop devices, mount, owners)' : missing.length > 0 ? `missing tools: ${missing.join(', ')}` : false
+const skip = skipUnlessRootWith(TOOLS, 'loop devices, mount, owners')
 
 let dir: string
 let server: ImageServer
-const loops: string[] = []
-
-function sh (cmd: string, args: string[]): string {
-  const r = spawnSync(cmd, args, { encoding: 'utf8' })
-  assert.equal(r.status, 0, `${cmd} ${args.join(' ')}: ${r.stderr}`)
-  return r.stdout
-}
+const loops = new LoopDisks()
 
 async function tree (root: string, files: Record<string, string | Buffer>): Promise<string> {
   for (const [rel, content] of Object.entries(files)) {
@@ -49,13 +38,7 @@ async function tree (root: string, files: Record<string, string | Buffer>): Prom
 }
 
 async function loopDevice (name: string, bytes: number): Promise<string> {
-  const file = join(dir, `${name}.img`)
-  const fh = await open(file, 'w')
-  await fh.truncate(bytes)
-  await fh.close()
-  const dev = sh('losetup', ['--find', '--show', '--partscan', file]).trim()
-  loops.push(dev)
-  return dev
+  return await loops.create(join(dir, `${name}.img`), bytes)
 }
 
 async function writePlan (rel: string, plan: unknown): Promise<void> {
@@ -67,26 +50,16 @@ function rootOnly (device: string): unknown {
   return { image: 'base', overrides: ['site'], disks: [{ device, partitions: [{ size: 'rest', fs: 'ext4', mount: '/' }] }], finish: 'reboot' }
 }
 
-async function run (node: string, flags: Record<string, string>): Promise<{ events: InstallEvent[]; result?: Awaited<ReturnType<typeof install>>; error?: unknown }> {
-  const events: InstallEvent[] = []
+async function run (node: string, flags: Record<string, string>): Promise<InstallRun> {
   const { config } = resolveConfig({ flags: { 'seed-wait': 'none', 'trusted-key': server.signer!.publicKey, ...flags } })
-  const output = installOutput({ json: true, node, monitor: `http://127.0.0.1:${server.httpPort}`, out: new PassThrough().resume() })
-  const opts: InstallOptions = {
+  return await installOnce({
     config,
     node,
     macs: ['52:54:00:00:00:02'],
     target: join(dir, `target-${node}`),
     finishFile: join(dir, `finish-${node}`),
-    emit: e => { events.push(e); output.emit(e) },
     planRetry: { attempts: 1, retryMs: 0 }
-  }
-  try {
-    return { events, result: await install(opts) }
-  } catch (error) {
-    return { events, error }
-  } finally {
-    await output.flush()
-  }
+  }, `http://127.0.0.1:${server.httpPort}`)
 }
 
 before(async () => {
@@ -123,7 +96,7 @@ before(async () => {
 after(async () => {
   if (skip !== false) return
   await server?.stop()
-  for (const dev of loops) spawnSync('losetup', ['-d', dev])
+  loops.detachAll()
   await rm(dir, { recursive: true, force: true })
 })
 
