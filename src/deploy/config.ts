@@ -9,6 +9,15 @@ import { parseSeedWait, type SeedWait } from './seed-policy.ts'
 export const TRANSPORTS = ['bt', 'http', 'multicast', 'auto'] as const
 export type TransportName = typeof TRANSPORTS[number]
 
+/**
+ * The transport of a download beside the image (the tool bundle, an override): the
+ * configured one, but never multicast, since udp-sender serves the one image the
+ * administrator started it for.
+ */
+export function besideTheImage (transport: TransportName): TransportName {
+  return transport === 'multicast' ? 'bt' : transport
+}
+
 /** SystemImager's BITTORRENT_UPLOAD_MIN default (KiB/s); the paper found 500 best on gigabit. */
 export const DEFAULT_UPLOAD_MIN_KIB = 50
 /** No verified byte for this long, with the swarm still incomplete: give up with a clear error. */

@@ -33,6 +33,11 @@ export type DeployEvent =
 
 export type EventSink = (event: DeployEvent) => void
 
+/** Where a download's bytes came from, for logs: the server's share and the peers'. */
+export function describeSources (f: Pick<ProgressFigures, 'downloaded' | 'downloadedFromServer'>): string {
+  return `${f.downloaded} bytes downloaded (${f.downloadedFromServer} from the server, ${f.downloaded - f.downloadedFromServer} from peers)`
+}
+
 /**
  * Any event an agent command emits: a download's, or the steps around it (install's
  * phases, its final verdict, a failure with its step and console log). The reporter and

@@ -29,6 +29,11 @@ export type InstallEvent =
 
 export type InstallSink = (event: InstallEvent) => void
 
+/** A nested download's phase (the tool bundle's, an override's) as the detail of the install step it belongs to. */
+export function nestedPhaseDetail (ref: string, event: { phase: string; detail?: string }): string {
+  return `${ref}: ${event.phase}${event.detail !== undefined ? `: ${event.detail}` : ''}`
+}
+
 /**
  * The download's renderers go by `type`, never by `phase`: install events pass through
  * them unchanged. This is the one place where that is asserted to the type checker.

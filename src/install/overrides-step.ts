@@ -10,9 +10,9 @@ import { SiError } from '../errors.ts'
 import type { Metainfo } from '../torrent/metainfo.ts'
 import { loadTorrent } from '../deploy/torrent-source.ts'
 import { deployImage } from '../deploy/deploy.ts'
-import type { DownloadSettings } from '../deploy/config.ts'
-import type { DeployEvent, DeployResult } from '../deploy/events.ts'
-import type { InstallSink } from './install-events.ts'
+import { besideTheImage, type DownloadSettings } from '../deploy/config.ts'
+import { describeSources, type DeployEvent, type DeployResult } from '../deploy/events.ts'
+import { nestedPhaseDetail, type InstallSink } from './install-events.ts'
 
 export interface OverrideLayer {
   /** NAME@VERSION, as the plan pins it */
@@ -64,14 +64,13 @@ export interface LayOverridesOptions {
  * keeps its .si-incomplete marker: the caller completes it after the last layer.
  */
 export async function layOverrides (layers: OverrideLayer[], opts: LayOverridesOptions): Promise<LaidOverride[]> {
-  // udpcast sends one payload the administrator started udp-sender for: the image's.
-  const settings: DownloadSettings = opts.settings.transport === 'multicast' ? { ...opts.settings, transport: 'bt' } : opts.settings
+  const settings: DownloadSettings = { ...opts.settings, transport: besideTheImage(opts.settings.transport) }
   const laid: LaidOverride[] = []
   for (const [i, { ref, metainfo }] of layers.entries()) {
     opts.emit({ type: 'phase', phase: 'overrides', detail: `${ref} over the image (${i + 1} of ${layers.length}, ${metainfo.length} bytes)` })
     const result = await naming(`override ${ref}`, () => deployImage({ metainfo, target: opts.target, settings, extract: { overlay: true, keepMarker: true }, emit: overrideEvents(ref, opts.emit), signal: opts.signal }))
     const f = result.figures
-    opts.emit({ type: 'phase', phase: 'overrides', detail: `${ref} laid: ${f.downloaded} bytes fetched, ${f.downloadedFromServer} from the server, ${f.downloaded - f.downloadedFromServer} from peers; ${f.uploaded} uploaded; left the swarm: ${result.leaveReason}` })
+    opts.emit({ type: 'phase', phase: 'overrides', detail: `${ref} laid: ${describeSources(f)}; ${f.uploaded} uploaded; left the swarm: ${result.leaveReason}` })
     laid.push({ ref, result })
   }
   return laid
@@ -85,7 +84,7 @@ export async function layOverrides (layers: OverrideLayer[], opts: LayOverridesO
  */
 function overrideEvents (ref: string, emit: InstallSink): (event: DeployEvent) => void {
   return event => {
-    if (event.type === 'phase') emit({ type: 'phase', phase: 'overrides', detail: `${ref}: ${event.phase}${event.detail !== undefined ? `: ${event.detail}` : ''}` })
+    if (event.type === 'phase') emit({ type: 'phase', phase: 'overrides', detail: nestedPhaseDetail(ref, event) })
     else if (event.type === 'warning' || event.type === 'error') emit(event)
   }
 }

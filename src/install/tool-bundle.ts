@@ -15,13 +15,13 @@ import type { Metainfo } from '../torrent/metainfo.ts'
 import { loadTorrent } from '../deploy/torrent-source.ts'
 import { deployImage } from '../deploy/deploy.ts'
 import { removeDeadStaging, stagingDirs } from '../deploy/staging.ts'
-import type { DownloadSettings, TransportName } from '../deploy/config.ts'
-import type { EventSink, ProgressFigures } from '../deploy/events.ts'
+import { besideTheImage, type DownloadSettings } from '../deploy/config.ts'
+import { describeSources, type EventSink, type ProgressFigures } from '../deploy/events.ts'
 import { COLDPLUG_COMMAND, TOOL_BUNDLE_MODULES_FILE, TOOL_BUNDLE_NAME_FILE } from '../formats/tool-bundle.ts'
 import { runCommand } from './command.ts'
 import { hasFile } from './chroot.ts'
 import { waitForDisks, type SystemPaths } from './disks.ts'
-import type { InstallSink } from './install-events.ts'
+import { nestedPhaseDetail, type InstallSink } from './install-events.ts'
 
 /** Where the bundle is unpacked: /run is a tmpfs in the initramfs. */
 export const DEFAULT_TOOLS_DIR = '/run/si/tools'
@@ -31,11 +31,6 @@ const COLDPLUG_TIMEOUT_MS = 120_000
 const DISK_WAIT_MS = 10_000
 /** What the download leaves in its target besides the bundle (staging, the incomplete marker): never linked. */
 const DOWNLOAD_PRIVATE_PREFIX = '.si-'
-/**
- * The bundle travels like the image but never by multicast: udp-sender serves the one
- * image the administrator started it for.
- */
-const BUNDLE_TRANSPORT: Record<TransportName, TransportName> = { bt: 'bt', http: 'http', auto: 'auto', multicast: 'bt' }
 
 export interface ToolBundleSetup {
   /** where the bundle is unpacked */
@@ -136,11 +131,6 @@ export interface StartBundleOptions {
   signal?: AbortSignal
 }
 
-function describeFigures (f: ProgressFigures | undefined): string {
-  if (f === undefined) return ''
-  return `, ${f.downloaded} bytes downloaded (${f.downloadedFromServer} from the server, ${f.downloaded - f.downloadedFromServer} from peers)`
-}
-
 /**
  * Fetches the bundle and, once it is unpacked (the download then seeds on, in the
  * background, by the node's seed-wait policy), links it into the system and loads its
@@ -164,12 +154,12 @@ export async function startToolBundle (opts: StartBundleOptions): Promise<Runnin
     if (e.type === 'phase' && e.phase === 'seeding') markUnpacked()
     if (e.type === 'warning') { opts.emit({ type: 'warning', message: `${ref}: ${e.message}` }); return }
     if (unpacked || e.type !== 'phase') return
-    opts.emit({ type: 'phase', phase: 'tools', detail: `${ref}: ${e.phase}${e.detail !== undefined ? `: ${e.detail}` : ''}` })
+    opts.emit({ type: 'phase', phase: 'tools', detail: nestedPhaseDetail(ref, e) })
   }
   await rm(setup.dir, { recursive: true, force: true })
   await mkdir(setup.dir, { recursive: true })
   // Its own port (the image's swarm takes the configured one) and RAM staging: no disk is ready yet.
-  const settings: DownloadSettings = { ...opts.settings, peerPort: 0, staging: undefined, transport: BUNDLE_TRANSPORT[opts.settings.transport] }
+  const settings: DownloadSettings = { ...opts.settings, peerPort: 0, staging: undefined, transport: besideTheImage(opts.settings.transport) }
   const finished = deployImage({ metainfo: opts.metainfo, target: setup.dir, settings, emit, signal }).then(
     () => markUnpacked(),
     err => {
@@ -185,7 +175,7 @@ export async function startToolBundle (opts: StartBundleOptions): Promise<Runnin
   }
   try {
     await ready
-    const fetched = describeFigures(lastFigures)
+    const fetched = lastFigures === undefined ? '' : `, ${describeSources(lastFigures)}`
     const { linked, replaced } = await linkTree(setup.dir, setup.root)
     const modules = await loadModules(setup.root, opts.signal)
     return { summary: `${ref} in place${fetched}: ${linked} files linked into ${setup.root} (${replaced} replaced); ${modules}`, stop }
