@@ -242,12 +242,7 @@ export class PieceStore extends EventEmitter<PieceStoreEvents> {
   readPiece (index: number): Promise<Buffer> {
     let p = this.readCache.get(index)
     if (p === undefined) {
-      const size = this.pieceSize(index)
-      const buf = Buffer.allocUnsafe(size)
-      p = this.file.read(buf, 0, size, index * this.layout.pieceLength).then(({ bytesRead }) => {
-        if (bytesRead !== size) throw new SiError('ERR_STAGING', `short read of piece ${index} from ${this.path}`)
-        return buf
-      })
+      p = this.readRange(index * this.layout.pieceLength, this.pieceSize(index), `piece ${index}`)
       p.catch(() => { if (this.readCache.get(index) === p) this.uncache(index) })
       this.cachePiece(index, p)
     } else {
@@ -288,7 +283,7 @@ export class PieceStore extends EventEmitter<PieceStoreEvents> {
           await this.waitFor(index, signal)
         }
         const bytes = Math.min(chunkBytes, (index + 1) * pieceLength - next, length - next)
-        const data = this.readRange(next, bytes)
+        const data = this.readRange(next, bytes, `byte ${next}`)
         data.catch(() => {}) // met when its turn comes
         reads.push({ bytes, data })
         held(bytes)
@@ -315,10 +310,11 @@ export class PieceStore extends EventEmitter<PieceStoreEvents> {
     }
   }
 
-  private async readRange (offset: number, bytes: number): Promise<Buffer> {
+  /** `bytes` of the staging file from `offset`; `what` names them if the file is short. */
+  private async readRange (offset: number, bytes: number, what: string): Promise<Buffer> {
     const buf = Buffer.allocUnsafe(bytes)
     const { bytesRead } = await this.file.read(buf, 0, bytes, offset)
-    if (bytesRead !== bytes) throw new SiError('ERR_STAGING', `short read at byte ${offset} of ${this.path}`)
+    if (bytesRead !== bytes) throw new SiError('ERR_STAGING', `short read of ${what} from ${this.path}`)
     return buf
   }
 
