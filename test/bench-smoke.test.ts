@@ -177,3 +177,29 @@ test('bench: a trial\'s timeline splits each node\'s time into start-up, busy li
   assert.deepEqual([n.firstByte, n.lastByte, n.busySeconds, n.unusedWhileServerSent, n.unusedAfterServer, n.finish, n.fromServer], [1, 12, 9, 2, 0, 0.5, 0.333])
   assert.equal(n.firstByte + n.busySeconds + n.unusedWhileServerSent + n.unusedAfterServer, n.lastByte, 'first byte + busy + unused = last byte')
 })
+
+test('bench: a trial\'s timeline says how far each node\'s data trailed the server\'s, in the ramp and at the end, and how busy its uplink was', () => {
+  const rate = 1_000_000
+  const step = 0.5
+  // The server sends 10 MB at full rate from 0 to 10 s; the node receives the same from
+  // 1 s on at full rate, stalls from 5 s to 7 s (3 s behind from then on), and relays at
+  // half its uplink's rate from 2 s to 10 s.
+  const times = Array.from({ length: 29 }, (_, i) => i * step)
+  const cumulative = (f: (t: number) => number): Array<[number, number]> => {
+    const out: Array<[number, number]> = [[0, 0]]
+    for (let i = 1; i < times.length; i++) out.push([times[i], out[i - 1][1] + f(times[i]) * step])
+    return out
+  }
+  const serverSent = cumulative(t => t <= 10 ? rate : 0)
+  const received = cumulative(t => (t > 1 && t <= 5) || (t > 7 && t <= 13) ? rate : 0)
+  const sent = cumulative(t => t > 2 && t <= 10 ? rate / 2 : 0)
+  const trial = {
+    transport: 'bt', T: 13.5, tStar: 10, imageBytes: 10 * rate, serverSent,
+    nodeResults: [{ name: 'n1', rateMbit: 8, startedAt: 0, verifiedAt: 13.5, received, sent, verified: [], ok: true }]
+  } as unknown as TrialResult
+  const n = trialTimeline(trial, { serverBytesPerSecond: rate, nodeBytesPerSecond: () => rate })?.nodes[0]
+  assert.ok(n !== undefined)
+  assert.equal(n.behindEarly, 1, 'the first tenth came 1 s after the server sent it')
+  assert.equal(n.behindLate, 3, 'the stall put the node 3 s behind to the end')
+  assert.equal(n.uplinkBusy, 0.444, 'half its uplink for 8 of the 9 s from its first byte to the server\'s last')
+})

@@ -159,12 +159,12 @@ function timelineSection (s: ScenarioResult, t: TrialResult): string[] {
   if (tl === undefined) return []
   const sv = tl.server
   const rows = [...tl.nodes].sort((a, b) => b.done - a.done).map(n =>
-    `| ${n.name} | ${n2(n.start)} | ${n2(n.firstByte)} | ${n2(n.busySeconds)} | ${n2(n.unusedWhileServerSent)} | ${n2(n.unusedAfterServer)} | ${n2(n.lastByte)} | ${n2(n.finish)} | ${n2(n.done)} | ${n2(n.fromServer)} | ${n.lastPiece === undefined ? '—' : `${n2(n.lastPiece.at)} s from ${n.lastPiece.from.join(', ')}`} |`)
+    `| ${n.name} | ${n2(n.start)} | ${n2(n.firstByte)} | ${n2(n.busySeconds)} | ${n2(n.unusedWhileServerSent)} | ${n2(n.unusedAfterServer)} | ${n2(n.lastByte)} | ${n2(n.finish)} | ${n2(n.done)} | ${n2(n.fromServer)} | ${n2(n.behindEarly)} | ${n2(n.behindLate)} | ${n.uplinkBusy === undefined ? '—' : `${Math.round(n.uplinkBusy * 100)} %`} | ${n.lastPiece === undefined ? '—' : `${n2(n.lastPiece.at)} s from ${n.lastPiece.from.join(', ')}`} |`)
   return [`### Where the seconds went: ${t.label}, N=${t.nodes}`, '',
     `Link counters every ${tl.sampleSeconds} s. The server's link carried its first bytes at ${n2(sv.firstByte)} s and its last at ${n2(sv.lastByte)} s; ` +
     `its bytes needed ${n2(sv.busySeconds)} s at the link's rate, and ${n2(sv.unusedSeconds)} s of link time went unused in between. ` +
-    `T* = ${n2(t.tStar)} s. For each node: first byte (start-up) + busy (its bytes at its link's rate: the image, headers, duplicates) + unused download time while the server sent and after its last byte = its last byte; + finish (last checks, extraction) = done. Last piece: when the node's last piece passed its check, and who sent its blocks.`, '',
-    '| node | start | first byte | busy | unused while server sent | unused after server | last byte | finish | done | from server / F | last piece |', '|---|---|---|---|---|---|---|---|---|---|---|', ...rows, '']
+    `T* = ${n2(t.tStar)} s. For each node: first byte (start-up) + busy (its bytes at its link's rate: the image, headers, duplicates) + unused download time while the server sent and after its last byte = its last byte; + finish (last checks, extraction) = done. Behind the server: how many seconds after the server's link the node's link reached the same share (10 %, 99 %) of its bytes, each of its own total: the lag built in the ramp, and the lag it drained at the end. Uplink busy: the share of its uplink in use (its relays) from its first byte to the server's last. Last piece: when the node's last piece passed its check, and who sent its blocks.`, '',
+    '| node | start | first byte | busy | unused while server sent | unused after server | last byte | finish | done | from server / F | behind at 10 % | behind at 99 % | uplink busy | last piece |', '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|', ...rows, '']
 }
 
 export async function writeReport (outDir: string, run: RunResult): Promise<string[]> {

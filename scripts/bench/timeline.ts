@@ -10,6 +10,12 @@ import { round } from './metrics.ts'
 
 /** A sample whose bytes are less than this share of its link's rate marks no first or last byte (haves and requests go on). */
 const IDLE_SHARE = 0.1
+/**
+ * Shares of the bytes at which a node's lag behind the server is read: early (the ramp,
+ * before pieces can be relayed) and at the end (what the node still had to drain).
+ */
+const BEHIND_EARLY_SHARE = 0.1
+const BEHIND_LATE_SHARE = 0.99
 
 export interface ServerTimeline {
   /** start of the first and end of the last sample in which the server's link moved at least IDLE_SHARE of its rate */
@@ -41,6 +47,15 @@ export interface NodeTimeline {
   fromServer?: number
   /** when its last piece passed its check, and who sent that piece (the agent's own record) */
   lastPiece?: { at: number; from: string[] }
+  /**
+   * Seconds its link took longer than the server's to reach the same share of its bytes
+   * (each of its own total), at BEHIND_EARLY_SHARE and BEHIND_LATE_SHARE: how far the
+   * node's data trailed the server's, in the ramp and at the end.
+   */
+  behindEarly: number
+  behindLate: number
+  /** from its first byte to the server's last byte, the share of its uplink in use (its relays); undefined without uplink samples */
+  uplinkBusy?: number
 }
 
 export interface TrialTimeline {
@@ -78,6 +93,27 @@ function unusedBetween (series: Array<[number, number]>, from: number, to: numbe
   return unused
 }
 
+/** When a cumulative series reached `bytes`, interpolated within its sample. */
+function timeReaching (series: Array<[number, number]>, bytes: number): number {
+  for (let i = 1; i < series.length; i++) {
+    const [t0, b0] = series[i - 1]
+    const [t1, b1] = series[i]
+    if (b1 >= bytes) return b1 === b0 ? t0 : t0 + (t1 - t0) * (bytes - b0) / (b1 - b0)
+  }
+  return series.at(-1)?.[0] ?? 0
+}
+
+/** Seconds the node's series took longer than the server's to reach `share` of its own total. */
+function behind (node: Array<[number, number]>, server: Array<[number, number]>, share: number): number {
+  return timeReaching(node, share * (node.at(-1)?.[1] ?? 0)) - timeReaching(server, share * (server.at(-1)?.[1] ?? 0))
+}
+
+/** Share of a link's time in use between two times. */
+function busyShare (series: Array<[number, number]>, from: number, to: number, bytesPerSecond: number): number | undefined {
+  if (series.length < 2 || to <= from) return undefined
+  return 1 - unusedBetween(series, from, to, bytesPerSecond) / (to - from)
+}
+
 export function trialTimeline (trial: TrialResult, rates: { serverBytesPerSecond: number; nodeBytesPerSecond: (name: string) => number }): TrialTimeline | undefined {
   const sent = trial.serverSent
   if (sent.length < 3 || trial.T === null) return undefined
@@ -113,7 +149,10 @@ export function trialTimeline (trial: TrialResult, rates: { serverBytesPerSecond
       unusedAfterServer: round(unusedBetween(got, serverEnd, lastByte, rate), 2),
       finish: round(Math.max(0, done - lastByte), 2),
       fromServer: n.downloadedFromServer === undefined ? undefined : round(n.downloadedFromServer / trial.imageBytes, 3),
-      lastPiece: n.lastPiece
+      lastPiece: n.lastPiece,
+      behindEarly: round(behind(got, sent, BEHIND_EARLY_SHARE), 2),
+      behindLate: round(behind(got, sent, BEHIND_LATE_SHARE), 2),
+      uplinkBusy: n.sent === undefined ? undefined : round(busyShare(n.sent, firstByte, serverEnd, rate) ?? 0, 3)
     }
   })
   return { sampleSeconds, server, nodes }

@@ -92,6 +92,8 @@ export interface NodeResult {
   cpuSeconds?: number
   /** [seconds since trial start, cumulative bytes received] */
   received: Array<[number, number]>
+  /** [seconds since trial start, cumulative bytes sent]: the node's uplink, which relays to its peers */
+  sent?: Array<[number, number]>
   /** [seconds since trial start, verified bytes] from the agent's progress events, one a second */
   verified: Array<[number, number]>
   /** the agent's last warnings (dropped peers, tracker trouble), to tell why a node failed */
@@ -149,7 +151,7 @@ export async function runTrial (opts: TrialOptions): Promise<TrialResult> {
   let side: ServerSide | undefined
   const live: LiveNode[] = nodes.map(n => ({
     target: join(opts.workDir, n.name),
-    result: { name: n.name, rateMbit: n.link.rateMbit, startedAt: 0, ok: false, received: [], verified: [] }
+    result: { name: n.name, rateMbit: n.link.rateMbit, startedAt: 0, ok: false, received: [], sent: [], verified: [] }
   }))
   const cpuSeries: Array<[number, number]> = []
   const serverSent: Array<[number, number]> = [[0, 0]]
@@ -175,7 +177,7 @@ export async function runTrial (opts: TrialOptions): Promise<TrialResult> {
     counters0 = await cluster.counters()
     cpu0 = readCpu()
     t0 = performance.now()
-    for (const n of live) n.result.received.push([0, 0])
+    for (const n of live) { n.result.received.push([0, 0]); n.result.sent?.push([0, 0]) }
     const now = (): number => (performance.now() - t0) / 1000
     const exits: Array<Promise<unknown>> = []
     const starter = (async () => {
@@ -234,7 +236,10 @@ export async function runTrial (opts: TrialOptions): Promise<TrialResult> {
         for (const n of live) n.result.cpuSeconds = (n.child?.pid !== undefined ? used.get(n.child.pid) : undefined) ?? n.result.cpuSeconds
       }
       for (let i = 0; i < nodes.length; i++) {
-        live[i].result.received.push([t, c[nodes[i].name].received - (counters0[nodes[i].name]?.received ?? 0)])
+        const link = c[nodes[i].name]
+        const start = counters0[nodes[i].name]
+        live[i].result.received.push([t, link.received - (start?.received ?? 0)])
+        live[i].result.sent?.push([t, link.sent - (start?.sent ?? 0)])
       }
       serverSent.push([t, (c[serverName]?.sent ?? 0) - (counters0[serverName]?.sent ?? 0)])
       const allStarted = live.every(n => n.child !== undefined) || stopLaunching
