@@ -98,7 +98,14 @@ export interface SwarmConfig {
   requestTickMs: number
   /** ms a peer may leave every request unanswered (counted from its last answer) before it is dropped and its blocks go elsewhere. */
   requestTimeoutMs: number
-  /** s: requests kept in flight per peer cover this much time at the peer's current rate. */
+  /**
+   * s: requests kept in flight per peer cover this much time at the peer's current rate.
+   * The uploader answers a peer's requests in order, so a newly announced piece waits this
+   * long behind the ones asked for before it: every relay hop (seed to node, node to node)
+   * adds it to the nodes' lag behind the seed, and a node passes a piece on only once it is
+   * whole. Tuning row 32: 1 -> 0.3 s cut that lag at N=8 from about 2.0 to 1.4 s and T by
+   * about 1 s; row 3: 2 s was slower. Below this, `minPipeline` sets the depth.
+   */
   requestQueueSeconds: number
   /**
    * Blocks a peer of unknown speed is asked for at once. Small, because on a deployment LAN
@@ -265,7 +272,7 @@ export const DEFAULT_SWARM_CONFIG: Readonly<SwarmConfig> = Object.freeze({
 
   requestTickMs: 1_000,
   requestTimeoutMs: 20_000,
-  requestQueueSeconds: 1,
+  requestQueueSeconds: 0.3,
   minPipeline: 4,
   maxPipeline: 256,
   requestBatchFraction: 0.25,
