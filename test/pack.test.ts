@@ -13,7 +13,7 @@ import { ImageRepository } from '../src/image/repository.ts'
 import { readTar } from '../src/image/tar-reader.ts'
 import type { TarEntry } from '../src/image/tar-format.ts'
 import { createTorrent } from '../src/torrent/metainfo.ts'
-import { PayloadHashes } from '../src/image/pack-payload.ts'
+import { PayloadHashes, writePayload } from '../src/image/pack-payload.ts'
 
 const MIB = 1024 * 1024
 
@@ -170,4 +170,17 @@ test('xattrs of a tree larger than one getfattr batch land on their own entries,
   assert.equal(entries.get('')?.xattrs?.get('user.root')?.toString(), 'r')
   const withTag = [...entries].filter(([, e]) => e.xattrs?.has('user.tag') === true).map(([rel, e]) => [rel, e.xattrs!.get('user.tag')!.toString('hex')])
   assert.deepEqual(withTag, tagged.map((n, i) => [Buffer.concat([Buffer.from('dir/'), n]).toString('latin1'), (i + 1).toString(16).padStart(2, '0')]).sort((a, b) => Buffer.compare(Buffer.from(a[0], 'latin1'), Buffer.from(b[0], 'latin1'))))
+})
+
+test('a payload written in chunks, the last through end(chunk), hashes every byte once', async t => {
+  const dir = await tempDir(t, 'si-payload-')
+  const data = randomBytes(3 * MIB + 12345)
+  const hashes = new PayloadHashes(MIB)
+  const out = writePayload(join(dir, 'p.tar'), 'none', hashes)
+  out.input.write(data.subarray(0, MIB))
+  out.input.write(data.subarray(MIB, 2 * MIB + 7))
+  out.input.end(data.subarray(2 * MIB + 7))
+  assert.equal(await out.done, data.length)
+  assert.deepEqual(await readFile(join(dir, 'p.tar')), data)
+  assert.deepEqual((await hashes.finish(join(dir, 'p.tar'))).pieces, piecesOf(data, MIB))
 })
