@@ -4,7 +4,8 @@
 // before the data: we run it on the open file, read its map with our tar reader and stop
 // it there. Without GNU tar, aligned all-zero blocks are taken as holes.
 import { spawn } from 'node:child_process'
-import type { FileHandle } from 'node:fs/promises'
+import { read } from 'node:fs'
+import { promisify } from 'node:util'
 import { SiError } from '../errors.ts'
 import { readTar } from './tar-reader.ts'
 
@@ -15,6 +16,7 @@ const READ_CHUNK_BYTES = 1024 * 1024
 const HOLE_BLOCK = 4096
 const ZERO_BLOCK = Buffer.alloc(HOLE_BLOCK)
 const TAR_TIMEOUT_MS = 60_000
+const readAt = promisify(read)
 
 /** GNU tar's map ends with [size, 0] after a trailing hole; ours does the same. */
 function endAtSize (segments: Segments, size: number): Segments {
@@ -23,9 +25,9 @@ function endAtSize (segments: Segments, size: number): Segments {
   return segments
 }
 
-async function mapFromGnuTar (fh: FileHandle, size: number): Promise<Segments | undefined> {
+async function mapFromGnuTar (fd: number, size: number): Promise<Segments | undefined> {
   const child = spawn('tar', ['--sparse', '--format=posix', '--atime-preserve=system', '--dereference', '-cf', '-', '/proc/self/fd/3'], {
-    stdio: ['ignore', 'pipe', 'ignore', fh.fd],
+    stdio: ['ignore', 'pipe', 'ignore', fd],
     timeout: TAR_TIMEOUT_MS
   })
   const spawned = new Promise<boolean>(resolve => {
@@ -47,13 +49,13 @@ async function mapFromGnuTar (fh: FileHandle, size: number): Promise<Segments | 
   }
 }
 
-async function mapByScanning (fh: FileHandle, size: number, rel: string): Promise<Segments> {
+async function mapByScanning (fd: number, size: number, rel: string): Promise<Segments> {
   const segments: Segments = []
   const buf = Buffer.allocUnsafe(READ_CHUNK_BYTES)
   let start = -1
   for (let pos = 0; pos < size;) {
     const want = Math.min(READ_CHUNK_BYTES, size - pos)
-    const { bytesRead: n } = await fh.read(buf, 0, want, pos)
+    const { bytesRead: n } = await readAt(fd, buf, 0, want, pos)
     if (n === 0) throw new SiError('ERR_SOURCE_CHANGED', `${rel} shrank while being read`)
     for (let i = 0; i < n; i += HOLE_BLOCK) {
       const block = buf.subarray(i, Math.min(i + HOLE_BLOCK, n))
@@ -67,9 +69,9 @@ async function mapByScanning (fh: FileHandle, size: number, rel: string): Promis
   return endAtSize(segments, size)
 }
 
-/** Data segments [offset, length] of the open file `fh` of `size` bytes. */
-export async function findDataSegments (fh: FileHandle, size: number, rel: string): Promise<Segments> {
-  return await mapFromGnuTar(fh, size) ?? await mapByScanning(fh, size, rel)
+/** Data segments [offset, length] of the file open as `fd`, of `size` bytes. */
+export async function findDataSegments (fd: number, size: number, rel: string): Promise<Segments> {
+  return await mapFromGnuTar(fd, size) ?? await mapByScanning(fd, size, rel)
 }
 
 /** Whether a map leaves at least one whole aligned page unallocated. */

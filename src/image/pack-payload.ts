@@ -10,6 +10,7 @@ import { finished, pipeline } from 'node:stream/promises'
 import { pieceLengthFor } from '../torrent/metainfo.ts'
 import { PieceHasher, hashFile } from '../torrent/piece-hasher.ts'
 import { compressor, type Compression } from './compression.ts'
+import { SiError } from '../errors.ts'
 
 /** Bytes written between background fdatasyncs. */
 const SYNC_EVERY_BYTES = 64 * 1024 * 1024
@@ -85,8 +86,27 @@ class HashedFile extends Writable {
     open(this.path, 'w').then(fh => { this.fh = fh; callback() }, callback)
   }
 
-  override _write (chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
+  /**
+   * Hashes a chunk as it is handed over, not when its turn to be written comes: so the
+   * hashing (this thread) runs while the chunk before it is being written (the thread
+   * pool), instead of after it. Chunks are handed over in order, so hashed in order.
+   */
+  override write (chunk: string | Uint8Array, ...rest: unknown[]): boolean {
+    if (typeof chunk === 'string') throw new SiError('ERR_INVALID_ARGUMENT', 'a payload is written as bytes, not text')
     this.hashes.update(chunk)
+    return (super.write as (chunk: Uint8Array, ...rest: unknown[]) => boolean)(chunk, ...rest)
+  }
+
+  /** end(chunk) writes its chunk through write() (Writable's own end would not), so it is hashed. */
+  override end (...args: unknown[]): this {
+    if (typeof args[0] === 'string' || args[0] instanceof Uint8Array) {
+      this.write(args[0])
+      args = args.slice(typeof args[1] === 'string' ? 2 : 1)
+    }
+    return (super.end as (...args: unknown[]) => this)(...args)
+  }
+
+  override _write (chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
     this.writeAll(chunk).then(() => callback(), callback)
   }
 

@@ -6,18 +6,24 @@
 // same tree always gives the same archive (and so the same torrent), whatever the locale.
 //
 // The walk runs in the pack worker (pack-worker.ts) and makes only synchronous calls: a
-// file costs its syscalls (lstat, open, fstat, read, close) and nothing more, where each
-// asynchronous call was a thread-pool round trip that cost more than the syscall. File
-// content is read straight into the sink's batch, never into a buffer of its own.
-import { closeSync, constants as fsc, fstatSync, lstatSync, openSync, readdirSync, readlinkSync, readSync, type BigIntStats } from 'node:fs'
-import { lstat, open, readFile, type FileHandle } from 'node:fs/promises'
+// file costs its syscalls (open, fstat, read, close: the type came with the listing) and
+// nothing more, where each asynchronous call was a thread-pool round trip that cost more
+// than the syscall. File content is read straight into the sink's batch, never into a
+// buffer of its own.
+//
+// The tree is traversed once. The listing comes first (every directory listed once, in
+// archive order, its times noted before it is listed); then getfattr reads the xattrs of
+// the listed paths on another core, a batch at a time, ahead of the walk that writes the
+// entries, which waits for a batch only if it catches up with it.
+import { closeSync, constants as fsc, fstatSync, lstatSync, openSync, readdirSync, readlinkSync, readSync, type BigIntStats, type Dirent } from 'node:fs'
+import { lstat, readFile } from 'node:fs/promises'
 import { SiError } from '../errors.ts'
 import { XATTR_ACL_ACCESS, XATTR_ACL_DEFAULT, aclXattrToText } from './acl.ts'
 import { AtimeKeeper } from './atime-keeper.ts'
 import { findDataSegments } from './holes.ts'
 import { splitRdev } from './tar-attrs.ts'
 import { BLOCK, encodeHeader, encodeSparseMap, padding, printableBytes, type TarEntry } from './tar-format.ts'
-import { readTreeXattrs, type Xattrs } from './xattrs.ts'
+import { XattrBatches } from './xattrs.ts'
 
 /** Smallest file worth looking for holes in: one page. */
 const HOLE_BLOCK = 4096
@@ -84,28 +90,24 @@ async function readOwnerNames (srcDir: string, file: string): Promise<OwnerNames
   return names
 }
 
-function openSourceSync (abs: Buffer): number {
-  try {
-    return openSync(abs, OPEN_SOURCE_FLAGS | NOATIME)
-  } catch (err) {
-    // O_NOATIME needs ownership or CAP_FOWNER; without it the read still has to happen.
-    if ((err as NodeJS.ErrnoException).code !== 'EPERM' || NOATIME === 0) throw err
-    return openSync(abs, OPEN_SOURCE_FLAGS)
-  }
+function throwIfAborted (opts: WalkOptions): void {
+  if (opts.aborted?.() === true) throw new SiError('ERR_ABORTED', 'packing aborted')
 }
 
-async function openSource (abs: Buffer): Promise<FileHandle> {
+/** Opens a listed path for reading without following a symlink swapped in meanwhile. */
+function openSource (rel: Buffer, abs: Buffer): number {
   try {
-    return await open(abs, OPEN_SOURCE_FLAGS | NOATIME)
+    try {
+      return openSync(abs, OPEN_SOURCE_FLAGS | NOATIME)
+    } catch (err) {
+      // O_NOATIME needs ownership or CAP_FOWNER; without it the read still has to happen.
+      if ((err as NodeJS.ErrnoException).code !== 'EPERM' || NOATIME === 0) throw err
+      return openSync(abs, OPEN_SOURCE_FLAGS)
+    }
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EPERM' || NOATIME === 0) throw err
-    return await open(abs, OPEN_SOURCE_FLAGS)
+    if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw new SiError('ERR_SOURCE_CHANGED', `${printableBytes(rel)} was replaced by a symlink while packing`, { cause: err })
+    throw err
   }
-}
-
-/** The file opened is the one lstat saw: not replaced since, and still a regular file. */
-function assertSame (rel: Buffer, st: BigIntStats, now: BigIntStats): void {
-  if (now.ino !== st.ino || now.dev !== st.dev || !now.isFile()) throw new SiError('ERR_SOURCE_CHANGED', `${printableBytes(rel)} was replaced while packing`)
 }
 
 /** Fewer blocks allocated than the size needs: the file has holes worth keeping. */
@@ -113,8 +115,52 @@ function hasHoles (st: BigIntStats): boolean {
   return st.isFile() && st.size >= BigInt(HOLE_BLOCK) && st.blocks * 512n < st.size
 }
 
-function childPath (dir: Buffer, name: Buffer): Buffer {
-  return dir.length === 0 ? name : Buffer.concat([dir, SLASH, name])
+/** One member of the listing, in archive order. */
+interface Listed {
+  abs: Buffer
+  /** A view of `abs` past the root and its slash; empty for the root. */
+  rel: Buffer
+  /** A directory: its lstat, taken before it was listed (so its atime is the one found). */
+  dir?: BigIntStats
+  /** The listing said a regular file: opened and fstat'ed, no lstat of its own. */
+  file: boolean
+}
+
+function byName (a: Dirent<Buffer>, b: Dirent<Buffer>): number {
+  return Buffer.compare(a.name, b.name)
+}
+
+/**
+ * Every path under `root`, in archive order (byte-sorted, each directory before what it
+ * holds). Each directory's times are noted before it is listed, since listing moves its
+ * atime.
+ */
+function listTree (root: Buffer, keeper: AtimeKeeper, opts: WalkOptions): Listed[] {
+  const rootStat = lstatSync(root, { bigint: true })
+  keeper.note(root, rootStat)
+  const out: Listed[] = [{ abs: root, rel: root.subarray(root.length), dir: rootStat, file: false }]
+  const relStart = root.length + 1
+  const listDir = (dirAbs: Buffer): void => {
+    throwIfAborted(opts)
+    const children = readdirSync(dirAbs, { withFileTypes: true, encoding: 'buffer' })
+    children.sort(byName)
+    for (const d of children) {
+      const abs = Buffer.concat([dirAbs, SLASH, d.name])
+      const rel = abs.subarray(relStart)
+      if (d.isDirectory()) {
+        const st = lstatSync(abs, { bigint: true })
+        keeper.note(abs, st)
+        if (st.isDirectory()) {
+          out.push({ abs, rel, dir: st, file: false })
+          listDir(abs)
+          continue
+        }
+      }
+      out.push({ abs, rel, file: d.isFile() })
+    }
+  }
+  listDir(root)
+  return out
 }
 
 class Walker {
@@ -123,26 +169,18 @@ class Walker {
   bytes = 0
   unpackedBytes = 0
   private readonly firstPathOfInode = new Map<string, Buffer>()
-  private readonly rootBytes: Buffer
 
   constructor (
-    root: string,
     private readonly sink: TarSink,
     private readonly users: OwnerNames,
     private readonly groups: OwnerNames,
-    private readonly xattrs: Map<string, Xattrs>,
+    private readonly xattrs: XattrBatches | undefined,
     private readonly keeper: AtimeKeeper,
     private readonly opts: WalkOptions
-  ) {
-    this.rootBytes = Buffer.from(root)
-  }
-
-  private abs (rel: Buffer): Buffer {
-    return rel.length === 0 ? this.rootBytes : Buffer.concat([this.rootBytes, SLASH, rel])
-  }
+  ) {}
 
   private throwIfAborted (): void {
-    if (this.opts.aborted?.() === true) throw new SiError('ERR_ABORTED', 'packing aborted')
+    throwIfAborted(this.opts)
   }
 
   private write (buf: Uint8Array): void {
@@ -164,8 +202,6 @@ class Walker {
       atimeNs: st.atimeNs,
       size: 0
     }
-    // Directories were listed before (getfattr): their atime from before that.
-    if (st.isDirectory() || st.isSymbolicLink()) e.atimeNs = this.keeper.original(this.abs(rel)) ?? st.atimeNs
     const uname = this.users.get(uid)
     const gname = this.groups.get(gid)
     if (uname !== undefined) e.uname = uname
@@ -175,7 +211,7 @@ class Walker {
       e.devmajor = major
       e.devminor = minor
     }
-    const x = this.xattrs.size === 0 ? undefined : this.xattrs.get(rel.toString('latin1'))
+    const x = this.xattrs?.of(rel)
     if (x !== undefined) {
       for (const [name, value] of x) {
         if (name === XATTR_ACL_ACCESS) e.aclAccess = aclXattrToText(value)
@@ -186,36 +222,73 @@ class Walker {
     return e
   }
 
-  async addTree (): Promise<void> {
-    const st = lstatSync(this.rootBytes, { bigint: true })
-    this.write(encodeHeader({ ...this.baseEntry(Buffer.alloc(0), st), type: 'directory' }))
-    this.entries++
-    this.unpackedBytes += DISK_BLOCK
-    await this.addChildren(Buffer.alloc(0))
+  /** Writes the listed entries in order, then the end of the archive. */
+  async addAll (listed: Listed[]): Promise<void> {
+    for (let i = 0; i < listed.length; i++) {
+      this.throwIfAborted()
+      // Only waiting for xattrs and a sparse file's holes are asynchronous steps.
+      if (this.xattrs !== undefined && !this.xattrs.hasRead(i)) await this.xattrs.readPast(i)
+      const { abs, rel, dir, file } = listed[i]
+      if (dir !== undefined) this.addDirectory(rel, dir)
+      else if (file) await this.addListedFile(rel, abs)
+      else await this.addOther(rel, abs)
+    }
     this.write(END_OF_ARCHIVE)
   }
 
-  private async addChildren (rel: Buffer): Promise<void> {
-    const names = readdirSync(this.abs(rel), { encoding: 'buffer' })
-    names.sort(Buffer.compare)
-    for (const name of names) {
-      this.throwIfAborted()
-      const child = childPath(rel, name)
-      const abs = this.abs(child)
-      const st = lstatSync(abs, { bigint: true })
-      this.keeper.note(abs, st)
-      // Only a sparse file needs an asynchronous step (finding its holes).
-      if (hasHoles(st)) await this.addSparseFile(child, st)
-      else if (st.isDirectory()) await this.addDirectory(child, st)
-      else this.addEntry(child, abs, st)
-    }
-  }
-
-  private async addDirectory (rel: Buffer, st: BigIntStats): Promise<void> {
+  private addDirectory (rel: Buffer, st: BigIntStats): void {
     this.write(encodeHeader({ ...this.baseEntry(rel, st), type: 'directory' }))
     this.entries++
     this.unpackedBytes += DISK_BLOCK
-    await this.addChildren(rel)
+  }
+
+  /** A regular file by the listing: what is opened is what is archived, fstat says what it is. */
+  private async addListedFile (rel: Buffer, abs: Buffer): Promise<void> {
+    const fd = openSource(rel, abs)
+    try {
+      const st = fstatSync(fd, { bigint: true })
+      if (!st.isFile()) throw new SiError('ERR_SOURCE_CHANGED', `${printableBytes(rel)} was replaced while packing`)
+      const e = this.baseEntry(rel, st)
+      if (this.addedAsLink(rel, st, e)) return
+      if (hasHoles(st)) await this.addSparseFile(rel, e, st, fd)
+      else this.addDenseFile(rel, e, st, fd)
+      this.entries++
+    } finally {
+      closeSync(fd)
+    }
+  }
+
+  /** Anything else the listing named: its own lstat decides. */
+  private async addOther (rel: Buffer, abs: Buffer): Promise<void> {
+    const st = lstatSync(abs, { bigint: true })
+    this.keeper.note(abs, st)
+    if (st.isDirectory()) throw new SiError('ERR_SOURCE_CHANGED', `${printableBytes(rel)} became a directory while packing`)
+    if (st.isSocket()) {
+      this.skipped.push(printableBytes(rel))
+      return
+    }
+    // Listed as something else, or of a type the listing could not tell.
+    if (st.isFile()) {
+      await this.addListedFile(rel, abs)
+      return
+    }
+    const e = this.baseEntry(rel, st)
+    if (this.addedAsLink(rel, st, e)) return
+    if (st.isSymbolicLink()) {
+      const target = readlinkSync(abs, { encoding: 'buffer' })
+      this.write(encodeHeader({ ...e, type: 'symlink', linkpath: target }))
+      if (target.length > INLINE_SYMLINK_BYTES) this.countData(target.length)
+    } else if (st.isFIFO()) {
+      this.write(encodeHeader({ ...e, type: 'fifo' }))
+    } else if (st.isCharacterDevice()) {
+      this.write(encodeHeader({ ...e, type: 'character-device' }))
+    } else if (st.isBlockDevice()) {
+      this.write(encodeHeader({ ...e, type: 'block-device' }))
+    } else {
+      this.skipped.push(printableBytes(rel))
+      return
+    }
+    this.entries++
   }
 
   /** A second path of an inode already archived: a link member. */
@@ -233,49 +306,17 @@ class Walker {
     return true
   }
 
-  private addEntry (rel: Buffer, abs: Buffer, st: BigIntStats): void {
-    if (st.isSocket()) {
-      this.skipped.push(printableBytes(rel))
-      return
-    }
-    const e = this.baseEntry(rel, st)
-    if (this.addedAsLink(rel, st, e)) return
-    if (st.isSymbolicLink()) {
-      const target = readlinkSync(abs, { encoding: 'buffer' })
-      this.write(encodeHeader({ ...e, type: 'symlink', linkpath: target }))
-      if (target.length > INLINE_SYMLINK_BYTES) this.countData(target.length)
-    } else if (st.isFIFO()) {
-      this.write(encodeHeader({ ...e, type: 'fifo' }))
-    } else if (st.isCharacterDevice()) {
-      this.write(encodeHeader({ ...e, type: 'character-device' }))
-    } else if (st.isBlockDevice()) {
-      this.write(encodeHeader({ ...e, type: 'block-device' }))
-    } else if (st.isFile()) {
-      this.addDenseFile(rel, abs, e, st)
-    } else {
-      this.skipped.push(printableBytes(rel))
-      return
-    }
-    this.entries++
-  }
-
   /** Data bytes of a file, or a symlink's target, as whole disk blocks. */
   private countData (bytes: number): void {
     this.unpackedBytes += Math.ceil(bytes / DISK_BLOCK) * DISK_BLOCK
   }
 
-  private addDenseFile (rel: Buffer, abs: Buffer, e: TarEntry, st: BigIntStats): void {
+  private addDenseFile (rel: Buffer, e: TarEntry, st: BigIntStats, fd: number): void {
     const size = Number(st.size)
-    const fd = openSourceSync(abs)
-    try {
-      assertSame(rel, st, fstatSync(fd, { bigint: true }))
-      this.write(encodeHeader({ ...e, size }))
-      this.copy(fd, rel, 0, size, size, true)
-      this.countData(size)
-      this.write(ZERO_BLOCK.subarray(0, padding(size)))
-    } finally {
-      closeSync(fd)
-    }
+    this.write(encodeHeader({ ...e, size }))
+    this.copy(fd, rel, 0, size, size, true)
+    this.countData(size)
+    this.write(ZERO_BLOCK.subarray(0, padding(size)))
   }
 
   /**
@@ -306,43 +347,25 @@ class Walker {
   }
 
   /** A file with holes: its map first (GNU sparse 1.0), then its data segments. */
-  private async addSparseFile (rel: Buffer, st: BigIntStats): Promise<void> {
-    const name = printableBytes(rel)
-    const e = this.baseEntry(rel, st)
-    if (this.addedAsLink(rel, st, e)) return
+  private async addSparseFile (rel: Buffer, e: TarEntry, st: BigIntStats, fd: number): Promise<void> {
     const size = Number(st.size)
-    const fh = await openSource(this.abs(rel))
-    try {
-      assertSame(rel, st, await fh.stat({ bigint: true }))
-      const segments = await findDataSegments(fh, size, name)
-      const sparse = segments.length !== 1 || segments[0][0] !== 0 || segments[0][1] !== size
-      this.write(encodeHeader({ ...e, size, ...(sparse ? { sparse: segments } : {}) }))
-      let stored = 0
-      if (sparse) {
-        const map = encodeSparseMap(segments)
-        this.write(map)
-        stored += map.length
-      }
-      for (const [offset, length] of segments) {
-        this.copy(fh.fd, rel, offset, length, size, false)
-        stored += length
-        this.countData(length)
-      }
-      // Nothing past the size: the file did not grow while it was read.
-      this.copy(fh.fd, rel, size, 0, size, true)
-      this.write(ZERO_BLOCK.subarray(0, padding(stored)))
-    } finally {
-      await fh.close()
+    const segments = await findDataSegments(fd, size, printableBytes(rel))
+    const sparse = segments.length !== 1 || segments[0][0] !== 0 || segments[0][1] !== size
+    this.write(encodeHeader({ ...e, size, ...(sparse ? { sparse: segments } : {}) }))
+    let stored = 0
+    if (sparse) {
+      const map = encodeSparseMap(segments)
+      this.write(map)
+      stored += map.length
     }
-    this.entries++
-  }
-}
-
-/** Every directory's times before anything lists it (getfattr lists them all first). */
-function noteDirectories (abs: Buffer, keeper: AtimeKeeper): void {
-  keeper.note(abs, lstatSync(abs, { bigint: true }))
-  for (const d of readdirSync(abs, { withFileTypes: true, encoding: 'buffer' })) {
-    if (d.isDirectory()) noteDirectories(Buffer.concat([abs, SLASH, d.name as unknown as Buffer]), keeper)
+    for (const [offset, length] of segments) {
+      this.copy(fd, rel, offset, length, size, false)
+      stored += length
+      this.countData(length)
+    }
+    // Nothing past the size: the file did not grow while it was read.
+    this.copy(fd, rel, size, 0, size, true)
+    this.write(ZERO_BLOCK.subarray(0, padding(stored)))
   }
 }
 
@@ -352,17 +375,16 @@ function noteDirectories (abs: Buffer, keeper: AtimeKeeper): void {
  */
 export async function walkTree (root: string, sink: TarSink, opts: WalkOptions = {}): Promise<PackResult> {
   const keeper = new AtimeKeeper()
+  let xattrs: XattrBatches | undefined
   try {
-    noteDirectories(Buffer.from(root), keeper)
-    const [users, groups, xattrs] = await Promise.all([
-      readOwnerNames(root, 'passwd'),
-      readOwnerNames(root, 'group'),
-      opts.xattrs === false ? new Map<string, Xattrs>() : readTreeXattrs(root)
-    ])
-    const walker = new Walker(root, sink, users, groups, xattrs, keeper, opts)
-    await walker.addTree()
+    const [users, groups] = await Promise.all([readOwnerNames(root, 'passwd'), readOwnerNames(root, 'group')])
+    const listed = listTree(Buffer.from(root), keeper, opts)
+    if (opts.xattrs !== false) xattrs = new XattrBatches(root, listed.map(l => l.rel))
+    const walker = new Walker(sink, users, groups, xattrs, keeper, opts)
+    await walker.addAll(listed)
     return { bytes: walker.bytes, entries: walker.entries, unpackedBytes: walker.unpackedBytes, skipped: walker.skipped }
   } finally {
-    await keeper.restore()
+    xattrs?.stop()
+    await keeper.restore({ blocking: true })
   }
 }

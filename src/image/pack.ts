@@ -16,8 +16,12 @@ export type { PackResult } from './pack-walk.ts'
 
 /** Tar bytes per batch: a compressor's or a file write's worth, and a few are in flight. */
 const BATCH_BYTES = 1024 * 1024
-/** Batches the worker may be ahead of the output by: bounds memory to a few MiB. */
-const BATCHES_IN_FLIGHT = 4
+/**
+ * Batches the worker may be ahead of the output by: bounds memory to 16 MiB, and rides
+ * out the moments the main thread is not running on a busy two-core machine (root-like
+ * tree, alternating: 1.88-2.43 s with 16 against 2.03-2.38 s with 4).
+ */
+const BATCHES_IN_FLIGHT = 16
 /** After an abort the worker puts back the atimes it changed, then says so; never wait longer. */
 const WORKER_STOP_WAIT_MS = 30_000
 
@@ -50,8 +54,8 @@ function startWorker (setup: PackSetup): Worker {
 }
 
 /**
- * Runs the worker on `root`, writing its batches to `output` in order; resolves once the
- * last one was handed to `output` (not ended). The first failure stops the worker, which
+ * Runs the worker on `root`, writing its batches to `output` in order; resolves once
+ * `output` has taken in the last one (its write callback ran; not ended). The first failure stops the worker, which
  * still puts back the atimes it changed before this settles.
  */
 function pump (root: string, output: Writable, opts: PackOptions): Promise<PackResult> {
@@ -67,11 +71,17 @@ function pump (root: string, output: Writable, opts: PackOptions): Promise<PackR
   })
   return new Promise<PackResult>((resolve, reject) => {
     let bytes = 0
+    let handedOver = 0
+    let written = 0
+    /** The worker's result, held until the output has taken in every batch. */
+    let finished: PackResult | undefined
     let settled = false
     /** Why this side stopped the pack: reported instead of the worker's ERR_ABORTED. */
     let stopReason: unknown
     let stopTimer: NodeJS.Timeout | undefined
     const consumed = (data?: ArrayBuffer): void => {
+      if (data !== undefined) written++
+      if (finished !== undefined && written === handedOver) settle(undefined, finished)
       if (data !== undefined && opts.outputReleasesChunks === true && !settled) spare.port1.postMessage(data, [data])
       Atomics.add(control, CONTROL_CONSUMED, 1)
       Atomics.notify(control, CONTROL_CONSUMED)
@@ -109,6 +119,7 @@ function pump (root: string, output: Writable, opts: PackOptions): Promise<PackR
           if (stopReason !== undefined) { consumed(); return }
           bytes += m.length
           // The batch is this thread's now: handed over as is, counted once written.
+          handedOver++
           output.write(Buffer.from(m.data, 0, m.length), err => { if (err == null) consumed(m.data) })
           try {
             opts.onProgress?.(bytes)
@@ -116,12 +127,19 @@ function pump (root: string, output: Writable, opts: PackOptions): Promise<PackR
             stop(err)
           }
           break
-        case 'done': settle(undefined, m.result); break
+        // Settled once the output has taken in every batch, so it is ended with nothing
+        // left to take in: a compressor then ends its stream the same way whatever the
+        // timing (zlib gives its last chunk the end flag only if end() came before it).
+        case 'done':
+          finished = m.result
+          if (stopReason !== undefined || written === handedOver) settle(undefined, finished)
+          break
         case 'failed': settle(new SiError(m.failure.code, m.failure.message)); break
       }
     })
     worker.on('error', err => settle(new SiError('ERR_ARCHIVE', `pack worker failed: ${err.message}`, { cause: err })))
-    worker.on('exit', () => settle(new SiError('ERR_ARCHIVE', 'pack worker exited before it finished')))
+    // Once done, the worker exits while the output may still be taking in its last batches.
+    worker.on('exit', () => { if (finished === undefined) settle(new SiError('ERR_ARCHIVE', 'pack worker exited before it finished')) })
   })
 }
 

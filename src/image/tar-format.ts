@@ -66,8 +66,14 @@ export interface TarEntry {
 export function formatPaxTime (ns: bigint): string {
   const neg = ns < 0n
   const abs = neg ? -ns : ns
-  const frac = abs % NS_PER_S
-  const fracText = frac === 0n ? '' : '.' + frac.toString().padStart(9, '0').replace(/0+$/, '')
+  let frac = Number(abs % NS_PER_S)
+  let fracText = ''
+  if (frac !== 0) {
+    // Nine digits, trailing zeros dropped (every entry has two of these: no regex).
+    let digits = 9
+    while (frac % 10 === 0) { frac /= 10; digits-- }
+    fracText = '.' + String(frac).padStart(digits, '0')
+  }
   return `${neg ? '-' : ''}${abs / NS_PER_S}${fracText}`
 }
 
@@ -167,8 +173,18 @@ export function decodePax (buf: Buffer, entry: string): PaxRecords {
 
 // ---- ustar header ---------------------------------------------------------------------
 
+/**
+ * `value` as size-1 octal digits (zero-padded) and a NUL, written byte by byte: a header
+ * has seven such fields and a pack writes a header per entry, so no string is made.
+ * Values are the callers' clamped ones: they fit the field.
+ */
 function writeOctal (buf: Buffer, offset: number, size: number, value: number | bigint): void {
-  buf.write(value.toString(8).padStart(size - 1, '0') + '\0', offset, size, 'latin1')
+  let v = Number(value)
+  buf[offset + size - 1] = 0
+  for (let i = offset + size - 2; i >= offset; i--) {
+    buf[i] = 0x30 + (v % 8)
+    v = Math.floor(v / 8)
+  }
 }
 
 function writeBytes (buf: Buffer, offset: number, size: number, bytes: Buffer): void {
@@ -228,7 +244,8 @@ function writeUstarHeader (f: UstarFields, b: Buffer, o: number): void {
   writeOctal(b, o + 329, 8, Math.min(f.devmajor ?? 0, USTAR_MAX_ID))
   writeOctal(b, o + 337, 8, Math.min(f.devminor ?? 0, USTAR_MAX_ID))
   if (f.prefix !== undefined) writeBytes(b, o + 345, PREFIX_FIELD, f.prefix)
-  b.write(checksum(b, o).toString(8).padStart(6, '0') + '\0 ', o + 148, 8, 'latin1')
+  writeOctal(b, o + 148, 7, checksum(b, o)) // six digits, NUL,
+  b[o + 155] = 0x20 // then a space, as GNU tar has it
 }
 
 export function padding (size: number): number {

@@ -95,7 +95,7 @@ async function digestFile (abs: Buffer, size: number, holes: boolean): Promise<s
   try {
     const d = new ContentDigest()
     const buf = Buffer.allocUnsafe(READ_CHUNK_BYTES)
-    const segments = holes ? await findDataSegments(fh, size, abs.toString()) : [[0, size] as [number, number]]
+    const segments = holes ? await findDataSegments(fh.fd, size, abs.toString()) : [[0, size] as [number, number]]
     for (const [offset, length] of segments) {
       for (let done = 0; done < length;) {
         const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, length - done), offset + done)
