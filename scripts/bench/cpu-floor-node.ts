@@ -21,6 +21,7 @@ const MSG_PIECE = 7
 const REQUEST_LENGTH = 17
 const PIECE_HEADER = 13
 const SHA1_BYTES = 20
+const STATIC_READ_BYTES = 64 * 1024
 
 interface Args { [key: string]: string }
 
@@ -34,7 +35,7 @@ function parseArgs (argv: string[]): Args {
 }
 
 /** Length-prefixed message framing over a byte stream, one callback per whole message. */
-function framer (onMessage: (msg: Buffer) => void): (chunk: Buffer) => void {
+function framer (onMessage: (msg: Buffer) => void, reusedChunks = false): (chunk: Buffer) => void {
   let pending: Buffer | undefined
   return chunk => {
     let buf = pending === undefined ? chunk : Buffer.concat([pending, chunk])
@@ -46,7 +47,8 @@ function framer (onMessage: (msg: Buffer) => void): (chunk: Buffer) => void {
       onMessage(buf.subarray(at + 4, at + 4 + len))
       at += 4 + len
     }
-    if (at < buf.length) pending = buf.subarray(at)
+    // A chunk of the socket's one read buffer is overwritten by the next read: keep a copy.
+    if (at < buf.length) pending = reusedChunks && buf === chunk ? Buffer.from(buf.subarray(at)) : buf.subarray(at)
   }
 }
 
@@ -183,8 +185,13 @@ function runReceiver (a: Args): void {
     if (next !== undefined) socket.write(requestMessage(next.index, next.begin, next.length))
   }
 
+  const staticReads = a.reads === 'static'
   for (let i = 0; i < peerCount; i++) {
-    const socket = connect(Number(a.port), a.host)
+    const readBuffer = Buffer.allocUnsafe(staticReads ? STATIC_READ_BYTES : 0)
+    const socket: Socket = staticReads
+      // Node's static-buffer reads: one buffer per socket, no stream, no allocation per read.
+      ? connect({ port: Number(a.port), host: a.host, onread: { buffer: readBuffer, callback: n => { feed(readBuffer.subarray(0, n)); return true } } })
+      : connect(Number(a.port), a.host)
     sockets.push(socket)
     socket.setNoDelay(true)
     socket.on('error', err => { throw err })
@@ -194,10 +201,11 @@ function runReceiver (a: Args): void {
         if (next !== undefined) socket.write(requestMessage(next.index, next.begin, next.length))
       }
     })
-    socket.on('data', framer(msg => {
+    const feed = framer(msg => {
       if (msg[0] === MSG_PIECE) onBlock(socket, msg.readUInt32BE(1), msg.readUInt32BE(5), msg.subarray(9))
       else if (msg[0] === MSG_REQUEST) { answeredUploads++; finishIfDone() }
-    }))
+    }, staticReads)
+    if (!staticReads) socket.on('data', feed)
   }
 }
 

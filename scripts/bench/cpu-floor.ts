@@ -10,7 +10,10 @@
 // image. Prints one line per run and a JSON summary; needs root (ip netns, tc).
 //
 //   node --import tsx scripts/bench/cpu-floor.ts [--runs 3] [--peers 8] [--rate 10] \
-//     [--image-mib 16] [--piece-kib 128] [--depth 4] [--ns-prefix qc-]
+//     [--image-mib 16] [--piece-kib 128] [--depth 4] [--reads stream|static] [--ns-prefix qc-]
+//
+// --reads static: the receiver reads with net's `onread` (one buffer per socket, reused,
+// no stream and no allocation per read) instead of 'data' events: the lower of the two floors.
 import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -32,10 +35,10 @@ const READY_TIMEOUT_MS = 30_000
 /** a run at the slowest sensible rate (1 Mbit/s, 64 MiB) ends well within this */
 const RUN_TIMEOUT_MS = 900_000
 
-interface Options { runs: number; peers: number; rateMbit: number; imageMiB: number; pieceKiB: number; depth: number; nsPrefix: string }
+interface Options { runs: number; peers: number; rateMbit: number; imageMiB: number; pieceKiB: number; depth: number; reads: string; nsPrefix: string }
 
-const DEFAULTS: Options = { runs: 3, peers: 8, rateMbit: 10, imageMiB: 16, pieceKiB: 128, depth: 4, nsPrefix: 'sifloor-' }
-const FLAGS: Record<string, keyof Options> = { '--runs': 'runs', '--peers': 'peers', '--rate': 'rateMbit', '--image-mib': 'imageMiB', '--piece-kib': 'pieceKiB', '--depth': 'depth', '--ns-prefix': 'nsPrefix' }
+const DEFAULTS: Options = { runs: 3, peers: 8, rateMbit: 10, imageMiB: 16, pieceKiB: 128, depth: 4, reads: 'stream', nsPrefix: 'sifloor-' }
+const FLAGS: Record<string, keyof Options> = { '--runs': 'runs', '--peers': 'peers', '--rate': 'rateMbit', '--image-mib': 'imageMiB', '--piece-kib': 'pieceKiB', '--depth': 'depth', '--reads': 'reads', '--ns-prefix': 'nsPrefix' }
 
 function parseOptions (argv: string[]): Options {
   const opts: Options = { ...DEFAULTS }
@@ -44,6 +47,11 @@ function parseOptions (argv: string[]): Options {
     const value = argv[i + 1]
     if (key === undefined || value === undefined) throw new SiError('ERR_INVALID_ARGUMENT', `unknown option or missing value: ${argv[i]} (options: ${Object.keys(FLAGS).join(' ')})`)
     if (key === 'nsPrefix') { opts.nsPrefix = value; continue }
+    if (key === 'reads') {
+      if (value !== 'stream' && value !== 'static') throw new SiError('ERR_INVALID_ARGUMENT', `--reads is stream or static, not ${value}`)
+      opts.reads = value
+      continue
+    }
     const n = Number(value)
     if (!Number.isFinite(n) || n <= 0) throw new SiError('ERR_INVALID_ARGUMENT', `${argv[i]} needs a positive number, not ${value}`)
     opts[key] = n
@@ -97,7 +105,7 @@ async function main (argv: string[]): Promise<number> {
         peers!.stdout!.on('data', (c: Buffer) => { if (c.toString().includes('ready')) { clearTimeout(timer); resolve() } })
       })
       const [rc, ra] = inNamespace(nsR, NODE, [bundle, 'receiver', ...common, '--host', PEERS_ADDR, '--port', String(PEERS_PORT),
-        '--peers', String(opts.peers), '--block', String(BLOCK_BYTES), '--depth', String(opts.depth), '--out', join(work, 'image')])
+        '--peers', String(opts.peers), '--block', String(BLOCK_BYTES), '--depth', String(opts.depth), '--reads', opts.reads, '--out', join(work, 'image')])
       const line = JSON.parse(await runToEnd(rc, ra, RUN_TIMEOUT_MS)) as { cpuSeconds: number; userSeconds: number; systemSeconds: number; voluntarySwitches: number; threads: Record<string, number>; startCpuSeconds: number; firstByteCpuSeconds: number; wallSeconds: number; uploadedBlocks: number }
       console.log(`run ${r + 1}: ${line.cpuSeconds.toFixed(3)} CPU-s (${line.startCpuSeconds.toFixed(3)} at the first line of JS, ${line.firstByteCpuSeconds.toFixed(3)} at the first block), ${line.wallSeconds.toFixed(1)} s, ${line.uploadedBlocks} blocks uploaded; user ${line.userSeconds.toFixed(3)}, system ${line.systemSeconds.toFixed(3)}, ${line.voluntarySwitches} voluntary switches; by thread ${JSON.stringify(line.threads)}`)
       results.push(line.cpuSeconds)
