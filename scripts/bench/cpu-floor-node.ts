@@ -186,6 +186,11 @@ function runReceiver (a: Args): void {
   }
 
   const staticReads = a.reads === 'static'
+  // Stopped at the harness's timeout: say where the run stood.
+  process.on('SIGTERM', () => {
+    process.stderr.write(`cpu-floor receiver stopped: ${written} of ${pieceCount} pieces written, ${queue.length} blocks not yet requested, ${answeredUploads} of ${uploadedBlocks} uploaded blocks answered\n`)
+    process.exit(1)
+  })
   for (let i = 0; i < peerCount; i++) {
     const readBuffer = Buffer.allocUnsafe(staticReads ? STATIC_READ_BYTES : 0)
     const socket: Socket = staticReads

@@ -14,7 +14,7 @@
 //
 // --reads static: the receiver reads with net's `onread` (one buffer per socket, reused,
 // no stream and no allocation per read) instead of 'data' events: the lower of the two floors.
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, dirname } from 'node:path'
@@ -32,8 +32,11 @@ const RECEIVER_ADDR = '10.77.0.1'
 const PEERS_ADDR = '10.77.0.2'
 const PEERS_PORT = 6881
 const READY_TIMEOUT_MS = 30_000
-/** a run at the slowest sensible rate (1 Mbit/s, 64 MiB) ends well within this */
-const RUN_TIMEOUT_MS = 900_000
+/** a run gets this many times its transfer time at the link rate, plus the slack below */
+const RUN_TIMEOUT_FACTOR = 4
+const RUN_TIMEOUT_SLACK_MS = 30_000
+/** a receiver that ignores SIGTERM (sent at its timeout: it reports where it stood) this long gets SIGKILL */
+const KILL_GRACE_MS = 3_000
 
 interface Options { runs: number; peers: number; rateMbit: number; imageMiB: number; pieceKiB: number; depth: number; reads: string; nsPrefix: string }
 
@@ -59,15 +62,25 @@ function parseOptions (argv: string[]): Options {
   return opts
 }
 
+/** The command runToEnd waits for, so that an interrupted run stops it too. */
+let running: ChildProcess | undefined
+
 /** Runs a command to its end within the timeout, returning its stdout. */
 async function runToEnd (cmd: string, args: string[], timeoutMs: number): Promise<string> {
   return await new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] })
+    running = child
     let out = ''
     child.stdout.on('data', (c: Buffer) => { out += c.toString() })
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+    let killTimer: NodeJS.Timeout | undefined
+    const timer = setTimeout(() => {
+      child.kill('SIGTERM')
+      killTimer = setTimeout(() => child.kill('SIGKILL'), KILL_GRACE_MS)
+    }, timeoutMs)
     child.on('exit', code => {
+      running = undefined
       clearTimeout(timer)
+      clearTimeout(killTimer)
       if (code === 0) resolve(out)
       else reject(new SiError('ERR_BENCH', `${cmd} ${args.join(' ')} exited with ${code}: ${out}`))
     })
@@ -84,7 +97,20 @@ async function main (argv: string[]): Promise<number> {
   const length = opts.imageMiB * 1024 * 1024
   const common = ['--length', String(length), '--piece-length', String(opts.pieceKiB * 1024), '--digests', join(work, 'digests')]
   const results: number[] = []
+  const runTimeoutMs = RUN_TIMEOUT_FACTOR * length * 8 / (opts.rateMbit * 1e6) * 1000 + RUN_TIMEOUT_SLACK_MS
   let peers: ReturnType<typeof spawnTracked> | undefined
+  // Interrupted (Ctrl-C, a timeout around the script): the peers process and the namespaces go too.
+  const cleanUp = async (): Promise<void> => {
+    running?.kill('SIGKILL')
+    if (peers !== undefined) await stopChild(peers)
+    peers = undefined
+    await deleteNamespace(nsR)
+    await deleteNamespace(nsP)
+    rmSync(work, { recursive: true, force: true })
+  }
+  const onSignal = (signal: NodeJS.Signals): void => { void cleanUp().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143)) }
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
   try {
     await createNamespace(nsR)
     await createNamespace(nsP)
@@ -106,7 +132,7 @@ async function main (argv: string[]): Promise<number> {
       })
       const [rc, ra] = inNamespace(nsR, NODE, [bundle, 'receiver', ...common, '--host', PEERS_ADDR, '--port', String(PEERS_PORT),
         '--peers', String(opts.peers), '--block', String(BLOCK_BYTES), '--depth', String(opts.depth), '--reads', opts.reads, '--out', join(work, 'image')])
-      const line = JSON.parse(await runToEnd(rc, ra, RUN_TIMEOUT_MS)) as { cpuSeconds: number; userSeconds: number; systemSeconds: number; voluntarySwitches: number; threads: Record<string, number>; startCpuSeconds: number; firstByteCpuSeconds: number; wallSeconds: number; uploadedBlocks: number }
+      const line = JSON.parse(await runToEnd(rc, ra, runTimeoutMs)) as { cpuSeconds: number; userSeconds: number; systemSeconds: number; voluntarySwitches: number; threads: Record<string, number>; startCpuSeconds: number; firstByteCpuSeconds: number; wallSeconds: number; uploadedBlocks: number }
       console.log(`run ${r + 1}: ${line.cpuSeconds.toFixed(3)} CPU-s (${line.startCpuSeconds.toFixed(3)} at the first line of JS, ${line.firstByteCpuSeconds.toFixed(3)} at the first block), ${line.wallSeconds.toFixed(1)} s, ${line.uploadedBlocks} blocks uploaded; user ${line.userSeconds.toFixed(3)}, system ${line.systemSeconds.toFixed(3)}, ${line.voluntarySwitches} voluntary switches; by thread ${JSON.stringify(line.threads)}`)
       results.push(line.cpuSeconds)
       await stopChild(peers)
@@ -116,10 +142,9 @@ async function main (argv: string[]): Promise<number> {
     console.log(JSON.stringify({ ...opts, bareNodeStartCpuSeconds: bare, cpuSeconds: results }))
     return 0
   } finally {
-    if (peers !== undefined) await stopChild(peers)
-    await deleteNamespace(nsR)
-    await deleteNamespace(nsP)
-    rmSync(work, { recursive: true, force: true })
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+    await cleanUp()
   }
 }
 
