@@ -7,8 +7,15 @@ import { parentPort } from 'node:worker_threads'
 import { isSiError } from '../errors.ts'
 import { Jail, errno } from './extract-jail.ts'
 import type { ExtractOp, FromWorker, ToWorker, WorkerFailure, WorkerSetup } from './extract-protocol.ts'
+import { PromptCollector } from './prompt-gc.ts'
 
 const MIB = 1024 * 1024
+/**
+ * Garbage this thread may hold before it collects it: every batch leaves its operations,
+ * path strings and stat results behind, and this thread allocates too little for V8 to
+ * collect often on its own (see prompt-gc.ts).
+ */
+const WORKER_GC_SLACK_BYTES = 16 * MIB
 
 function spaceLeft (root: string): string {
   try {
@@ -72,6 +79,7 @@ function serve (): void {
       // Past a bound, the exact times that wait are applied (never with a file half written).
       if (j.timesDue && !j.fileOpen) await j.flushTimes()
       port.postMessage({ session: m.session, type: 'batch-done', seq: m.seq, data: m.data } satisfies FromWorker, [m.data])
+      collector.check()
       return
     }
     entry = undefined
@@ -80,6 +88,7 @@ function serve (): void {
   }
   // Batches run one after the other, in order; a start or an abort is answered at once.
   let queue = Promise.resolve()
+  const collector = new PromptCollector(WORKER_GC_SLACK_BYTES)
   port.on('message', (m: ToWorker) => {
     if (m.type === 'start') {
       session = m.session
