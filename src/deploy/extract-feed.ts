@@ -72,6 +72,8 @@ export class ExtractFeed {
   private readonly inFlight = new Map<number, string[]>()
   private failure: SiError | undefined
   private finished = false
+  /** Reported by the worker when it has finished: see FromWorker. */
+  mostTimesWaiting = 0
   private aborted = false
   /** The worker is no longer this feed's (released or terminated). */
   private done = false
@@ -111,7 +113,7 @@ export class ExtractFeed {
         break
       }
       case 'failed': this.fail(new SiError(m.failure.code, m.failure.message)); break
-      case 'finished': this.finished = true; break
+      case 'finished': this.finished = true; this.mostTimesWaiting = m.mostTimesWaiting; break
       case 'aborted': this.aborted = true; break
     }
     this.notify()

@@ -36,7 +36,7 @@ const ROOT_NAME = '.'
  * applied at once, so that memory does not grow with the image. (Only files, links and
  * nodes wait here: nothing touches them again. Directories get theirs at the end.)
  */
-const TIME_FIXES_PER_RUN = 8192
+export const TIME_FIXES_PER_RUN = 8192
 const CREATE_FLAGS = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW
 const DIRECTORY_FLAGS = fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW
 
@@ -86,7 +86,7 @@ export class Jail {
   private nodeSerial = 0
   private current: OpenFile | undefined
 
-  constructor (readonly root: string, readonly marker: string) {}
+  constructor (readonly root: string, readonly marker: string, private readonly timeFixesPerRun = TIME_FIXES_PER_RUN) {}
 
   private abs (rel: string): Buffer {
     return fsPath(rel === '' ? this.root : `${this.root}/${rel}`)
@@ -291,9 +291,15 @@ export class Jail {
   }
 
   /** Whether enough exact times wait that they should be applied now (see flushTimes). */
-  get timesDue (): boolean { return this.times.pending >= TIME_FIXES_PER_RUN }
+  get timesDue (): boolean { return this.times.pending >= this.timeFixesPerRun }
 
-  /** Applies the exact times that wait: between batches, never while a file is open. */
+  /** Exact times that wait now. */
+  get timesWaiting (): number { return this.times.pending }
+
+  /**
+   * Applies the exact times that wait, between batches. A file may be open: its own times
+   * are set when it ends, and the paths that wait are ones the jail made and checked.
+   */
   async flushTimes (): Promise<void> {
     await this.times.apply()
   }

@@ -40,6 +40,8 @@ export interface WorkerSetup {
   root: string
   /** TARGET/.si-incomplete: private scratch space (device nodes are made there). */
   marker: string
+  /** Exact times that may wait for a run of the time fixer (extract-jail.ts TIME_FIXES_PER_RUN). */
+  timeFixesPerRun: number
 }
 
 /**
@@ -61,7 +63,8 @@ export interface WorkerFailure { code: SiErrorCode; message: string }
 export type FromWorker = { session: number } & (
   /** The batch's buffer comes back for the next batch. */
   | { type: 'batch-done'; seq: number; data: ArrayBuffer }
-  | { type: 'finished' }
+  /** `mostTimesWaiting`: the most exact times that waited after a batch (bounded by the setup's timeFixesPerRun). */
+  | { type: 'finished'; mostTimesWaiting: number }
   | { type: 'aborted' }
   | { type: 'failed'; failure: WorkerFailure }
 )

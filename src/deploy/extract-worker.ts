@@ -7,8 +7,15 @@ import { parentPort } from 'node:worker_threads'
 import { isSiError } from '../errors.ts'
 import { Jail, errno } from './extract-jail.ts'
 import type { ExtractOp, FromWorker, ToWorker, WorkerFailure, WorkerSetup } from './extract-protocol.ts'
+import { PromptCollector } from './prompt-gc.ts'
 
 const MIB = 1024 * 1024
+/**
+ * Garbage this thread may hold before it collects it: every batch leaves its operations,
+ * path strings and stat results behind, and this thread allocates too little for V8 to
+ * collect often on its own (see prompt-gc.ts).
+ */
+const WORKER_GC_SLACK_BYTES = 16 * MIB
 
 function spaceLeft (root: string): string {
   try {
@@ -52,6 +59,7 @@ function serve (): void {
   /** The entry being worked on, named in errors the jail does not name itself. */
   let entry: string | undefined
   let failed = false
+  let mostTimesWaiting = 0
   const post = (m: FromWorker): void => port.postMessage(m)
   const fail = (err: unknown, s: number): void => {
     if (s !== session || failed) return
@@ -69,23 +77,29 @@ function serve (): void {
         if ('name' in op) entry = op.name
         apply(j, op, data)
       }
-      // Past a bound, the exact times that wait are applied (never with a file half written).
-      if (j.timesDue && !j.fileOpen) await j.flushTimes()
+      // Past a bound, the exact times that wait are applied, even with a file half written:
+      // when files are large, nearly every batch ends inside one, and waiting for a batch
+      // that does not let them grow with the entry count (40 000 on /usr, 20 MiB of heap).
+      mostTimesWaiting = Math.max(mostTimesWaiting, j.timesWaiting)
+      if (j.timesDue) await j.flushTimes()
       port.postMessage({ session: m.session, type: 'batch-done', seq: m.seq, data: m.data } satisfies FromWorker, [m.data])
+      collector.check()
       return
     }
     entry = undefined
     await j.finish(m.skipRoot)
-    post({ session: m.session, type: 'finished' })
+    post({ session: m.session, type: 'finished', mostTimesWaiting })
   }
   // Batches run one after the other, in order; a start or an abort is answered at once.
   let queue = Promise.resolve()
+  const collector = new PromptCollector(WORKER_GC_SLACK_BYTES)
   port.on('message', (m: ToWorker) => {
     if (m.type === 'start') {
       session = m.session
       setup = m.setup
-      jail = new Jail(m.setup.root, m.setup.marker)
+      jail = new Jail(m.setup.root, m.setup.marker, m.setup.timeFixesPerRun)
       entry = undefined
+      mostTimesWaiting = 0
       failed = false
       return
     }

@@ -19,7 +19,7 @@ import { decompressed } from '../image/compression.ts'
 import { printableBytes, type TarEntry } from '../image/tar-format.ts'
 import { readTar, type Segment } from '../image/tar-reader.ts'
 import { TimeFixer, nodeTimes, type Times } from '../image/times.ts'
-import { errno, shown, unsafe } from './extract-jail.ts'
+import { TIME_FIXES_PER_RUN, errno, shown, unsafe } from './extract-jail.ts'
 import { ExtractFeed } from './extract-feed.ts'
 import type { EntryAttrs, EntryXattrs } from './extract-protocol.ts'
 
@@ -40,6 +40,8 @@ export interface ExtractOptions {
   keepMarker?: boolean
   /** An override laid over an extracted image: the archive's root attributes are ignored. */
   overlay?: boolean
+  /** Exact times that wait for one run of the time fixer (default TIME_FIXES_PER_RUN). */
+  timeFixesPerRun?: number
 }
 
 export interface ExtractResult {
@@ -48,6 +50,8 @@ export interface ExtractResult {
   bytes: number
   /** Times extracted for the target root (for completeTarget after overlays). */
   rootTimes?: Times
+  /** The most exact times that waited in the worker after a batch: bounded, whatever the entry count. */
+  mostTimesWaiting: number
 }
 
 /** The path of an archive path inside the target, or an ERR_UNSAFE_ARCHIVE if it could escape. */
@@ -182,7 +186,7 @@ export async function extractTar (input: Readable | AsyncIterable<Buffer>, targe
   }
   const marker = await markIncomplete(root)
   // The worker works on byte strings; realpath gave UTF-8.
-  const feed = new ExtractFeed({ root: Buffer.from(root).toString('latin1'), marker }, name => opts.onEntry?.(name))
+  const feed = new ExtractFeed({ root: Buffer.from(root).toString('latin1'), marker, timeFixesPerRun: opts.timeFixesPerRun ?? TIME_FIXES_PER_RUN }, name => opts.onEntry?.(name))
   // gzip and zstd payloads are recognised by their magic bytes.
   const members = readTar(decompressed(input as AsyncIterable<Buffer>))
   const overlay = opts.overlay === true
@@ -203,7 +207,7 @@ export async function extractTar (input: Readable | AsyncIterable<Buffer>, targe
     while (await untilAborted(step(), opts.signal));
     await untilAborted(feed.finish(overlay), opts.signal)
     if (opts.keepMarker !== true) await completeTarget(root, rootTimes)
-    return { entries, bytes, ...(rootTimes !== undefined ? { rootTimes } : {}) }
+    return { entries, bytes, mostTimesWaiting: feed.mostTimesWaiting, ...(rootTimes !== undefined ? { rootTimes } : {}) }
   } catch (err) {
     await feed.stop()
     destroyInput()
