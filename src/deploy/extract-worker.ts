@@ -7,15 +7,8 @@ import { parentPort } from 'node:worker_threads'
 import { isSiError } from '../errors.ts'
 import { Jail, errno } from './extract-jail.ts'
 import type { ExtractOp, FromWorker, ToWorker, WorkerFailure, WorkerSetup } from './extract-protocol.ts'
-import { PromptCollector } from './prompt-gc.ts'
 
 const MIB = 1024 * 1024
-/**
- * Garbage this thread may hold before it collects it: every batch leaves its operations,
- * path strings and stat results behind, and this thread allocates too little for V8 to
- * collect often on its own (see prompt-gc.ts).
- */
-const WORKER_GC_SLACK_BYTES = 16 * MIB
 
 function spaceLeft (root: string): string {
   try {
@@ -83,7 +76,6 @@ function serve (): void {
       mostTimesWaiting = Math.max(mostTimesWaiting, j.timesWaiting)
       if (j.timesDue) await j.flushTimes()
       port.postMessage({ session: m.session, type: 'batch-done', seq: m.seq, data: m.data } satisfies FromWorker, [m.data])
-      collector.check()
       return
     }
     entry = undefined
@@ -92,7 +84,6 @@ function serve (): void {
   }
   // Batches run one after the other, in order; a start or an abort is answered at once.
   let queue = Promise.resolve()
-  const collector = new PromptCollector(WORKER_GC_SLACK_BYTES)
   port.on('message', (m: ToWorker) => {
     if (m.type === 'start') {
       session = m.session

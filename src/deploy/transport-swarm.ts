@@ -22,11 +22,8 @@ import { ensureTargetDir } from './target-dir.ts'
 import { waitToLeave, type SeedWait } from './seed-policy.ts'
 import type { DeployResult, EventSink, Phase, ProgressFigures } from './events.ts'
 import { peakRssBytes } from './peak-rss.ts'
-import { PromptCollector } from './prompt-gc.ts'
 
 export const PROGRESS_INTERVAL_MS = 500
-/** Dead buffers (sockets' reads, pieces, extraction chunks) this thread may hold before it collects them. */
-const MAIN_GC_SLACK_BYTES = 32 * 1024 * 1024
 
 export interface SwarmDeployOptions {
   metainfo: Metainfo
@@ -127,20 +124,13 @@ export async function deploySwarm (opts: SwarmDeployOptions): Promise<DeployResu
     for (const p of opts.peers ?? []) active.addPeerAddress(p)
     phase = 'download'
     opts.emit({ type: 'phase', phase, detail: `${meta.name}: ${meta.length} bytes in ${meta.pieceCount} pieces of ${meta.pieceLength}; listening for peers on port ${listener.port}` })
-    // Garbage is checked for at the pace it is made: per piece verified, per chunk
-    // extracted, and at every tick (uploads while seeding).
-    const collector = new PromptCollector(MAIN_GC_SLACK_BYTES)
-    store.on('verified', () => collector.check())
-    ticker = setInterval(() => {
-      collector.check()
-      opts.emit({ type: 'progress', phase, ...figures() })
-    }, PROGRESS_INTERVAL_MS)
+    ticker = setInterval(() => opts.emit({ type: 'progress', phase, ...figures() }), PROGRESS_INTERVAL_MS)
 
     const complete = waitForComplete(active, signal, opts.stallSeconds * 1000)
       .then(() => { downloadSeconds = (Date.now() - started) / 1000 })
     // Pulled straight from the store: a stream between them would buffer 16 of its chunks
     // (Readable.from's object high-water mark), the piece store's bound is the only one.
-    const extracted = extractTar(checkedPerChunk(store.readInOrder(signal), collector), opts.target, {
+    const extracted = extractTar(store.readInOrder(signal), opts.target, {
       ...opts.extract,
       signal,
       onEntry: () => { extractedEntries++ }
@@ -222,13 +212,5 @@ function describeSeedWait (policy: SeedWait): string {
     case 'none': return 'leaving the swarm now (--seed-wait none)'
     case 'upload-min': return `seeding until upload falls under ${policy.kibPerSecond} KiB/s`
     case 'swarm': return 'seeding until the tracker reports no leecher left, or nobody fetches from this node for a minute'
-  }
-}
-
-/** The chunks as they come, with a garbage check before each is handed on. */
-async function * checkedPerChunk (chunks: AsyncGenerator<Buffer>, collector: PromptCollector): AsyncGenerator<Buffer> {
-  for await (const chunk of chunks) {
-    collector.check()
-    yield chunk
   }
 }
