@@ -10,7 +10,7 @@
 // image. Prints one line per run and a JSON summary; needs root (ip netns, tc).
 //
 //   node --import tsx scripts/bench/cpu-floor.ts [--runs 3] [--peers 8] [--rate 10] \
-//     [--image-mib 16] [--piece-kib 128] [--depth 4] [--reads stream|static] [--ns-prefix qc-]
+//     [--image-mib 16] [--piece-kib 128] [--depth 4] [--reads stream|static] [--ns-prefix qc-]   (--help lists them)
 //
 // --reads static: the receiver reads with net's `onread` (one buffer per socket, reused,
 // no stream and no allocation per read) instead of 'data' events: the lower of the two floors.
@@ -21,6 +21,10 @@ import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { build } from 'esbuild'
 import { SiError } from '../../src/errors.ts'
+import { option, type Values } from '../../src/config/options.ts'
+import { decimal, integer, nonEmpty, oneOf } from '../../src/config/values.ts'
+import { noExtraPositionals, readCommandLine } from '../../src/config/command-line.ts'
+import { commandHelp } from '../../src/config/help.ts'
 import { run, runIfMain, stopChild, spawnTracked, sleep } from './exec.ts'
 import { createNamespace, deleteNamespace, inNamespace } from './netns.ts'
 import { shapeEgress } from './shaping.ts'
@@ -38,29 +42,24 @@ const RUN_TIMEOUT_SLACK_MS = 30_000
 /** a receiver that ignores SIGTERM (sent at its timeout: it reports where it stood) this long gets SIGKILL */
 const KILL_GRACE_MS = 3_000
 
-interface Options { runs: number; peers: number; rateMbit: number; imageMiB: number; pieceKiB: number; depth: number; reads: string; nsPrefix: string }
-
-const DEFAULTS: Options = { runs: 3, peers: 8, rateMbit: 10, imageMiB: 16, pieceKiB: 128, depth: 4, reads: 'stream', nsPrefix: 'sifloor-' }
-const FLAGS: Record<string, keyof Options> = { '--runs': 'runs', '--peers': 'peers', '--rate': 'rateMbit', '--image-mib': 'imageMiB', '--piece-kib': 'pieceKiB', '--depth': 'depth', '--reads': 'reads', '--ns-prefix': 'nsPrefix' }
-
-function parseOptions (argv: string[]): Options {
-  const opts: Options = { ...DEFAULTS }
-  for (let i = 0; i < argv.length; i += 2) {
-    const key = FLAGS[argv[i]]
-    const value = argv[i + 1]
-    if (key === undefined || value === undefined) throw new SiError('ERR_INVALID_ARGUMENT', `unknown option or missing value: ${argv[i]} (options: ${Object.keys(FLAGS).join(' ')})`)
-    if (key === 'nsPrefix') { opts.nsPrefix = value; continue }
-    if (key === 'reads') {
-      if (value !== 'stream' && value !== 'static') throw new SiError('ERR_INVALID_ARGUMENT', `--reads is stream or static, not ${value}`)
-      opts.reads = value
-      continue
-    }
-    const n = Number(value)
-    if (!Number.isFinite(n) || n <= 0) throw new SiError('ERR_INVALID_ARGUMENT', `${argv[i]} needs a positive number, not ${value}`)
-    opts[key] = n
-  }
-  return opts
+const OPTIONS = {
+  runs: option({ flag: 'runs', arg: 'N', help: 'measured runs', default: 3, parse: integer(1, 100) }),
+  peers: option({ flag: 'peers', arg: 'N', help: 'peers the receiver takes the image from (and uploads to)', default: 8, parse: integer(1, 256) }),
+  rateMbit: option({ flag: 'rate', arg: 'MBIT', help: 'each end\'s link rate, both ways', default: 10, parse: decimal(0.1, 100_000) }),
+  imageMiB: option({ flag: 'image-mib', arg: 'N', help: 'image size', default: 16, parse: decimal(1, 100_000) }),
+  pieceKiB: option({ flag: 'piece-kib', arg: 'N', help: 'piece size (each piece is checked against its SHA-1)', default: 128, parse: integer(16, 65_536) }),
+  depth: option({ flag: 'depth', arg: 'N', help: 'requests outstanding per peer', default: 4, parse: integer(1, 1024) }),
+  reads: option({ flag: 'reads', arg: 'stream|static', help: 'stream: \'data\' events; static: net\'s onread into one reused buffer per socket', default: 'stream' as 'stream' | 'static', parse: oneOf(['stream', 'static'] as const) }),
+  nsPrefix: option({ flag: 'ns-prefix', arg: 'NAME', help: 'prefix of the two network namespaces a run makes', default: 'sifloor-', parse: nonEmpty('a namespace prefix') })
 }
+type Options = Values<typeof OPTIONS>
+
+const USAGE = commandHelp(['node --import tsx scripts/bench/cpu-floor.ts [options]   (as root)'], OPTIONS, {
+  intro: `The runtime's CPU floor for an agent's network part: a plain Node process on the pinned
+runtime takes an image in 16 KiB blocks from N peers over a shaped veth, checks every
+piece, writes it to a file and uploads every piece once. Prints one line per run and a
+JSON summary.`
+})
 
 /** The command runToEnd waits for, so that an interrupted run stops it too. */
 let running: ChildProcess | undefined
@@ -88,7 +87,9 @@ async function runToEnd (cmd: string, args: string[], timeoutMs: number): Promis
 }
 
 async function main (argv: string[]): Promise<number> {
-  const opts = parseOptions(argv)
+  const { values: opts, positional, help } = readCommandLine(argv, OPTIONS)
+  if (help) { process.stdout.write(USAGE); return 0 }
+  noExtraPositionals(positional, 0, USAGE)
   const work = mkdtempSync(join(tmpdir(), 'cpu-floor-'))
   const bundle = join(work, 'cpu-floor-node.cjs')
   await build({ entryPoints: [join(HERE, 'cpu-floor-node.ts')], bundle: true, platform: 'node', format: 'cjs', outfile: bundle, logLevel: 'warning' })
