@@ -41,6 +41,19 @@ test('after the random start, the rarest piece the peer has is picked', () => {
   assert.equal(blocks[0].index, 7)
 })
 
+test('in order (every peer a seed): after the random start, new pieces come lowest index first whatever their rarity', () => {
+  const p = picker(10)
+  p.inOrder = true
+  for (const i of [5, 6, 8, 9].slice(0, randomFirstPieces)) completePiece(p, 'x', i)
+  for (let i = 0; i < 10; i++) p.peerHasPiece(i)
+  p.peerHasPiece(0) // piece 0 more common than the rest: rarest-first would not start there
+  const picked = p.pick('a', all, 4 * 3).map(b => b.index)
+  assert.deepEqual([...new Set(picked)], [0, 1, 2])
+  p.inOrder = false
+  p.peerLostPiece(7) // now the rarest
+  assert.equal(p.pick('a', all, 4)[0].index, 7, 'back to rarest-first once a leecher is among the peers')
+})
+
 test('blocks of a started piece are finished before a new piece is started', () => {
   const p = picker(10)
   const first = p.pick('a', all, 2)

@@ -6,6 +6,9 @@
 // tie-break so the seed's upload spreads distinct pieces into the swarm. Partial pieces are
 // finished before new ones are started, so pieces become shareable quickly. When every
 // missing block is already requested, endgame lets a block be requested from a second peer.
+// A node whose every peer is a seed has nobody to share with: spreading pieces gains
+// nothing, and it takes them in order (`inOrder`), so that extraction, which needs the
+// payload in order, overlaps the download instead of waiting for the first piece.
 
 import { swarmConfig, type PickerConfig } from './config.ts'
 
@@ -47,6 +50,11 @@ export class PiecePicker {
   private haveCount = 0
   private returns = 0
   private lastPickInEndgame = false
+  /**
+   * After the random start, new pieces are taken lowest index first instead of rarest
+   * first (its owner sets it while every peer is a seed).
+   */
+  inOrder = false
   private readonly random: () => number
   private readonly now: () => number
   private readonly endgameWait: (requesters: Set<string>) => number
@@ -293,6 +301,10 @@ export class PiecePicker {
     const n = this.pieceCount
     const start = Math.floor(this.random() * n)
     const randomPhase = this.haveCount < this.config.randomFirstPieces
+    if (this.inOrder && !randomPhase) {
+      for (let i = 0; i < n; i++) if (this.have[i] === 0 && !this.partial.has(i) && peerHas(i)) return i
+      return -1
+    }
     let best = -1
     let bestAvailability = Infinity
     for (let k = 0; k < n; k++) {

@@ -80,6 +80,15 @@ export class Requester extends EventEmitter<RequesterEvents> {
     return seeds
   }
 
+  /**
+   * Every peer holds every piece: nobody here can use what we fetch, so the picker may
+   * take pieces in order (PiecePicker.inOrder).
+   */
+  private onlySeeds (): boolean {
+    for (const s of this.states.values()) if (s.haveCount !== this.picker.pieceCount) return false
+    return this.states.size > 0
+  }
+
   /** No more requests; pieces being verified are not committed to the picker. */
   stop (): void {
     this.stopped = true
@@ -197,6 +206,7 @@ export class Requester extends EventEmitter<RequesterEvents> {
     const want = depth - peer.outstanding
     // Topped up in batches (why: SwarmConfig.requestBatchFraction).
     if (want <= 0 || want < Math.ceil(depth * this.config.requestBatchFraction)) return
+    this.picker.inOrder = this.onlySeeds()
     const blocks = onlyAnnounced
       ? this.picker.pickAnnounced(peer.id, announced, want)
       : this.picker.pick(peer.id, i => wire.peerPieces.get(i), want)
