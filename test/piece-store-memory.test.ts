@@ -101,3 +101,56 @@ test('a consumer that stops early releases what was read ahead', async () => {
     await store.close()
   }
 })
+
+test('pieces verified and dropped from the upload cache, none lent: their buffers are reused, a handful made for 64 pieces; a lent piece keeps its bytes', async () => {
+  const pieces = 64
+  const bigLayout: PieceLayout = {
+    length: PIECE * pieces,
+    pieceLength: PIECE,
+    pieceCount: pieces,
+    pieceHashes: Array.from({ length: pieces }, (_, i) => createHash('sha1').update(pieceOf(i)).digest())
+  }
+  const store = await PieceStore.createStaging(join(dir, `staging-${randomBytes(4).toString('hex')}.tar`), bigLayout, CONFIG)
+  try {
+    let lent: Buffer | undefined
+    for (let i = 0; i < pieces; i++) {
+      store.writeBlock(i, 0, pieceOf(i))
+      assert.equal((await store.commit(i)).verified, true)
+      if (i === 3) lent = await store.readBlock(3, 0, PIECE)
+    }
+    // The cache's pieces, the one being assembled, the lent one (and one spare): 64 without reuse.
+    const bound = CONFIG.readCacheBytes / PIECE + 3
+    assert.ok(store.pieceBuffersMade <= bound, `${store.pieceBuffersMade} piece buffers made for ${pieces} pieces (bound ${bound})`)
+    assert.ok(lent !== undefined && lent.equals(pieceOf(3)), 'the lent piece was not reused')
+    for (const i of [0, pieces / 2, pieces - 1]) assert.ok((await store.readBlock(i, 0, PIECE)).equals(pieceOf(i)), `piece ${i} on disk`)
+  } finally {
+    await store.close()
+  }
+})
+
+/** Piece i of a payload whose every piece differs: a reused buffer left stale would show. */
+function pieceOf (i: number): Buffer {
+  return Buffer.alloc(PIECE, i + 1)
+}
+
+test('a consumer that gives each chunk back: readInOrder reads into a handful of buffers for the whole payload, every byte in order', async () => {
+  const file = join(dir, 'released.tar')
+  await writeFile(file, payload)
+  const store = await PieceStore.openComplete(file, layout, CONFIG)
+  try {
+    const hash = createHash('sha1')
+    let chunks = 0
+    for await (const chunk of store.readInOrder()) {
+      hash.update(chunk)
+      chunks++
+      store.releaseChunk(chunk)
+    }
+    assert.ok(hash.digest().equals(createHash('sha1').update(payload).digest()))
+    // The read-ahead budget's chunks, the one the consumer holds, one spare: not one per chunk.
+    const bound = CONFIG.inOrderAheadBytes / CONFIG.inOrderChunkBytes + 2
+    assert.ok(chunks > 4 * bound, `${chunks} chunks`)
+    assert.ok(store.chunksMade <= bound, `${store.chunksMade} buffers for ${chunks} chunks (bound ${bound})`)
+  } finally {
+    await store.close()
+  }
+})

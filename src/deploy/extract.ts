@@ -42,6 +42,12 @@ export interface ExtractOptions {
   overlay?: boolean
   /** Exact times that wait for one run of the time fixer (default TIME_FIXES_PER_RUN). */
   timeFixesPerRun?: number
+  /**
+   * Input chunks extraction is done with, handed back to their source for reuse (a
+   * pooled reader's, PieceStore.releaseChunk). Only chunks read as they came (an
+   * uncompressed payload) come back: a decompressor's input is never given back.
+   */
+  release?(chunk: Buffer): void
 }
 
 export interface ExtractResult {
@@ -188,7 +194,7 @@ export async function extractTar (input: Readable | AsyncIterable<Buffer>, targe
   // The worker works on byte strings; realpath gave UTF-8.
   const feed = new ExtractFeed({ root: Buffer.from(root).toString('latin1'), marker, timeFixesPerRun: opts.timeFixesPerRun ?? TIME_FIXES_PER_RUN }, name => opts.onEntry?.(name))
   // gzip and zstd payloads are recognised by their magic bytes.
-  const members = readTar(decompressed(input as AsyncIterable<Buffer>))
+  const members = readTar(decompressed(input as AsyncIterable<Buffer>), { release: opts.release })
   const overlay = opts.overlay === true
 
   let entries = 0

@@ -133,7 +133,9 @@ export async function deploySwarm (opts: SwarmDeployOptions): Promise<DeployResu
     const extracted = extractTar(store.readInOrder(signal), opts.target, {
       ...opts.extract,
       signal,
-      onEntry: () => { extractedEntries++ }
+      onEntry: () => { extractedEntries++ },
+      // Its chunks come back once extraction is done with them, and are read into again.
+      release: chunk => store.releaseChunk(chunk)
     })
     // Whichever fails first stops the other.
     const [, extractResult] = await Promise.all([complete, extracted].map(p => p.catch(err => { abort.abort(); throw err }))) as [void, Awaited<typeof extracted>]

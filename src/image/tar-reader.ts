@@ -1,6 +1,8 @@
 // A streaming tar reader that keeps every byte: names and pax values stay Buffers, GNU
 // sparse 1.0 members come out as data segments at their offsets. Each entry's body must
 // be consumed (or abandoned) before the next entry is requested; what is left is skipped.
+// An input whose chunks are reused (ReadTarOptions.release) gets each one back once the
+// reader and its consumer are done with it.
 import { SiError } from '../errors.ts'
 import {
   BLOCK, decodeHeader, decodePax, entryFromHeader, padding, printableBytes, type PaxRecords, type TarEntry
@@ -11,6 +13,16 @@ const MAX_META_BYTES = 8 * 1024 * 1024
 /** Segments of one sparse file; its map is read into memory. */
 const MAX_SPARSE_SEGMENTS = 1_000_000
 const MAX_SPARSE_MAP_LINE = 20
+
+export interface ReadTarOptions {
+  /**
+   * Called with each input chunk the reader has consumed whole, once the consumer has
+   * pulled again (the next segment or the next entry): the consumer is then done with
+   * every segment and entry field that may be a view of it. With it, those views are
+   * valid only until that pull.
+   */
+  release?(chunk: Buffer): void
+}
 
 export interface Segment {
   /** Logical offset of `data` in the file. */
@@ -32,8 +44,17 @@ class ByteQueue {
   /** Total bytes consumed so far, for error messages. */
   consumed = 0
   private ended = false
+  /** Chunks consumed whole, to be released at the consumer's next pull. */
+  private readonly spent: Buffer[] = []
 
-  constructor (private readonly source: AsyncIterator<Buffer | Uint8Array | string>) {}
+  constructor (private readonly source: AsyncIterator<Buffer | Uint8Array | string>, private readonly release?: (chunk: Buffer) => void) {}
+
+  /** The consumer pulled again: nothing it was handed before is used any more. */
+  releaseSpent (): void {
+    if (this.release === undefined) return
+    for (const chunk of this.spent) this.release(chunk)
+    this.spent.length = 0
+  }
 
   private async fill (): Promise<boolean> {
     if (this.ended) return false
@@ -52,7 +73,11 @@ class ByteQueue {
     const n = Math.min(avail, max)
     const out = first.subarray(this.head, this.head + n)
     this.head += n
-    if (this.head === first.length) { this.chunks.shift(); this.head = 0 }
+    if (this.head === first.length) {
+      this.chunks.shift()
+      this.head = 0
+      if (this.release !== undefined) this.spent.push(first)
+    }
     this.buffered -= n
     this.consumed += n
     return out
@@ -143,9 +168,9 @@ async function readSparseMap (q: ByteQueue, entry: TarEntry, stored: number, wha
  * Reads a tar stream entry by entry. Metadata members (pax, GNU long names) are folded
  * into the entry they describe.
  */
-export async function * readTar (input: AsyncIterable<Buffer | Uint8Array | string>): AsyncGenerator<TarMember> {
+export async function * readTar (input: AsyncIterable<Buffer | Uint8Array | string>, opts: ReadTarOptions = {}): AsyncGenerator<TarMember> {
   const source = input[Symbol.asyncIterator]()
-  const q = new ByteQueue(source)
+  const q = new ByteQueue(source, opts.release)
   let global: PaxRecords = new Map()
   let local: PaxRecords | undefined
   let longName: Buffer | undefined
@@ -202,11 +227,13 @@ export async function * readTar (input: AsyncIterable<Buffer | Uint8Array | stri
             if (data === undefined) throw new SiError('ERR_ARCHIVE', `archive truncated in the data of ${what}`)
             left -= data.length
             yield { offset: offset + done, data }
+            q.releaseSpent()
             done += data.length
           }
         }
       }
       yield { entry, body }
+      q.releaseSpent()
       active = false
       await q.skip(left + padding(stored), `the data of ${what}`)
     }

@@ -14,6 +14,7 @@ import { constants as fsc } from 'node:fs'
 import { open, readFile, rename, writeFile, type FileHandle } from 'node:fs/promises'
 import { SiError } from '../errors.ts'
 import { swarmConfig, type PieceStoreConfig } from './config.ts'
+import { BufferPool } from './buffer-pool.ts'
 
 export interface PieceLayout {
   length: number
@@ -29,6 +30,14 @@ const RESUME_SAVE_MS = 1000
 const RESUME_FORMAT = 1
 /** Changes at every boot: pieces written in another boot are hashed again. */
 const BOOT_ID_FILE = '/proc/sys/kernel/random/boot_id'
+/**
+ * Free piece buffers kept for the next pieces (at least two): enough to cover the pieces
+ * started between two evictions from the upload cache, which gives them back.
+ */
+const PIECE_POOL_FREE_BYTES = 8 * 1024 * 1024
+const PIECE_POOL_MIN_FREE = 2
+/** Free chunks of readInOrder kept beyond its read-ahead budget's (given back by its consumer). */
+const CHUNK_POOL_SPARE = 2
 
 interface ResumeData { format: number; infoHash: string; length: number; pieceLength: number; bootId: string; bitfield: string }
 
@@ -57,6 +66,16 @@ export class PieceStore extends EventEmitter<PieceStoreEvents> {
   /** Verified pieces in memory for uploads, oldest first, and their bytes. */
   private readonly readCache = new Map<number, Promise<Buffer>>()
   private readCacheBytes = 0
+  /**
+   * Assembly buffers: a verified piece's buffer goes back to the pool when the upload cache
+   * drops it, unless it was lent (readPiece, readBlock): a view of it may then sit in a
+   * socket's write queue, and it is left to the collector.
+   */
+  private readonly piecePool: BufferPool
+  /** Cached pieces whose buffer came from the pool and was never lent. */
+  private readonly recyclable = new Map<number, Buffer>()
+  /** readInOrder's chunks, given back by its consumer through releaseChunk. */
+  private readonly chunkPool: BufferPool
   /** Bytes readInOrder has read (or is reading) ahead of its consumer. */
   private inOrderAhead = 0
   private closed = false
@@ -73,6 +92,9 @@ export class PieceStore extends EventEmitter<PieceStoreEvents> {
     this.layout = layout
     this.config = swarmConfig(config)
     this.have = new Uint8Array(layout.pieceCount).fill(complete ? 1 : 0)
+    this.piecePool = new BufferPool(layout.pieceLength, Math.max(PIECE_POOL_MIN_FREE, Math.floor(PIECE_POOL_FREE_BYTES / layout.pieceLength)))
+    const chunkBytes = this.inOrderChunkBytes()
+    this.chunkPool = new BufferPool(chunkBytes, Math.ceil(this.inOrderAheadBytes(chunkBytes) / chunkBytes) + CHUNK_POOL_SPARE)
   }
 
   /** A complete payload already on disk (the server's image, or a seed's own copy). */
@@ -207,7 +229,8 @@ export class PieceStore extends EventEmitter<PieceStoreEvents> {
     if (offset < 0 || offset + data.length > size) return
     let buf = this.assembling.get(index)
     if (buf === undefined) {
-      buf = Buffer.allocUnsafe(size)
+      // The last piece, shorter, is the only one not from the pool.
+      buf = size === this.piecePool.size ? this.piecePool.take() : Buffer.allocUnsafe(size)
       this.assembling.set(index, buf)
     }
     buf.set(data, offset)
@@ -227,6 +250,10 @@ export class PieceStore extends EventEmitter<PieceStoreEvents> {
     if (this.closed || this.have[index] === 1) return { verified: true, data: buf }
     this.have[index] = 1
     this.cachePiece(index, Promise.resolve(buf))
+    // Written, hashed, and only read (synchronously) by our caller after this: it is the
+    // upload cache's until lent. A failed piece's buffer is not: the caller keeps it to
+    // compare blocks (smart ban).
+    this.recyclable.set(index, buf)
     this.scheduleResumeSave()
     this.emit('verified', index)
     return { verified: true, data: buf }
@@ -240,6 +267,7 @@ export class PieceStore extends EventEmitter<PieceStoreEvents> {
   }
 
   readPiece (index: number): Promise<Buffer> {
+    this.recyclable.delete(index)
     let p = this.readCache.get(index)
     if (p === undefined) {
       p = this.readRange(index * this.layout.pieceLength, this.pieceSize(index), `piece ${index}`)
@@ -268,8 +296,8 @@ export class PieceStore extends EventEmitter<PieceStoreEvents> {
    */
   async * readInOrder (signal?: AbortSignal): AsyncGenerator<Buffer> {
     const { length, pieceLength } = this.layout
-    const chunkBytes = Math.max(1, this.config.inOrderChunkBytes)
-    const aheadBytes = Math.max(chunkBytes, this.config.inOrderAheadBytes)
+    const chunkBytes = this.inOrderChunkBytes()
+    const aheadBytes = this.inOrderAheadBytes(chunkBytes)
     const reads: Array<{ bytes: number; data: Promise<Buffer> }> = []
     let next = 0
     let ahead = 0
@@ -283,7 +311,7 @@ export class PieceStore extends EventEmitter<PieceStoreEvents> {
           await this.waitFor(index, signal)
         }
         const bytes = Math.min(chunkBytes, (index + 1) * pieceLength - next, length - next)
-        const data = this.readRange(next, bytes, `byte ${next}`)
+        const data = this.readRange(next, bytes, `byte ${next}`, this.chunkPool.take())
         data.catch(() => {}) // met when its turn comes
         reads.push({ bytes, data })
         held(bytes)
@@ -310,9 +338,23 @@ export class PieceStore extends EventEmitter<PieceStoreEvents> {
     }
   }
 
-  /** `bytes` of the staging file from `offset`; `what` names them if the file is short. */
-  private async readRange (offset: number, bytes: number, what: string): Promise<Buffer> {
-    const buf = Buffer.allocUnsafe(bytes)
+  /**
+   * A chunk readInOrder yielded, which its consumer no longer uses (nor any view of it):
+   * it is read into again. Anything else is ignored.
+   */
+  releaseChunk (chunk: Uint8Array): void {
+    this.chunkPool.give(chunk)
+  }
+
+  /** readInOrder's chunks made so far: bounded when its consumer gives them back, whatever the payload's size. */
+  get chunksMade (): number { return this.chunkPool.made }
+
+  private inOrderChunkBytes (): number { return Math.max(1, this.config.inOrderChunkBytes) }
+  private inOrderAheadBytes (chunkBytes: number): number { return Math.max(chunkBytes, this.config.inOrderAheadBytes) }
+
+  /** `bytes` of the staging file from `offset` (into `into`, when given); `what` names them if the file is short. */
+  private async readRange (offset: number, bytes: number, what: string, into?: Buffer): Promise<Buffer> {
+    const buf = into === undefined ? Buffer.allocUnsafe(bytes) : into.subarray(0, bytes)
     const { bytesRead } = await this.file.read(buf, 0, bytes, offset)
     if (bytesRead !== bytes) throw new SiError('ERR_STAGING', `short read of ${what} from ${this.path}`)
     return buf
@@ -329,6 +371,9 @@ export class PieceStore extends EventEmitter<PieceStoreEvents> {
     this.assembling.clear()
     this.readCache.clear()
     this.readCacheBytes = 0
+    this.recyclable.clear()
+    this.piecePool.clear()
+    this.chunkPool.clear()
     this.emit('closed')
     clearTimeout(this.resumeTimer)
     this.resumeTimer = undefined
@@ -347,8 +392,16 @@ export class PieceStore extends EventEmitter<PieceStoreEvents> {
   }
 
   private uncache (index: number): void {
-    if (this.readCache.delete(index)) this.readCacheBytes -= this.pieceSize(index)
+    if (!this.readCache.delete(index)) return
+    this.readCacheBytes -= this.pieceSize(index)
+    const buf = this.recyclable.get(index)
+    if (buf === undefined) return
+    this.recyclable.delete(index)
+    this.piecePool.give(buf)
   }
+
+  /** Piece buffers made so far: with nothing lent, bounded by the cache and the pool, whatever the piece count. */
+  get pieceBuffersMade (): number { return this.piecePool.made }
 
   private waitFor (index: number, signal?: AbortSignal): Promise<void> {
     return new Promise((resolve, reject) => {
