@@ -31,6 +31,33 @@ test('well-formed traffic split at every byte comes out as the same messages', (
   assert.ok(messages[2][1].subarray(8).equals(block))
 })
 
+test('traffic read into one reused buffer, overwritten after every feed, at every split size: the same messages, kept bodies intact', () => {
+  const block = Buffer.alloc(16384).map((_, i) => i * 7)
+  const pieceBody = Buffer.concat([Buffer.from([0, 0, 0, 3, 0, 0, 0x40, 0]), block])
+  const stream = Buffer.concat([HANDSHAKE, message(5, Buffer.alloc(3, 0xf0)), message(4, Buffer.from([0, 0, 0, 9])), Buffer.alloc(4),
+    message(7, pieceBody), message(7, pieceBody), message(20, Buffer.alloc(30, 0x5a)), message(7, pieceBody)])
+  for (const size of [1, 5, 13, 4096, 16393, 20000, 65536]) {
+    const handshakes: Handshake[] = []
+    const kept: Array<[number, Buffer]> = []
+    const pieceChecks: boolean[] = []
+    // Non-piece bodies are kept as handed over; a piece body is checked during the call only.
+    const r = new WireReader({
+      handshake: h => handshakes.push(h),
+      message: (id, body) => { if (id === 7) pieceChecks.push(body.equals(pieceBody)); else kept.push([id, body]) }
+    })
+    const shared = Buffer.alloc(size)
+    for (let at = 0; at < stream.length; at += size) {
+      const n = stream.copy(shared, 0, at, Math.min(stream.length, at + size))
+      r.feed(shared.subarray(0, n), true)
+      shared.fill(0xee)
+    }
+    assert.equal(handshakes.length, 1, `split ${size}`)
+    assert.deepEqual(handshakes[0], { infoHash: INFO_HASH, peerId: PEER_ID, extended: true })
+    assert.deepEqual(pieceChecks, [true, true, true], `split ${size}`)
+    assert.deepEqual(kept.map(([id, body]) => [id, body.toString('hex')]), [[5, 'f0f0f0'], [4, '00000009'], [20, '5a'.repeat(30)]], `split ${size}`)
+  }
+})
+
 test('many messages in one chunk all come out, in order', () => {
   const { r, messages } = reader(20)
   r.feed(Buffer.concat([HANDSHAKE, ...[1, 2, 3, 4, 5].map(i => message(4, Buffer.from([0, 0, 0, i])))]))

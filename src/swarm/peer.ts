@@ -1,7 +1,7 @@
 // One connection to a remote peer: the socket, the wire over it, and the upload side,
 // which answers the peer's requests from the store no faster than the socket takes them.
 import { EventEmitter } from 'node:events'
-import { connect, type NetConnectOpts, type Socket } from 'node:net'
+import { connect, type Socket } from 'node:net'
 import { SiError, describeError } from '../errors.ts'
 import { normaliseHost } from '../net-address.ts'
 import { PeerWire } from './wire.ts'
@@ -27,12 +27,41 @@ interface QueuedRequest {
   cancelled: boolean
 }
 
-/** Opens a connection to a peer with the read buffer the read hold relies on. */
+/**
+ * Bytes every dialled peer socket reads into: a new buffer per read (64 KiB on a fast
+ * link) was most of what the agent left for the collector on a large image. One buffer
+ * serves every socket: each read is handled whole before the next one is made.
+ */
+const SHARED_READ_BYTES = 64 * 1024
+let sharedReadBuffer: Buffer | undefined
+
+/** Where a dialled socket's reads go, once its Peer exists; copies of earlier ones wait. */
+interface ReadSink { feed?: (chunk: Buffer) => void; early: Buffer[] }
+const readSinks = new WeakMap<Socket, ReadSink>()
+
+/**
+ * Opens a connection to a peer that reads into the shared buffer (its Peer consumes each
+ * read before returning), paused by the read hold like any socket.
+ */
 export function dialPeer (host: string, port: number): Socket {
-  // net.Socket hands its options to stream.Duplex, which honours readableHighWaterMark;
-  // @types/node leaves it out of NetConnectOpts.
-  const options: NetConnectOpts & { readableHighWaterMark: number } = { host, port, readableHighWaterMark: PEER_SOCKET_READ_BUFFER }
-  return connect(options)
+  sharedReadBuffer ??= Buffer.allocUnsafeSlow(SHARED_READ_BYTES)
+  const sink: ReadSink = { early: [] }
+  const socket = connect({
+    host,
+    port,
+    onread: {
+      buffer: sharedReadBuffer,
+      callback: (bytes: number, buffer: Uint8Array): boolean => {
+        const chunk = Buffer.from(buffer.buffer, buffer.byteOffset, bytes)
+        if (sink.feed !== undefined) sink.feed(chunk)
+        else sink.early.push(Buffer.from(chunk))
+        // false would pause the socket; the read hold pauses it when it must.
+        return true
+      }
+    }
+  })
+  readSinks.set(socket, sink)
+  return socket
 }
 
 export interface PeerEvents {
@@ -79,15 +108,14 @@ export class Peer extends EventEmitter<PeerEvents> {
     this.config = swarmConfig(opts.config)
     this.wire = new PeerWire(socket, this.config)
     socket.setNoDelay(true)
-    socket.on('data', (chunk: Buffer) => {
-      try {
-        this.wire.feed(chunk)
-      } catch (err) {
-        this.destroy(err instanceof Error ? err : new SiError('ERR_PEER_PROTOCOL', String(err)))
-        return
-      }
-      if (chunk.length < this.config.readHoldBelowBytes && this.outstanding > 0) this.holdReads()
-    })
+    const sink = readSinks.get(socket)
+    if (sink === undefined) {
+      socket.on('data', (chunk: Buffer) => this.onData(chunk, false))
+    } else {
+      for (const chunk of sink.early) this.onData(chunk, false)
+      sink.early.length = 0
+      sink.feed = chunk => this.onData(chunk, true)
+    }
     socket.on('error', (err: Error) => this.destroy(err))
     socket.on('close', () => this.destroy())
     socket.on('drain', () => this.pump())
@@ -148,6 +176,18 @@ export class Peer extends EventEmitter<PeerEvents> {
     this.wire.close()
     this.socket.destroy()
     this.emit('close', err)
+  }
+
+  /** `transient`: the chunk is the shared read buffer, read into again after this returns. */
+  private onData (chunk: Buffer, transient: boolean): void {
+    if (this.closed) return
+    try {
+      this.wire.feed(chunk, transient)
+    } catch (err) {
+      this.destroy(err instanceof Error ? err : new SiError('ERR_PEER_PROTOCOL', String(err)))
+      return
+    }
+    if (chunk.length < this.config.readHoldBelowBytes && this.outstanding > 0) this.holdReads()
   }
 
   private holdReads (): void {

@@ -2,6 +2,10 @@
 // announced length against its message type before buffering a byte of the body. A
 // message arriving in many TCP segments is joined once, when its last byte is in: the
 // segments of a 16 KiB block are held as a list, not copied again at every arrival.
+// A socket that reads into one reused buffer (`feed(chunk, true)`) is served without a
+// buffer per read: what is left of an incomplete message is copied into the reader's own
+// carry buffer, other messages than pieces are copied out, and a piece body is a view
+// valid during its handler call only (it is copied into the piece being assembled).
 import { SiError } from '../errors.ts'
 
 export const HANDSHAKE_LENGTH = 68
@@ -13,6 +17,12 @@ const MAX_UNKNOWN_LENGTH = 64 * 1024
 /** Before the torrent is known a bitfield may be this large. */
 const DEFAULT_MAX_BITFIELD_BYTES = 1024 * 1024
 const LENGTH_PREFIX = 4
+/** A carry buffer grown past this (a large bitfield or extended message) is let go once it is no longer needed. */
+const CARRY_KEEP_BYTES = 256 * 1024
+/** id, index and offset before a block. */
+const PIECE_HEAD = 9
+/** The block size every client uses: the carry and piece-join buffers start at one such message. */
+const USUAL_BLOCK_LENGTH = 16 * 1024
 
 export const MESSAGE = {
   choke: 0,
@@ -71,6 +81,12 @@ export class WireReader {
   private messageLength = 0
   private idChecked = false
   private bitfieldBytes = DEFAULT_MAX_BITFIELD_BYTES
+  /** The chunk being fed is read into again once `feed` returns. */
+  private transient = false
+  /** Holds the bytes of an incomplete message between transient chunks. */
+  private carry: Buffer | undefined
+  /** Joins a piece message that spans chunks; its body is used during the handler call only. */
+  private pieceJoin: Buffer | undefined
 
   constructor (private readonly handlers: WireReaderHandlers) {}
 
@@ -79,15 +95,44 @@ export class WireReader {
     this.bitfieldBytes = Math.ceil(pieceCount / 8)
   }
 
-  /** Takes the next bytes from the socket; throws ERR_PEER_PROTOCOL at the first wrong one. */
-  feed (chunk: Buffer): void {
+  /**
+   * Takes the next bytes from the socket; throws ERR_PEER_PROTOCOL at the first wrong one.
+   * `transient`: the chunk's memory is read into again after this returns, so nothing
+   * keeps a view of it.
+   */
+  feed (chunk: Buffer, transient = false): void {
     if (chunk.length === 0) return
     if (!this.handshakeDone && this.buffered === 0 && chunk[0] !== PROTOCOL_NAME.length) {
       throw new SiError('ERR_PEER_PROTOCOL', 'peer does not speak the BitTorrent protocol')
     }
     this.chunks.push(chunk)
     this.buffered += chunk.length
-    while (this.step()) { /* one unit per step */ }
+    this.transient = transient
+    try {
+      while (this.step()) { /* one unit per step */ }
+    } finally {
+      if (transient) this.keepLeftover()
+    }
+  }
+
+  /** Moves what is left of the chunks into the carry buffer, so that no view of a transient chunk remains. */
+  private keepLeftover (): void {
+    const n = this.buffered
+    if (n === 0) {
+      this.chunks.length = 0
+      if ((this.carry?.length ?? 0) > CARRY_KEEP_BYTES) this.carry = undefined
+      return
+    }
+    let carry = this.carry
+    if (carry === undefined || carry.length < n || (carry.length > CARRY_KEEP_BYTES && n <= CARRY_KEEP_BYTES)) {
+      carry = Buffer.allocUnsafeSlow(Math.max(n, PIECE_HEAD + USUAL_BLOCK_LENGTH))
+    }
+    // The first chunk may be a view of the carry itself: copy moves bytes as memmove does.
+    let filled = 0
+    for (const chunk of this.chunks) filled += chunk.copy(carry, filled)
+    this.carry = carry
+    this.chunks.length = 0
+    this.chunks.push(carry.subarray(0, n))
   }
 
   /** Reads one handshake, length prefix or message if all its bytes are in. */
@@ -113,14 +158,22 @@ export class WireReader {
       this.idChecked = true
     }
     if (this.buffered < this.messageLength) return false
-    const message = this.take(this.messageLength)
+    const isPiece = this.chunks[0][0] === MESSAGE.piece
+    const message = this.take(this.messageLength, isPiece ? this.pieceJoinBuffer(this.messageLength) : undefined)
     this.messageLength = 0
-    this.handlers.message(message[0], message.subarray(1))
+    // A piece body is used during the call only; anything else may be kept by its handler.
+    const body = this.transient && !isPiece ? Buffer.from(message.subarray(1)) : message.subarray(1)
+    this.handlers.message(message[0], body)
     return true
   }
 
-  /** The next `n` buffered bytes, copied only when they span several chunks. */
-  private take (n: number): Buffer {
+  private pieceJoinBuffer (n: number): Buffer {
+    if (this.pieceJoin === undefined || this.pieceJoin.length < n) this.pieceJoin = Buffer.allocUnsafeSlow(Math.max(n, PIECE_HEAD + USUAL_BLOCK_LENGTH))
+    return this.pieceJoin
+  }
+
+  /** The next `n` buffered bytes, copied (into `join`, when given) only when they span several chunks. */
+  private take (n: number, join?: Buffer): Buffer {
     this.buffered -= n
     const first = this.chunks[0]
     if (first.length > n) {
@@ -131,7 +184,7 @@ export class WireReader {
       this.chunks.shift()
       return first
     }
-    const out = Buffer.allocUnsafe(n)
+    const out = join === undefined ? Buffer.allocUnsafe(n) : join.subarray(0, n)
     let filled = 0
     while (filled < n) {
       const chunk = this.chunks[0]

@@ -102,9 +102,12 @@ export class PeerWire extends EventEmitter<PeerWireEvents> {
     }, this.config)
   }
 
-  /** Bytes from the socket; throws ERR_PEER_PROTOCOL at the first thing wrong with them. */
-  feed (chunk: Buffer): void {
-    if (!this.closed) this.reader.feed(chunk)
+  /**
+   * Bytes from the socket; throws ERR_PEER_PROTOCOL at the first thing wrong with them.
+   * `transient`: the chunk's memory is read into again once this returns (WireReader.feed).
+   */
+  feed (chunk: Buffer, transient = false): void {
+    if (!this.closed) this.reader.feed(chunk, transient)
   }
 
   /** Once the torrent is known: bitfields must match it exactly. */
