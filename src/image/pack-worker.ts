@@ -79,8 +79,11 @@ async function run (): Promise<void> {
   const post = (m: FromPackWorker, transfer: ArrayBuffer[] = []): void => port.postMessage(m, transfer)
   const sink = new BatchSink(setup, new Int32Array(setup.control), post)
   try {
-    const result = await walkTree(setup.root, sink, { xattrs: setup.xattrs, aborted: () => sink.aborted })
-    sink.flush()
+    const archiveWritten = (): void => {
+      sink.flush()
+      post({ type: 'written' })
+    }
+    const result = await walkTree(setup.root, sink, { xattrs: setup.xattrs, aborted: () => sink.aborted, archiveWritten })
     post({ type: 'done', result })
   } catch (err) {
     post({ type: 'failed', failure: failureOf(err, setup.root) })
