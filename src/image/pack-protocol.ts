@@ -31,7 +31,5 @@ export interface PackFailure { code: SiErrorCode; message: string }
 export type FromPackWorker =
   /** `length` bytes of tar at the start of `data`, which is the receiver's now. */
   | { type: 'batch'; data: ArrayBuffer; length: number }
-  /** Every batch was sent; the worker now puts back atimes, then says done. */
-  | { type: 'written' }
   | { type: 'done'; result: PackResult }
   | { type: 'failed'; failure: PackFailure }

@@ -55,11 +55,6 @@ export interface WalkOptions {
   xattrs?: boolean
   /** Checked between entries and between reads: true stops the walk with ERR_ABORTED. */
   aborted?(): boolean
-  /**
-   * The archive's last byte is in the sink; the atimes are put back after this. The
-   * output can be finished (synced) meanwhile, instead of after them.
-   */
-  archiveWritten?(): void
 }
 
 export interface PackResult {
@@ -387,7 +382,6 @@ export async function walkTree (root: string, sink: TarSink, opts: WalkOptions =
     if (opts.xattrs !== false) xattrs = new XattrBatches(root, listed.map(l => l.rel))
     const walker = new Walker(sink, users, groups, xattrs, keeper, opts)
     await walker.addAll(listed)
-    opts.archiveWritten?.()
     return { bytes: walker.bytes, entries: walker.entries, unpackedBytes: walker.unpackedBytes, skipped: walker.skipped }
   } finally {
     xattrs?.stop()

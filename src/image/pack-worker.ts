@@ -79,11 +79,8 @@ async function run (): Promise<void> {
   const post = (m: FromPackWorker, transfer: ArrayBuffer[] = []): void => port.postMessage(m, transfer)
   const sink = new BatchSink(setup, new Int32Array(setup.control), post)
   try {
-    const archiveWritten = (): void => {
-      sink.flush()
-      post({ type: 'written' })
-    }
-    const result = await walkTree(setup.root, sink, { xattrs: setup.xattrs, aborted: () => sink.aborted, archiveWritten })
+    const result = await walkTree(setup.root, sink, { xattrs: setup.xattrs, aborted: () => sink.aborted })
+    sink.flush()
     post({ type: 'done', result })
   } catch (err) {
     post({ type: 'failed', failure: failureOf(err, setup.root) })

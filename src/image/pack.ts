@@ -54,14 +54,11 @@ function startWorker (setup: PackSetup): Worker {
 }
 
 /**
- * Runs the worker on `root`, writing its batches to `output` in order. Once the output
- * has taken in the last one (its write callback ran), `finishOutput` ends it, while the
- * worker still puts back the atimes it changed: syncing the payload and putting back
- * the atimes of a large tree take tens of milliseconds each and need not wait for each
- * other. Resolves once both are done. The first failure stops the worker, which still
- * puts back the atimes before this settles.
+ * Runs the worker on `root`, writing its batches to `output` in order; resolves once
+ * `output` has taken in the last one (its write callback ran; not ended). The first failure stops the worker, which
+ * still puts back the atimes it changed before this settles.
  */
-function pump (root: string, output: Writable, opts: PackOptions, finishOutput: () => Promise<void>): Promise<PackResult> {
+function pump (root: string, output: Writable, opts: PackOptions): Promise<PackResult> {
   const control = new Int32Array(new SharedArrayBuffer(CONTROL_SLOTS * Int32Array.BYTES_PER_ELEMENT))
   const spare = new MessageChannel()
   const worker = startWorker({
@@ -76,32 +73,15 @@ function pump (root: string, output: Writable, opts: PackOptions, finishOutput: 
     let bytes = 0
     let handedOver = 0
     let written = 0
-    /** The worker has sent its last batch. */
-    let allSent = false
-    let ending = false
-    let outputFinished = false
-    /** The worker's result, held until the output is finished. */
+    /** The worker's result, held until the output has taken in every batch. */
     let finished: PackResult | undefined
     let settled = false
     /** Why this side stopped the pack: reported instead of the worker's ERR_ABORTED. */
     let stopReason: unknown
     let stopTimer: NodeJS.Timeout | undefined
-    const settleIfDone = (): void => {
-      if (finished !== undefined && (outputFinished || stopReason !== undefined)) settle(undefined, finished)
-    }
-    // Ended with nothing left to take in: a compressor then ends its stream the same way
-    // whatever the timing (zlib gives its last chunk the end flag only if end() came before it).
-    const endOutput = (): void => {
-      if (ending || !allSent || written !== handedOver || settled || stopReason !== undefined) return
-      ending = true
-      // Closing is expected now, and a failure comes through finishOutput.
-      output.off('error', onOutputError)
-      output.off('close', onOutputClose)
-      finishOutput().then(() => { outputFinished = true; settleIfDone() }, err => { stop(err); settleIfDone() })
-    }
     const consumed = (data?: ArrayBuffer): void => {
       if (data !== undefined) written++
-      endOutput()
+      if (finished !== undefined && written === handedOver) settle(undefined, finished)
       if (data !== undefined && opts.outputReleasesChunks === true && !settled) spare.port1.postMessage(data, [data])
       Atomics.add(control, CONTROL_CONSUMED, 1)
       Atomics.notify(control, CONTROL_CONSUMED)
@@ -147,21 +127,18 @@ function pump (root: string, output: Writable, opts: PackOptions, finishOutput: 
             stop(err)
           }
           break
-        case 'written':
-          allSent = true
-          endOutput()
-          break
+        // Settled once the output has taken in every batch, so it is ended with nothing
+        // left to take in: a compressor then ends its stream the same way whatever the
+        // timing (zlib gives its last chunk the end flag only if end() came before it).
         case 'done':
           finished = m.result
-          allSent = true
-          endOutput()
-          settleIfDone()
+          if (stopReason !== undefined || written === handedOver) settle(undefined, finished)
           break
         case 'failed': settle(new SiError(m.failure.code, m.failure.message)); break
       }
     })
     worker.on('error', err => settle(new SiError('ERR_ARCHIVE', `pack worker failed: ${err.message}`, { cause: err })))
-    // Once done, the worker exits while the output may still be finishing.
+    // Once done, the worker exits while the output may still be taking in its last batches.
     worker.on('exit', () => { if (finished === undefined) settle(new SiError('ERR_ARCHIVE', 'pack worker exited before it finished')) })
   })
 }
@@ -181,14 +158,11 @@ export async function packDirectory (srcDir: string, out: Writable | string, opt
   const root = await sourceDir(srcDir)
   throwIfAborted(opts.signal)
   const output = typeof out === 'string' ? createWriteStream(out) : out
-  // A file is finished once closed; a stream once it has taken in everything.
-  const finishOutput = async (): Promise<void> => {
-    const finished = once(output, typeof out === 'string' ? 'close' : 'finish')
-    output.end()
-    await finished
-  }
   try {
-    return await pump(root, output, opts, finishOutput)
+    const result = await pump(root, output, opts)
+    output.end()
+    await once(output, typeof out === 'string' ? 'close' : 'finish')
+    return result
   } catch (err) {
     output.on('error', () => {})
     if (typeof out === 'string') {

@@ -267,11 +267,8 @@ export class ImageRepository {
         payloadFile,
         ...(packed.skipped.length > 0 ? { skipped: packed.skipped } : {})
       }
-      // Synced side by side: the file system can commit both in one journal transaction.
-      await Promise.all([
-        writeFile(join(work, TORRENT_FILE), torrent, { flush: true }),
-        writeFile(join(work, META_FILE), JSON.stringify(stored, null, 2) + '\n', { flush: true })
-      ])
+      await writeFile(join(work, TORRENT_FILE), torrent, { flush: true })
+      await writeFile(join(work, META_FILE), JSON.stringify(stored, null, 2) + '\n', { flush: true })
       await fsyncPath(work)
       // An abort after the last piece was hashed must still not publish the version.
       if (opts.signal?.aborted === true) throw new SiError('ERR_ABORTED', `adding ${formatImageRef(ref.name, version)} aborted`)
