@@ -43,8 +43,6 @@ export class BufferPool {
     if (this.free.length < this.maxFree) this.free.push(memory)
   }
 
-  get freeCount (): number { return this.free.length }
-
   /** Drops the free buffers (at close). */
   clear (): void {
     this.free.length = 0

@@ -11,8 +11,9 @@ import type { TokenBucket } from './token-bucket.ts'
 import { swarmConfig, type PeerConfig } from './config.ts'
 
 /**
- * Readable buffer of a peer socket: one chunk, so that a paused socket stops reading
- * (the read hold, SwarmConfig.readHoldMs, relies on it).
+ * Readable buffer of an accepted peer socket: one chunk, so that a paused socket stops
+ * reading (the read hold, SwarmConfig.readHoldMs, relies on it). Dialled sockets read
+ * into a shared buffer instead (dialPeer), where pausing stops the reads themselves.
  */
 export const PEER_SOCKET_READ_BUFFER = 1
 

@@ -299,18 +299,17 @@ export class PiecePicker {
 
   private chooseNewPiece (peerHas: (index: number) => boolean): number {
     const n = this.pieceCount
-    const start = Math.floor(this.random() * n)
     const randomPhase = this.haveCount < this.config.randomFirstPieces
-    if (this.inOrder && !randomPhase) {
-      for (let i = 0; i < n; i++) if (this.have[i] === 0 && !this.partial.has(i) && peerHas(i)) return i
-      return -1
-    }
+    const inOrder = this.inOrder && !randomPhase
+    // Either phase takes the first eligible piece of its scan; rarest-first scans them all.
+    const firstEligible = randomPhase || inOrder
+    const start = inOrder ? 0 : Math.floor(this.random() * n)
     let best = -1
     let bestAvailability = Infinity
     for (let k = 0; k < n; k++) {
       const i = (start + k) % n
       if (this.have[i] === 1 || this.partial.has(i) || !peerHas(i)) continue
-      if (randomPhase) return i
+      if (firstEligible) return i
       if (this.availability[i] < bestAvailability) {
         best = i
         bestAvailability = this.availability[i]

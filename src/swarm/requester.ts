@@ -85,8 +85,7 @@ export class Requester extends EventEmitter<RequesterEvents> {
    * take pieces in order (PiecePicker.inOrder).
    */
   private onlySeeds (): boolean {
-    for (const s of this.states.values()) if (s.haveCount !== this.picker.pieceCount) return false
-    return this.states.size > 0
+    return this.states.size > 0 && this.seedCount() === this.states.size
   }
 
   /** No more requests; pieces being verified are not committed to the picker. */

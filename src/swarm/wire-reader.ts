@@ -118,15 +118,14 @@ export class WireReader {
   /** Moves what is left of the chunks into the carry buffer, so that no view of a transient chunk remains. */
   private keepLeftover (): void {
     const n = this.buffered
+    // A carry grown for one large message is not kept for small ones (the chunks still
+    // hold what they need of it).
+    if ((this.carry?.length ?? 0) > CARRY_KEEP_BYTES && n <= CARRY_KEEP_BYTES) this.carry = undefined
     if (n === 0) {
       this.chunks.length = 0
-      if ((this.carry?.length ?? 0) > CARRY_KEEP_BYTES) this.carry = undefined
       return
     }
-    let carry = this.carry
-    if (carry === undefined || carry.length < n || (carry.length > CARRY_KEEP_BYTES && n <= CARRY_KEEP_BYTES)) {
-      carry = Buffer.allocUnsafeSlow(Math.max(n, PIECE_HEAD + USUAL_BLOCK_LENGTH))
-    }
+    const carry = roomFor(this.carry, n)
     // The first chunk may be a view of the carry itself: copy moves bytes as memmove does.
     let filled = 0
     for (const chunk of this.chunks) filled += chunk.copy(carry, filled)
@@ -168,7 +167,7 @@ export class WireReader {
   }
 
   private pieceJoinBuffer (n: number): Buffer {
-    if (this.pieceJoin === undefined || this.pieceJoin.length < n) this.pieceJoin = Buffer.allocUnsafeSlow(Math.max(n, PIECE_HEAD + USUAL_BLOCK_LENGTH))
+    this.pieceJoin = roomFor(this.pieceJoin, n)
     return this.pieceJoin
   }
 
@@ -210,6 +209,11 @@ export class WireReader {
       default: return length <= MAX_UNKNOWN_LENGTH ? undefined : `unknown messages are at most ${MAX_UNKNOWN_LENGTH} bytes`
     }
   }
+}
+
+/** `buf` if it holds `n` bytes, else a new reusable buffer of at least one usual piece message. */
+function roomFor (buf: Buffer | undefined, n: number): Buffer {
+  return buf !== undefined && buf.length >= n ? buf : Buffer.allocUnsafeSlow(Math.max(n, PIECE_HEAD + USUAL_BLOCK_LENGTH))
 }
 
 function parseHandshake (buf: Buffer): Handshake {
