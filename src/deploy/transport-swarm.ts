@@ -24,6 +24,13 @@ import type { DeployResult, EventSink, Phase, ProgressFigures } from './events.t
 import { peakRssBytes } from './peak-rss.ts'
 
 export const PROGRESS_INTERVAL_MS = 500
+/**
+ * The agent's upload cache: half the server's (at least one piece still). Its staging
+ * file is usually in RAM already, where a miss costs one read from tmpfs, and what the
+ * agent holds is taken from a node's RAM beside the image: /usr's peak 169-175 -> 158-165
+ * MiB (docs/BENCHMARKS.md, Tuning row 37).
+ */
+const AGENT_STORE_CONFIG = { readCacheBytes: 8 * 1024 * 1024 }
 
 export interface SwarmDeployOptions {
   metainfo: Metainfo
@@ -67,8 +74,8 @@ export async function deploySwarm (opts: SwarmDeployOptions): Promise<DeployResu
   try {
     await checkSpace(await spaceNeeds(opts, staging.dir, stagingFile.allocatedBytes))
     const opened = await (stagingFile.resumable
-      ? PieceStore.openResumable(stagingFile.path, meta, meta.infoHashHex)
-      : PieceStore.createStaging(stagingFile.path, meta).then(s => ({ store: s, resumed: { pieces: 0, rehashed: 0 } })))
+      ? PieceStore.openResumable(stagingFile.path, meta, meta.infoHashHex, AGENT_STORE_CONFIG)
+      : PieceStore.createStaging(stagingFile.path, meta, AGENT_STORE_CONFIG).then(s => ({ store: s, resumed: { pieces: 0, rehashed: 0 } })))
     store = opened.store
     const { pieces, rehashed } = opened.resumed
     const resumed = pieces > 0 || rehashed > 0 ? `; resuming with ${pieces} of ${meta.pieceCount} pieces from an earlier run${rehashed > 0 ? ` (${rehashed} hashed again)` : ''}` : ''
