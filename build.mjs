@@ -27,7 +27,7 @@ const WORKERS = { SI_EXTRACT_WORKER_CODE: 'src/deploy/extract-worker.ts', SI_PAC
 // about 50 MiB (docs/ARCHITECTURE.md, "Memory"). --optimize-for-size makes V8 grow its old
 // generation less ahead of what is live: the two isolates' heaps held 85-105 MiB at the
 // peak of a /usr install (about 30 MiB live), 38-47 MiB with it; peak 228-290 -> 169-175
-// MiB, for 3-7 % more CPU per agent in the swarm (docs/BENCHMARKS.md, Tuning row 37).
+// MiB, for 2-7 % more CPU per agent in the swarm (docs/BENCHMARKS.md, Tuning row 37).
 const EXEC_ARGV = { 'si-agent': ['--max-semi-space-size=2', '--optimize-for-size'], 'si-server': [] }
 const DIST_DIR = 'dist'
 const CACHE_DIR = '.cache'
