@@ -169,7 +169,9 @@ async function makeExecutable (name, bundleFile, base) {
     useCodeCache: true,
     // A startup snapshot would also skip loading the builtins the bundle requires and
     // evaluating its modules: at most ~55 million more (those builtins cost 48 million in a
-    // bare node). Not tried: it needs an entry point written for v8.startupSnapshot.
+    // bare node). Node 24 cannot build one once node:http is loaded (its HTTPParser binding
+    // is a global handle the snapshot does not serialize), and both programs speak HTTP
+    // from their first step (docs/BENCHMARKS.md, What limits the swarm now, eighth round).
     useSnapshot: false,
     execArgv: EXEC_ARGV[name],
   }, null, 2))
